@@ -1,0 +1,165 @@
+"""Connections: one settings type for URLs and secrets, one connect with a bounded retry."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import psycopg2
+import psycopg2.extensions
+
+from .errors import ConfigError, CredentialsError, DatabaseUnavailable
+
+# SQLSTATE classes that mean "the server is not ready yet" rather than "you are wrong".
+_AUTH_FAILED = "28P01"
+_INVALID_AUTH = "28000"
+_RETRYABLE_STARTUP = {"57P03"}  # cannot_connect_now: starting up / resuming
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str = ""
+    sslmode: str = "prefer"
+
+    @classmethod
+    def from_url(cls, url: str) -> PgSettings:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ConfigError(
+                f"not a PostgreSQL URL: {redact(url)!r}; use postgresql://user:password@host:port/db"
+            )
+        query = parse_qs(parts.query)
+        host = query.get("host", [parts.hostname or "127.0.0.1"])[0]
+        dbname = unquote(parts.path.lstrip("/")) or "postgres"
+        return cls(
+            host=host,
+            port=parts.port or 5432,
+            dbname=dbname,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password or ""),
+            sslmode=query.get("sslmode", ["prefer"])[0],
+        )
+
+    def with_database(self, dbname: str) -> PgSettings:
+        return replace(self, dbname=dbname)
+
+    def with_credentials(self, user: str, password: str) -> PgSettings:
+        return replace(self, user=user, password=password)
+
+    @property
+    def url(self) -> str:
+        auth = quote(self.user, safe="")
+        if self.password:
+            auth += ":" + quote(self.password, safe="")
+        if self.host.startswith("/"):
+            return f"postgresql://{auth}@/{self.dbname}?host={self.host}&port={self.port}"
+        return f"postgresql://{auth}@{self.host}:{self.port}/{self.dbname}?sslmode={self.sslmode}"
+
+    @property
+    def display(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+    def dbt_env(self) -> dict[str, str]:
+        """The variables ``profiles.yml`` reads."""
+        return {
+            "ETL_PG_HOST": self.host,
+            "ETL_PG_PORT": str(self.port),
+            "ETL_PG_USER": self.user,
+            "ETL_PG_DBNAME": self.dbname,
+            "ETL_PG_SSLMODE": self.sslmode,
+            "DBT_ENV_SECRET_PG_PASSWORD": self.password,
+        }
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def connect(
+    settings: PgSettings,
+    *,
+    wait_seconds: float | None = None,
+    connect_timeout: int = 10,
+    statement_timeout_ms: int | None = None,
+    application_name: str = "shop-etl",
+    on_retry: Callable[[int, Exception], None] | None = None,
+) -> psycopg2.extensions.connection:
+    """Connect, retrying while the server is unreachable or starting, for at most ``wait_seconds``.
+
+    Aurora Serverless v2 resuming from 0 ACU refuses or times out connections for
+    ~15 s, so the pipeline waits up to ``ETL_CONNECT_WAIT_SECONDS`` (default 60).
+    Authentication failures are not retried here: the caller may re-read the secret.
+    """
+    if wait_seconds is None:
+        wait_seconds = float(os.environ.get("ETL_CONNECT_WAIT_SECONDS", "60"))
+    options = f"-c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else None
+    deadline = time.monotonic() + wait_seconds
+    attempt = 0
+    delay = 0.5
+    while True:
+        attempt += 1
+        try:
+            return psycopg2.connect(
+                host=settings.host,
+                port=settings.port,
+                dbname=settings.dbname,
+                user=settings.user,
+                password=settings.password or None,
+                sslmode=settings.sslmode if not settings.host.startswith("/") else None,
+                connect_timeout=connect_timeout,
+                application_name=application_name,
+                options=options,
+            )
+        except psycopg2.OperationalError as exc:
+            code = getattr(exc, "pgcode", None)
+            message = str(exc).strip()
+            if code in (_AUTH_FAILED, _INVALID_AUTH) or "password authentication failed" in message:
+                raise CredentialsError(
+                    f"{settings.display} rejected the credentials ({first_line(message)}); "
+                    "check the user and password (or the secret they come from)"
+                ) from exc
+            if "does not exist" in message and "database" in message:
+                raise ConfigError(
+                    f"{first_line(message)} on {settings.host}:{settings.port}; "
+                    "create it or run `etl init` first"
+                ) from exc
+            if time.monotonic() + delay > deadline:
+                raise DatabaseUnavailable(
+                    f"cannot reach PostgreSQL at {settings.display} after {attempt} attempts "
+                    f"over {wait_seconds:.0f}s ({first_line(message)}); check that the server "
+                    "is running and reachable, or raise ETL_CONNECT_WAIT_SECONDS"
+                ) from exc
+            if on_retry:
+                on_retry(attempt, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def ensure_database(server: PgSettings, dbname: str) -> None:
+    """Create ``dbname`` on the server if it is missing (needs CREATEDB)."""
+    conn = connect(server.with_database("postgres"))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("select 1 from pg_database where datname = %s", (dbname,))
+            if cur.fetchone() is None:
+                from psycopg2 import sql
+
+                cur.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
+    finally:
+        conn.close()

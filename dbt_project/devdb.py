@@ -1,0 +1,41 @@
+"""The local development loop: a PostgreSQL with the sample operational data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import local_pg
+from .db import PgSettings, connect, ensure_database
+from .paths import work_dir
+from .source_db import create_source_tables, load_sample_data
+
+SOURCE_DB = "shop"
+TARGET_DB = "analytics"
+
+
+@dataclass(frozen=True)
+class DevDatabases:
+    server: local_pg.Server
+    source: PgSettings
+    target: PgSettings
+    inserted: dict[str, int]
+
+
+def prepare() -> DevDatabases:
+    """Start or reuse the local server, create both databases, load the sample data.
+
+    Safe to re-run: existing rows are kept, only missing sample rows are inserted.
+    """
+    server = local_pg.server(work_dir() / "pg")
+    base = PgSettings.from_url(server.url)
+    for name in (SOURCE_DB, TARGET_DB):
+        ensure_database(base, name)
+    source = base.with_database(SOURCE_DB)
+    conn = connect(source)
+    try:
+        with conn:
+            create_source_tables(conn)
+            inserted = load_sample_data(conn)
+    finally:
+        conn.close()
+    return DevDatabases(server, source, base.with_database(TARGET_DB), inserted)

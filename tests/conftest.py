@@ -1,0 +1,63 @@
+"""Shared fixtures: one real PostgreSQL server per test session.
+
+The embedded server starts in under a second; set ETL_TEST_PG_URL to a server URL
+(a superuser, any database) to run the suite against an existing PostgreSQL instead.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+from psycopg2 import sql
+
+from dbt_project import local_pg
+from dbt_project.db import PgSettings, connect
+
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory) -> PgSettings:
+    """Settings of a superuser connection to the test server (database ``postgres``)."""
+    external = os.environ.get("ETL_TEST_PG_URL")
+    if external:
+        yield PgSettings.from_url(external).with_database("postgres")
+        return
+    # Short path: the Unix socket lives in the data directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="etlpg-"))
+    server = local_pg.start_embedded(data_dir / "data", local_pg.free_port())
+    try:
+        yield PgSettings.from_url(server.url)
+    finally:
+        local_pg.stop_embedded(server.data_dir)
+
+
+@pytest.fixture
+def new_database(pg_server):
+    """A factory of empty databases, dropped after the test."""
+    created: list[str] = []
+
+    def make(prefix: str = "t") -> PgSettings:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        conn = connect(pg_server)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        conn.close()
+        created.append(name)
+        return pg_server.with_database(name)
+
+    yield make
+    conn = connect(pg_server)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name in created:
+            cur.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+    conn.close()
