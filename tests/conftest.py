@@ -61,3 +61,52 @@ def new_database(pg_server):
                 sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
             )
     conn.close()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A real HTTP endpoint for S3 and Secrets Manager on loopback."""
+    from moto.server import ThreadedMotoServer
+
+    port = local_pg.free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in _AWS_ENV}
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto accepts any key
+        AWS_DEFAULT_REGION="ap-northeast-1",
+        AWS_REGION="ap-northeast-1",
+    )
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_AWS_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint):
+    """A fresh bucket on the moto server."""
+    from dbt_project.stage import s3_client
+
+    name = f"stage-{uuid.uuid4().hex[:12]}"
+    s3_client().create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "ap-northeast-1"}
+    )
+    return name

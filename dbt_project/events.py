@@ -1,0 +1,108 @@
+"""Lambda events parsed into typed requests, before any database work.
+
+Everything a handler accepts is listed here; anything else is refused with a
+message that shows the accepted shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from urllib.parse import unquote_plus
+
+from .dbt_runner import parse_date
+from .errors import ConfigError
+from .manifest import MANIFEST_NAME
+from .pipeline import (
+    DEFAULT_LOOKBACK_DAYS,
+    MAX_BACKFILL_DAYS_LAMBDA,
+    date_range,
+    previous_business_day,
+)
+from .stage import DATA_PREFIX
+
+EXTRACT_SHAPES = (
+    'a schedule ({"scheduled_time": "<ISO time>"} or an EventBridge "Scheduled Event"), '
+    '{"run_date": "YYYY-MM-DD"}, or {"start_date": "YYYY-MM-DD", "end_date": "YYYY-MM-DD"} '
+    f"spanning at most {MAX_BACKFILL_DAYS_LAMBDA} days"
+)
+
+
+@dataclass(frozen=True)
+class ExtractRequest:
+    days: tuple[date, ...]
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS
+    trigger: str = "manual"
+
+
+def _lookback(event: dict) -> int:
+    value = event.get("lookback_days", DEFAULT_LOOKBACK_DAYS)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 400:
+        raise ConfigError(f"lookback_days must be a whole number from 1 to 400, not {value!r}")
+    return value
+
+
+def _timestamp(value) -> datetime:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"the schedule time {value!r} is not an ISO timestamp") from exc
+
+
+def parse_extract_event(event) -> ExtractRequest:
+    if not isinstance(event, dict):
+        raise ConfigError(f"the extract event must be a JSON object: {EXTRACT_SHAPES}")
+    keys = set(event)
+    if "scheduled_time" in event:
+        day = previous_business_day(_timestamp(event["scheduled_time"]))
+        return ExtractRequest((day,), trigger="schedule")
+    if event.get("detail-type") == "Scheduled Event" and "time" in event:
+        day = previous_business_day(_timestamp(event["time"]))
+        return ExtractRequest((day,), trigger="schedule")
+    if keys <= {"run_date", "lookback_days"} and "run_date" in keys:
+        return ExtractRequest((parse_date(event["run_date"], "run_date"),), _lookback(event))
+    if keys <= {"start_date", "end_date", "lookback_days"} and {"start_date", "end_date"} <= keys:
+        days = date_range(event["start_date"], event["end_date"], limit=MAX_BACKFILL_DAYS_LAMBDA)
+        return ExtractRequest(tuple(days), _lookback(event), trigger="backfill")
+    raise ConfigError(f"unrecognised extract event with keys {sorted(keys)}; send {EXTRACT_SHAPES}")
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    manifest_keys: tuple[str, ...]
+    ignored: tuple[str, ...] = ()
+
+
+def parse_load_event(event, bucket: str) -> LoadRequest:
+    if not isinstance(event, dict):
+        raise ConfigError('the load event must be an S3 event or {"manifest_key": "..."}')
+    if "manifest_key" in event:
+        key = str(event["manifest_key"])
+        if not (key.startswith(DATA_PREFIX) and key.endswith("/" + MANIFEST_NAME)):
+            raise ConfigError(
+                f"manifest_key {key!r} must look like {DATA_PREFIX}YYYY-MM-DD/{MANIFEST_NAME}"
+            )
+        return LoadRequest((key,))
+    records = event.get("Records")
+    if not isinstance(records, list) or not records:
+        raise ConfigError(
+            'unrecognised load event: send an S3 ObjectCreated event or {"manifest_key": '
+            f'"{DATA_PREFIX}YYYY-MM-DD/{MANIFEST_NAME}"}}'
+        )
+    keys, ignored = [], []
+    for record in records:
+        s3 = record.get("s3", {}) if isinstance(record, dict) else {}
+        record_bucket = s3.get("bucket", {}).get("name")
+        raw_key = s3.get("object", {}).get("key")
+        if record.get("eventSource") != "aws:s3" or not raw_key:
+            raise ConfigError("the load event has a record that is not an S3 event record")
+        if record_bucket != bucket:
+            raise ConfigError(
+                f"the S3 event is for bucket {record_bucket!r}, this function loads from {bucket!r}"
+            )
+        key = unquote_plus(raw_key)  # S3 event keys arrive URL-encoded
+        if key.startswith(DATA_PREFIX) and key.endswith("/" + MANIFEST_NAME):
+            keys.append(key)
+        else:
+            ignored.append(key)
+    return LoadRequest(tuple(keys), tuple(ignored))

@@ -1,0 +1,316 @@
+"""The stage between the two databases: a local folder or an S3 prefix, behind one interface.
+
+Writers stream: nothing holds a whole file in memory. A file becomes visible only
+when its writer closes cleanly (rename locally, multipart completion on S3), so a
+failed unload never leaves a half-written object that a reader could take for data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import urlsplit
+
+from .errors import ConfigError, StageError
+
+# S3 multipart parts must be >= 5 MiB (but the last); 8 MiB keeps memory small.
+PART_SIZE = 8 * 1024 * 1024
+DATA_PREFIX = "etl-data/"
+
+
+class Writer(Protocol):
+    def write(self, data: bytes) -> int: ...
+
+
+class Stage(Protocol):
+    uri: str
+
+    def writer(self, key: str) -> AbstractContextManager[Writer]: ...
+    def reader(self, key: str) -> AbstractContextManager[BinaryIO]: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def describe(self, key: str) -> str: ...
+
+
+def check_key(key: str) -> str:
+    """Keys are relative, under ``etl-data/``, with no way out of it."""
+    parts = key.split("/")
+    if (
+        not key.startswith(DATA_PREFIX)
+        or key.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+        or "\\" in key
+        or "\x00" in key
+    ):
+        raise StageError(
+            f"stage key {key!r} is outside {DATA_PREFIX}: manifests and files must live under "
+            f"{DATA_PREFIX}YYYY-MM-DD/"
+        )
+    return key
+
+
+class LocalStage:
+    """A folder; used by the demo and the tests, and handy for debugging a night."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def describe(self, key: str) -> str:
+        return str(self._path(key))
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[Writer]:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @contextmanager
+    def reader(self, key: str) -> Iterator[BinaryIO]:
+        path = self._path(key)
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError as exc:
+            raise StageError(f"stage file {path} does not exist; re-run the extract") from exc
+        with handle:
+            yield handle
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self.writer(key) as handle:
+            handle.write(data)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.reader(key) as handle:
+            return handle.read()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        if not base.exists():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
+
+    def remove_tree(self, prefix: str) -> None:
+        shutil.rmtree(self.root / check_key(prefix), ignore_errors=True)
+
+
+def s3_client():
+    """An S3 client with exponential backoff and jitter on every call.
+
+    botocore reads AWS_ENDPOINT_URL itself (the moto server in tests).
+    """
+    import boto3
+    from botocore.config import Config
+
+    attempts = int(os.environ.get("ETL_S3_MAX_ATTEMPTS", "8"))
+    return boto3.client(
+        "s3",
+        config=Config(
+            retries={"mode": "standard", "max_attempts": attempts},
+            connect_timeout=10,
+            read_timeout=60,
+        ),
+    )
+
+
+class _MultipartWriter:
+    """Buffers one part at a time; small files go up in a single PUT on close."""
+
+    def __init__(self, client, bucket: str, key: str):
+        self.client, self.bucket, self.key = client, bucket, key
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict] = []
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        while len(self.buffer) >= PART_SIZE:
+            self._send(bytes(self.buffer[:PART_SIZE]))
+            del self.buffer[:PART_SIZE]
+        return len(data)
+
+    def _send(self, body: bytes) -> None:
+        if self.upload_id is None:
+            self.upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)[
+                "UploadId"
+            ]
+        number = len(self.parts) + 1
+        etag = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+        )["ETag"]
+        self.parts.append({"ETag": etag, "PartNumber": number})
+
+    def close(self) -> None:
+        if self.upload_id is None:
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer))
+            return
+        if self.buffer:
+            self._send(bytes(self.buffer))
+            self.buffer.clear()
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
+        )
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            # Best effort: the bucket's lifecycle rule aborts any leftover upload too.
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+                )
+
+
+class _ResumingBody(io.RawIOBase):
+    """A streaming S3 body that resumes with a Range request after a dropped connection."""
+
+    def __init__(self, client, bucket: str, key: str, max_resumes: int = 5):
+        self.client, self.bucket, self.key = client, bucket, key
+        self.position = 0
+        self.resumes_left = max_resumes
+        self.body = self._open()
+
+    def _open(self):
+        kwargs = {"Bucket": self.bucket, "Key": self.key}
+        if self.position:
+            kwargs["Range"] = f"bytes={self.position}-"
+        return self.client.get_object(**kwargs)["Body"]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+        while True:
+            try:
+                data = self.body.read(len(buffer))
+                break
+            except (BotoConnectionError, ProtocolError, ReadTimeoutError, ConnectionError):
+                if self.resumes_left <= 0:
+                    raise
+                self.resumes_left -= 1
+                self.body = self._open()
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self.body.close()
+        finally:
+            super().close()
+
+
+class S3Stage:
+    def __init__(self, bucket: str, prefix: str = "", client=None):
+        if not bucket:
+            raise ConfigError("the S3 stage needs a bucket: s3://bucket[/prefix]")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.client = client or s3_client()
+        self.uri = f"s3://{bucket}/{self.prefix}"
+
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def describe(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[Writer]:
+        writer = _MultipartWriter(self.client, self.bucket, self._key(key))
+        try:
+            yield writer
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+
+    @contextmanager
+    def reader(self, key: str) -> Iterator[BinaryIO]:
+        from botocore.exceptions import ClientError
+
+        try:
+            raw = _ResumingBody(self.client, self.bucket, self._key(key))
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                raise StageError(
+                    f"stage file {self.describe(key)} does not exist; re-run the extract"
+                ) from exc
+            raise
+        with io.BufferedReader(raw, buffer_size=1024 * 1024) as handle:
+            yield handle
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.reader(key) as handle:
+            return handle.read()
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
+        return sorted(keys)
+
+
+def open_stage(uri: str) -> LocalStage | S3Stage:
+    """``s3://bucket/prefix`` or a local folder path (``file://`` accepted)."""
+    if not uri:
+        raise ConfigError(
+            "no stage given: pass --stage (a folder or s3://bucket/prefix) or set ETL_STAGE"
+        )
+    parts = urlsplit(uri)
+    if parts.scheme == "s3":
+        return S3Stage(parts.netloc, parts.path)
+    if parts.scheme == "file":
+        return LocalStage(Path(parts.path))
+    if parts.scheme:
+        raise ConfigError(f"unsupported stage {uri!r}: use a folder path or s3://bucket/prefix")
+    return LocalStage(Path(uri))

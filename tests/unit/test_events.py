@@ -1,0 +1,98 @@
+"""Lambda events: what each handler accepts, and the clear refusal of everything else."""
+
+from datetime import date
+
+import pytest
+
+from dbt_project.errors import ConfigError
+from dbt_project.events import parse_extract_event, parse_load_event
+
+
+def test_a_schedule_at_two_in_the_morning_tokyo_runs_the_previous_tokyo_day():
+    # 2026-11-26T17:00Z is 02:00 on 27 November in Tokyo.
+    request = parse_extract_event({"scheduled_time": "2026-11-26T17:00:00Z"})
+    assert request.days == (date(2026, 11, 26),)
+    assert request.trigger == "schedule"
+
+
+def test_an_eventbridge_rule_event_uses_its_time():
+    event = {
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "time": "2026-01-01T17:00:00Z",
+    }
+    assert parse_extract_event(event).days == (date(2026, 1, 1),)
+
+
+def test_manual_day_and_backfill():
+    assert parse_extract_event({"run_date": "2026-11-20"}).days == (date(2026, 11, 20),)
+    request = parse_extract_event({"start_date": "2026-10-30", "end_date": "2026-11-02"})
+    assert request.days == (
+        date(2026, 10, 30),
+        date(2026, 10, 31),
+        date(2026, 11, 1),
+        date(2026, 11, 2),
+    )
+    assert request.trigger == "backfill"
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"run_date": "2026-02-30"}, "not a real calendar date"),
+        ({"run_date": "yesterday"}, "not a real calendar date"),
+        ({"run_date": "2026-11-20'; drop table orders; --"}, "not a real calendar date"),
+        ({"start_date": "2026-01-01", "end_date": "2026-02-01"}, "over the limit of 31"),
+        ({"start_date": "2026-02-01", "end_date": "2026-01-01"}, "before it starts"),
+        ({"run_date": "2026-11-20", "lookback_days": 0}, "lookback_days"),
+        ({"date": "2026-11-20"}, "unrecognised extract event"),
+        ({}, "unrecognised extract event"),
+        ([], "must be a JSON object"),
+    ],
+)
+def test_anything_else_is_refused_with_the_accepted_shapes(event, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_extract_event(event)
+
+
+def s3_event(*keys, bucket="stage-bucket"):
+    return {
+        "Records": [
+            {"eventSource": "aws:s3", "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
+            for key in keys
+        ]
+    }
+
+
+def test_s3_keys_are_url_decoded_and_only_manifests_are_loaded():
+    event = s3_event(
+        "etl-data/2026-11-20/_manifest.json",
+        "etl-data%2F2026-11-21%2F_manifest.json",
+        "etl-data/2026-11-20/abc/customer_analytics.tsv.gz",
+    )
+    request = parse_load_event(event, "stage-bucket")
+    assert request.manifest_keys == (
+        "etl-data/2026-11-20/_manifest.json",
+        "etl-data/2026-11-21/_manifest.json",
+    )
+    assert request.ignored == ("etl-data/2026-11-20/abc/customer_analytics.tsv.gz",)
+
+
+def test_manual_manifest_key():
+    assert parse_load_event(
+        {"manifest_key": "etl-data/2026-11-20/_manifest.json"}, "b"
+    ).manifest_keys == ("etl-data/2026-11-20/_manifest.json",)
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        (s3_event("etl-data/2026-11-20/_manifest.json", bucket="other"), "for bucket 'other'"),
+        ({"manifest_key": "../secrets/_manifest.json"}, "must look like"),
+        ({"Records": [{"eventSource": "aws:sqs"}]}, "not an S3 event record"),
+        ({"hello": 1}, "unrecognised load event"),
+    ],
+)
+def test_bad_load_events_are_refused(event, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_load_event(event, "stage-bucket")
