@@ -23,5 +23,5 @@ def work_dir() -> Path:
     if override:
         return Path(override)
     if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        return Path("/tmp/etl")
+        return Path("/tmp/etl")  # noqa: S108 - the only writable place in Lambda
     return project_dir() / ".etl"

@@ -1,0 +1,110 @@
+"""The marts' dbt contracts, read from the model YAML: one definition of each table.
+
+The extract checks its files against them, the load refuses a manifest that differs
+from them, and ``etl init`` creates the analytics tables from them, so the source
+model and the target table cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+from psycopg2 import sql
+
+from .errors import StageError
+from .paths import project_dir
+
+MARTS = ("customer_analytics", "product_sales_summary", "daily_sales_summary")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_TYPE = re.compile(r"^[a-z][a-z0-9 ]*(\(\d+(,\s*\d+)?\))?$")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    data_type: str
+
+
+@dataclass(frozen=True)
+class TableContract:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def as_manifest(self) -> dict:
+        return {
+            "columns": [{"name": c.name, "type": c.data_type} for c in self.columns],
+            "primary_key": list(self.primary_key),
+        }
+
+    def create_table_sql(self, schema: str) -> sql.Composed:
+        columns = [
+            sql.SQL("{} {} not null" if c.name in self.primary_key else "{} {}").format(
+                sql.Identifier(c.name), sql.SQL(c.data_type)
+            )
+            for c in self.columns
+        ]
+        columns.append(
+            sql.SQL("primary key ({})").format(
+                sql.SQL(", ").join(sql.Identifier(k) for k in self.primary_key)
+            )
+        )
+        return sql.SQL("create table if not exists {} ({})").format(
+            sql.Identifier(schema, self.name), sql.SQL(", ").join(columns)
+        )
+
+
+def normalise_type(data_type: str) -> str:
+    return re.sub(r"\s+", " ", data_type.strip().lower()).replace(", ", ",")
+
+
+def _model_contract(model: dict) -> TableContract:
+    name = model["name"]
+    columns = []
+    primary_key: list[str] = []
+    for column in model.get("columns", []):
+        data_type = normalise_type(str(column["data_type"]))
+        if not _IDENTIFIER.match(column["name"]) or not _TYPE.match(data_type):
+            raise ValueError(f"model {name}: unusable column {column['name']!r} {data_type!r}")
+        columns.append(Column(column["name"], data_type))
+        for constraint in column.get("constraints", []) or []:
+            if constraint.get("type") == "primary_key":
+                primary_key.append(column["name"])
+    for constraint in model.get("constraints", []) or []:
+        if constraint.get("type") == "primary_key":
+            primary_key = list(constraint["columns"])
+    if not primary_key:
+        raise ValueError(f"model {name}: the contract declares no primary key")
+    return TableContract(name, tuple(columns), tuple(primary_key))
+
+
+@cache
+def load_contracts(root: Path | None = None) -> dict[str, TableContract]:
+    """Every model under models/marts with an enforced contract, by name."""
+    root = root or project_dir()
+    contracts: dict[str, TableContract] = {}
+    for path in sorted((root / "models" / "marts").rglob("*.yml")):
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for model in document.get("models", []) or []:
+            config = model.get("config", {}) or {}
+            if (config.get("contract") or {}).get("enforced"):
+                contracts[model["name"]] = _model_contract(model)
+    return contracts
+
+
+def contract(name: str) -> TableContract:
+    contracts = load_contracts()
+    if name not in contracts:
+        raise StageError(
+            f"table {name!r} is not part of the analytics contract "
+            f"({', '.join(sorted(contracts))}); the manifest is not one this project wrote"
+        )
+    return contracts[name]

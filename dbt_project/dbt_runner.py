@@ -1,0 +1,224 @@
+"""Runs dbt in-process, the same way on a laptop and inside AWS Lambda.
+
+Lambda has no /dev/shm, so the multiprocessing locks that dbt-core 1.11 creates
+fail there; they are replaced by threading locks before dbt is first imported.
+dbt runs its nodes on threads, never on processes, so this changes nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing.context
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from .db import PgSettings
+from .errors import ConfigError, DataTestsFailed
+from .paths import project_dir, work_dir
+
+
+def _shm_usable() -> bool:
+    return os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)
+
+
+def _use_thread_locks() -> None:
+    def lock(self, *args, **kwargs):
+        return threading.Lock()
+
+    def rlock(self, *args, **kwargs):
+        return threading.RLock()
+
+    multiprocessing.context.BaseContext.Lock = lock
+    multiprocessing.context.BaseContext.RLock = rlock
+
+
+if not _shm_usable():
+    _use_thread_locks()
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@dataclass(frozen=True)
+class NodeFailure:
+    unique_id: str
+    status: str
+    message: str
+
+    def __str__(self) -> str:
+        name = (
+            self.unique_id.split(".", 2)[-1] if self.unique_id.count(".") >= 2 else self.unique_id
+        )
+        return (
+            f"{name} ({self.status}: {self.message})" if self.message else f"{name} ({self.status})"
+        )
+
+
+@dataclass
+class DbtRun:
+    success: bool
+    invocation_id: str | None
+    target_path: Path
+    failures: list[NodeFailure] = field(default_factory=list)
+    nodes: int = 0
+
+    @property
+    def run_results(self) -> Path:
+        return self.target_path / "run_results.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.target_path / "manifest.json"
+
+
+def run_vars(
+    run_date: date | str | None, lookback_days: int | None = None, **extra
+) -> dict[str, object]:
+    """Validated dbt vars: dbt renders vars into SQL unescaped, so only checked values pass."""
+    values: dict[str, object] = {}
+    if run_date is not None:
+        values["run_date"] = parse_date(run_date, "run_date").isoformat()
+    if lookback_days is not None:
+        if (
+            not isinstance(lookback_days, int)
+            or isinstance(lookback_days, bool)
+            or lookback_days < 1
+        ):
+            raise ConfigError(
+                f"lookback_days must be a positive whole number, not {lookback_days!r}"
+            )
+        values["lookback_days"] = lookback_days
+    values.update(extra)
+    return values
+
+
+def parse_date(value: date | str, what: str = "date") -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return (
+            date.fromisoformat(str(value).strip())
+            if len(str(value).strip()) == 10
+            else _bad(value, what)
+        )
+    except ValueError:
+        return _bad(value, what)
+
+
+def _bad(value, what: str):
+    raise ConfigError(
+        f"{what} {value!r} is not a real calendar date; use the ISO form YYYY-MM-DD, e.g. 2026-11-25"
+    )
+
+
+class DbtProject:
+    """One dbt runner for the life of the process (warm Lambda invocations reuse it).
+
+    dbt does not support concurrent invocations in one process: callers run one at a
+    time (the functions that run dbt have reserved concurrency 1).
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.root = root or project_dir()
+        self._runner = None
+        self._lock = threading.Lock()
+
+    def _dbt(self):
+        if self._runner is None:
+            from dbt.cli.main import dbtRunner
+
+            self._runner = dbtRunner()
+        return self._runner
+
+    def invoke(
+        self,
+        command: list[str],
+        *,
+        settings: PgSettings,
+        target: str,
+        dbt_vars: dict[str, object] | None = None,
+    ) -> DbtRun:
+        scratch = work_dir() / "dbt"
+        target_path = Path(os.environ.get("DBT_TARGET_PATH", scratch / f"target-{target}"))
+        log_path = Path(os.environ.get("DBT_LOG_PATH", scratch / "logs"))
+        args = [
+            *command,
+            "--project-dir",
+            str(self.root),
+            "--profiles-dir",
+            str(self.root),
+            "--target",
+            target,
+            "--target-path",
+            str(target_path),
+            "--log-path",
+            str(log_path),
+        ]
+        if dbt_vars:
+            args += ["--vars", json.dumps(dbt_vars)]
+        quiet = os.environ.get("ETL_DBT_VERBOSE") != "1"
+        if quiet:
+            args.insert(0, "--quiet")
+        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+            args[0:0] = ["--log-format", "json"]
+        env = settings.dbt_env()
+        timeout = os.environ.get("ETL_STATEMENT_TIMEOUT_MS")
+        if timeout:
+            env["PGOPTIONS"] = f"-c statement_timeout={int(timeout)}"
+        with self._lock:
+            saved = {key: os.environ.get(key) for key in env}
+            os.environ.update(env)
+            try:
+                result = self._dbt().invoke(args)
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+        return _summarise(result, target_path)
+
+
+def _summarise(result, target_path: Path) -> DbtRun:
+    failures: list[NodeFailure] = []
+    nodes = 0
+    if result.exception is not None:
+        failures.append(NodeFailure("dbt", "error", _one_line(str(result.exception))))
+    for node_result in getattr(result.result, "results", None) or []:
+        nodes += 1
+        status = str(getattr(node_result.status, "value", node_result.status))
+        if status in ("error", "fail", "runtime error"):
+            failures.append(
+                NodeFailure(
+                    node_result.node.unique_id, status, _one_line(node_result.message or "")
+                )
+            )
+    invocation_id = None
+    run_results = target_path / "run_results.json"
+    if run_results.exists():
+        invocation_id = json.loads(run_results.read_text())["metadata"].get("invocation_id")
+    return DbtRun(
+        success=bool(result.success) and not failures,
+        invocation_id=invocation_id,
+        target_path=target_path,
+        failures=failures,
+        nodes=nodes,
+    )
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def raise_for_failures(run: DbtRun, what: str) -> None:
+    if run.success:
+        return
+    names = "; ".join(str(f) for f in run.failures) or "dbt reported failure"
+    raise DataTestsFailed(
+        f"{what} failed, nothing was unloaded or loaded: {names}. Fix the data or the model, "
+        "then re-run the same day",
+        failures=[f.unique_id for f in run.failures],
+    )

@@ -1,0 +1,399 @@
+"""Load one night's manifest into the analytics database, in one transaction.
+
+What a night owns (its business days, the customers it touched) is replaced:
+rows of the files are upserted, owned rows missing from them are deleted. Each
+owned key carries the version that last wrote it, so a stale night delivered late
+(out of order, or a re-run of an older day) never overwrites fresher numbers, and
+``customer_analytics`` never goes back in time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import date
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extras
+from psycopg2 import sql
+
+from .contracts import MARTS, TableContract, contract
+from .errors import StageError
+from .manifest import FileEntry, Manifest
+from .stage import Stage
+
+ANALYTICS_SCHEMA = "analytics"
+META_SCHEMA = "etl"
+# Loads run one at a time: versions are read and written by each, so two loads of
+# different days must not interleave. Any constant shared by all loaders will do.
+_LOAD_LOCK = 0x5E7105D
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """A set of keys a night owns, and the marts whose rows those keys own."""
+
+    keys_table: str
+    key: str
+    versions_table: str
+    marts: tuple[str, ...]
+    # Compared lexicographically; the larger version wins.
+    version_columns: tuple[str, ...]
+
+
+OWNERSHIPS = (
+    Ownership(
+        keys_table="run_window_days",
+        key="sales_date",
+        versions_table="day_versions",
+        marts=("product_sales_summary", "daily_sales_summary"),
+        # A later extraction read a later state of the source for the same day.
+        version_columns=("extracted_at",),
+    ),
+    Ownership(
+        keys_table="run_window_customers",
+        key="customer_id",
+        versions_table="customer_versions",
+        marts=("customer_analytics",),
+        # Cumulative numbers as of a later day win; for the same day, the later read.
+        version_columns=("as_of_date", "extracted_at"),
+    ),
+)
+REQUIRED_TABLES = (*MARTS, *(o.keys_table for o in OWNERSHIPS))
+
+
+@dataclass
+class TableLoad:
+    rows_in_file: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    skipped_stale: int = 0
+
+
+@dataclass
+class LoadResult:
+    manifest_key: str
+    run_id: str
+    run_date: date
+    status: str  # "loaded" or "duplicate"
+    tables: dict[str, TableLoad] = field(default_factory=dict)
+    read_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def rows_loaded(self) -> int:
+        return sum(t.inserted + t.updated for t in self.tables.values())
+
+
+class _VerifyingReader:
+    """Feeds COPY FROM STDIN with decompressed bytes while checking what was promised."""
+
+    def __init__(self, raw, entry: FileEntry):
+        self.raw = raw
+        self.entry = entry
+        self.sha256 = hashlib.sha256()
+        self.decompressor = zlib.decompressobj(31)
+        self.bytes = 0
+        self.rows = 0
+        self.read_seconds = 0.0
+        self.pending = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            if self.pending:
+                out, self.pending = self.pending, b""
+                self.rows += out.count(b"\n")
+                return out
+            started = time.perf_counter()
+            chunk = self.raw.read(1024 * 1024)
+            self.read_seconds += time.perf_counter() - started
+            if not chunk:
+                return self._finish()
+            self.bytes += len(chunk)
+            if self.bytes > self.entry.bytes:
+                raise StageError(
+                    f"{self.entry.key} is larger than its manifest says ({self.entry.bytes} "
+                    "bytes): it was changed after the extract; re-run the extract for that day"
+                )
+            self.sha256.update(chunk)
+            try:
+                self.pending = self.decompressor.decompress(chunk)
+            except zlib.error as exc:
+                raise StageError(
+                    f"{self.entry.key} is corrupted ({exc}); re-run the extract for that day"
+                ) from exc
+
+    readline = read
+
+    def _finish(self) -> bytes:
+        tail = self.decompressor.flush()
+        if tail:
+            self.rows += tail.count(b"\n")
+            return tail
+        return b""
+
+    def verify(self) -> None:
+        problems = []
+        if self.bytes != self.entry.bytes:
+            problems.append(f"{self.bytes} bytes instead of {self.entry.bytes}")
+        if self.sha256.hexdigest() != self.entry.sha256:
+            problems.append("its SHA-256 differs from the manifest's")
+        if not self.decompressor.eof:
+            problems.append("its gzip stream is cut short")
+        if self.rows != self.entry.rows:
+            problems.append(f"{self.rows} rows instead of {self.entry.rows}")
+        if problems:
+            raise StageError(
+                f"{self.entry.key} does not match its manifest: {'; '.join(problems)}. "
+                "It was changed or damaged after the extract; re-run the extract for that day"
+            )
+
+
+def _stage_table(name: str) -> sql.Identifier:
+    return sql.Identifier(f"_stage_{name}")
+
+
+def _copy_into_stage(cur, stage: Stage, entry: FileEntry, table: TableContract) -> float:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names)
+    definitions = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.data_type)) for c in table.columns
+    )
+    cur.execute(
+        sql.SQL("create temporary table {} ({}, primary key ({})) on commit drop").format(
+            _stage_table(table.name),
+            definitions,
+            sql.SQL(", ").join(sql.Identifier(k) for k in table.primary_key),
+        )
+    )
+    copy = sql.SQL("copy {} ({}) from stdin").format(_stage_table(table.name), columns)
+    with stage.reader(entry.key) as raw:
+        reader = _VerifyingReader(raw, entry)
+        try:
+            cur.copy_expert(copy.as_string(cur.connection), reader, size=1024 * 1024)
+        except psycopg2.errors.UniqueViolation as exc:
+            detail = (exc.diag.message_detail or "").strip()
+            raise StageError(
+                f"{entry.key} holds the same {table.name} key twice ({detail}); the extract "
+                "must produce one row per key: fix the model and re-run the extract"
+            ) from exc
+        except (psycopg2.DataError, psycopg2.errors.BadCopyFileFormat) as exc:
+            reader_problem = None
+            try:
+                reader.verify()
+            except StageError as problem:
+                reader_problem = problem
+            if reader_problem is not None:
+                raise reader_problem from exc
+            raise StageError(
+                f"{entry.key} does not fit the {table.name} contract "
+                f"({(exc.diag.message_primary or str(exc)).strip()}); re-run the extract"
+            ) from exc
+    reader.verify()
+    return reader.read_seconds
+
+
+def _version_values(ownership: Ownership, manifest: Manifest) -> list:
+    values = {"as_of_date": manifest.run_date, "extracted_at": manifest.extracted_at}
+    return [values[c] for c in ownership.version_columns]
+
+
+def _apply_ownership(cur, ownership: Ownership, manifest: Manifest, result: LoadResult) -> None:
+    key = sql.Identifier(ownership.key)
+    owned = sql.Identifier(f"_owned_{ownership.keys_table}")
+    versions = sql.Identifier(META_SCHEMA, ownership.versions_table)
+    stored = sql.SQL(", ").join(
+        sql.SQL("v.{}").format(sql.Identifier(c)) for c in ownership.version_columns
+    )
+    incoming = sql.SQL(", ").join(sql.Placeholder() for _ in ownership.version_columns)
+    cur.execute(
+        sql.SQL(
+            "create temporary table {owned} on commit drop as "
+            "select k.{key} from {keys} k left join {versions} v on v.{key} = k.{key} "
+            "where v.{key} is null or row({incoming}) >= row({stored})"
+        ).format(
+            owned=owned,
+            key=key,
+            keys=_stage_table(ownership.keys_table),
+            versions=versions,
+            incoming=incoming,
+            stored=stored,
+        ),
+        _version_values(ownership, manifest),
+    )
+    cur.execute(sql.SQL("alter table {} add primary key ({})").format(owned, key))
+    cur.execute(sql.SQL("analyze {}").format(owned))
+
+    for mart in ownership.marts:
+        table = contract(mart)
+        target = sql.Identifier(ANALYTICS_SCHEMA, mart)
+        staged = _stage_table(mart)
+        load = result.tables[mart]
+        pk_match = sql.SQL(" and ").join(
+            sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in table.primary_key
+        )
+        cur.execute(
+            sql.SQL(
+                "select count(*) from {staged} s where not exists "
+                "(select 1 from {keys} k where k.{key} = s.{key})"
+            ).format(staged=staged, keys=_stage_table(ownership.keys_table), key=key)
+        )
+        (unowned,) = cur.fetchone()
+        if unowned:
+            raise StageError(
+                f"{manifest.file(mart).key} has {unowned} rows outside the keys the night owns; "
+                "the files do not belong together: re-run the extract for that day"
+            )
+        guard = sql.SQL("")
+        if "as_of_date" in table.column_names:
+            # Never regress: a stored row as of a later day stays.
+            guard = sql.SQL(" and t.as_of_date <= {}").format(sql.Literal(manifest.run_date))
+        cur.execute(
+            sql.SQL(
+                "delete from {target} t using {owned} o where t.{key} = o.{key}{guard} "
+                "and not exists (select 1 from {staged} s where {pk_match})"
+            ).format(
+                target=target, owned=owned, key=key, guard=guard, staged=staged, pk_match=pk_match
+            )
+        )
+        load.deleted = cur.rowcount
+
+        columns = [sql.Identifier(c) for c in table.column_names]
+        non_key = [sql.Identifier(c) for c in table.column_names if c not in table.primary_key]
+        changed = sql.SQL("({}) is distinct from ({})").format(
+            sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in non_key),
+            sql.SQL(", ").join(sql.SQL("excluded.{}").format(c) for c in non_key),
+        )
+        if "as_of_date" in table.column_names:
+            changed = sql.SQL("{} and t.as_of_date <= excluded.as_of_date").format(changed)
+        cur.execute(
+            sql.SQL(
+                "with upserted as ("
+                "insert into {target} as t ({columns}) "
+                "select {s_columns} from {staged} s join {owned} o on o.{key} = s.{key} "
+                "on conflict ({pk}) do update set {assignments} where {changed} "
+                "returning (xmax = 0) as inserted) "
+                "select count(*) filter (where inserted), count(*) filter (where not inserted) "
+                "from upserted"
+            ).format(
+                target=target,
+                columns=sql.SQL(", ").join(columns),
+                s_columns=sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in columns),
+                staged=staged,
+                owned=owned,
+                key=key,
+                pk=sql.SQL(", ").join(sql.Identifier(c) for c in table.primary_key),
+                assignments=sql.SQL(", ").join(
+                    sql.SQL("{c} = excluded.{c}").format(c=c) for c in non_key
+                ),
+                changed=changed,
+            )
+        )
+        load.inserted, load.updated = cur.fetchone()
+        cur.execute(
+            sql.SQL(
+                "select count(*) from {staged} s where not exists "
+                "(select 1 from {owned} o where o.{key} = s.{key})"
+            ).format(staged=staged, owned=owned, key=key)
+        )
+        (load.skipped_stale,) = cur.fetchone()
+        load.unchanged = load.rows_in_file - load.inserted - load.updated - load.skipped_stale
+
+    cur.execute(
+        sql.SQL(
+            "insert into {versions} ({key}, as_of_date, extracted_at, run_id) "
+            "select {key}, %s, %s, %s from {owned} "
+            "on conflict ({key}) do update set as_of_date = excluded.as_of_date, "
+            "extracted_at = excluded.extracted_at, run_id = excluded.run_id"
+        ).format(versions=versions, key=key, owned=owned),
+        (manifest.run_date, manifest.extracted_at, manifest.run_id),
+    )
+
+
+def load_manifest(conn, stage: Stage, manifest_key: str) -> LoadResult:
+    """Apply one manifest. Any failure rolls the whole night back."""
+    started = time.perf_counter()
+    raw = stage.get_bytes(manifest_key)
+    manifest = Manifest.from_json(raw, manifest_key)
+    result = LoadResult(manifest_key, manifest.run_id, manifest.run_date, "loaded")
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("select pg_advisory_xact_lock(%s)", (_LOAD_LOCK,))
+            cur.execute(
+                sql.SQL(
+                    "insert into {} (run_id, run_date, manifest_key, manifest_sha256, "
+                    "extracted_at, dbt_invocation_id) values (%s, %s, %s, %s, %s, %s) "
+                    "on conflict (run_id) do nothing returning run_id"
+                ).format(sql.Identifier(META_SCHEMA, "load_ledger")),
+                (
+                    manifest.run_id,
+                    manifest.run_date,
+                    manifest_key,
+                    hashlib.sha256(raw).hexdigest(),
+                    manifest.extracted_at,
+                    manifest.dbt_invocation_id,
+                ),
+            )
+            if cur.fetchone() is None:
+                result.status = "duplicate"
+                return result
+            for name in REQUIRED_TABLES:
+                entry = manifest.file(name)
+                result.read_seconds += _copy_into_stage(cur, stage, entry, contract(name))
+                cur.execute(sql.SQL("analyze {}").format(_stage_table(name)))
+                if name in MARTS:
+                    result.tables[name] = TableLoad(rows_in_file=entry.rows)
+            for ownership in OWNERSHIPS:
+                _apply_ownership(cur, ownership, manifest, result)
+            cur.execute(
+                sql.SQL(
+                    "update {} set loaded_at = clock_timestamp(), rows_loaded = %s "
+                    "where run_id = %s"
+                ).format(sql.Identifier(META_SCHEMA, "load_ledger")),
+                (
+                    psycopg2.extras.Json(
+                        {name: vars(load) for name, load in result.tables.items()}
+                    ),
+                    manifest.run_id,
+                ),
+            )
+    finally:
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def ledger_ddl() -> sql.Composed:
+    meta = sql.Identifier(META_SCHEMA)
+    return sql.SQL(
+        """
+        create schema if not exists {meta};
+        create table if not exists {meta}.load_ledger (
+            run_id uuid primary key,
+            run_date date not null,
+            manifest_key text not null,
+            manifest_sha256 text not null,
+            extracted_at timestamptz not null,
+            dbt_invocation_id text,
+            started_at timestamptz not null default clock_timestamp(),
+            loaded_at timestamptz,
+            rows_loaded jsonb
+        );
+        create index if not exists load_ledger_run_date_idx on {meta}.load_ledger (run_date);
+        create table if not exists {meta}.day_versions (
+            sales_date date primary key,
+            as_of_date date not null,
+            extracted_at timestamptz not null,
+            run_id uuid not null
+        );
+        create table if not exists {meta}.customer_versions (
+            customer_id bigint primary key,
+            as_of_date date not null,
+            extracted_at timestamptz not null,
+            run_id uuid not null
+        );
+        """
+    ).format(meta=meta)

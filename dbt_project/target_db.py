@@ -1,0 +1,64 @@
+"""The analytics (target) database: tables from the contracts, the ledger, the roles."""
+
+from __future__ import annotations
+
+from psycopg2 import sql
+
+from .contracts import MARTS, contract
+from .load import ANALYTICS_SCHEMA, META_SCHEMA, ledger_ddl
+
+LOADER_ROLE = "etl_loader"
+READER_ROLE = "etl_reader"
+
+
+def create_target_tables(conn) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("create schema if not exists {}").format(sql.Identifier(ANALYTICS_SCHEMA))
+        )
+        for name in MARTS:
+            cur.execute(contract(name).create_table_sql(ANALYTICS_SCHEMA))
+        cur.execute(ledger_ddl())
+
+
+def _ensure_role(cur, role: str) -> None:
+    cur.execute("select 1 from pg_roles where rolname = %s", (role,))
+    if cur.fetchone() is None:
+        # NOLOGIN: these are privilege sets. Grant them to login users
+        # (GRANT etl_reader TO alice) or give them a password to log in directly.
+        cur.execute(sql.SQL("create role {} nologin").format(sql.Identifier(role)))
+
+
+def create_roles(conn, database: str) -> None:
+    """A loader that may read and upsert but create or drop nothing; a read-only reader."""
+    analytics, meta = sql.Identifier(ANALYTICS_SCHEMA), sql.Identifier(META_SCHEMA)
+    loader, reader = sql.Identifier(LOADER_ROLE), sql.Identifier(READER_ROLE)
+    with conn.cursor() as cur:
+        for role in (LOADER_ROLE, READER_ROLE):
+            _ensure_role(cur, role)
+        statements = [
+            # Temporary tables are where the loader stages each file before the upsert.
+            "grant connect, temporary on database {db} to {loader}",
+            "grant connect on database {db} to {reader}",
+            "revoke create on schema {analytics} from public",
+            "grant usage on schema {analytics} to {loader}, {reader}",
+            "grant usage on schema {meta} to {loader}",
+            "grant select, insert, update, delete on {marts} to {loader}",
+            "grant select, insert, update, delete on all tables in schema {meta} to {loader}",
+            "grant select on all tables in schema {analytics} to {reader}",
+            # Views that dbt re-creates later keep the grants.
+            "alter default privileges in schema {analytics} grant select on tables to {reader}",
+            "alter role {reader} set search_path = {analytics}",
+            "alter role {loader} set search_path = {analytics}",
+        ]
+        for statement in statements:
+            cur.execute(
+                sql.SQL(statement).format(
+                    db=sql.Identifier(database),
+                    loader=loader,
+                    reader=reader,
+                    analytics=analytics,
+                    meta=meta,
+                    marts=sql.SQL(", ").join(sql.Identifier(ANALYTICS_SCHEMA, m) for m in MARTS),
+                )
+            )
