@@ -102,8 +102,18 @@ class _VerifyingReader:
         self.rows = 0
         self.read_seconds = 0.0
         self.pending = b""
+        # psycopg2 turns an exception raised in read() into QueryCanceled: keep the
+        # original so the caller can report what really went wrong.
+        self.error: BaseException | None = None
 
     def read(self, size: int = -1) -> bytes:
+        try:
+            return self._read()
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def _read(self) -> bytes:
         while True:
             if self.pending:
                 out, self.pending = self.pending, b""
@@ -175,26 +185,29 @@ def _copy_into_stage(cur, stage: Stage, entry: FileEntry, table: TableContract) 
         reader = _VerifyingReader(raw, entry)
         try:
             cur.copy_expert(copy.as_string(cur.connection), reader, size=1024 * 1024)
-        except psycopg2.errors.UniqueViolation as exc:
-            detail = (exc.diag.message_detail or "").strip()
-            raise StageError(
-                f"{entry.key} holds the same {table.name} key twice ({detail}); the extract "
-                "must produce one row per key: fix the model and re-run the extract"
-            ) from exc
-        except (psycopg2.DataError, psycopg2.errors.BadCopyFileFormat) as exc:
-            reader_problem = None
-            try:
-                reader.verify()
-            except StageError as problem:
-                reader_problem = problem
-            if reader_problem is not None:
-                raise reader_problem from exc
-            raise StageError(
-                f"{entry.key} does not fit the {table.name} contract "
-                f"({(exc.diag.message_primary or str(exc)).strip()}); re-run the extract"
-            ) from exc
+        except psycopg2.Error as exc:
+            if reader.error is not None:
+                raise reader.error from None
+            _copy_failed(exc, reader, entry, table)
     reader.verify()
     return reader.read_seconds
+
+
+def _copy_failed(exc, reader, entry: FileEntry, table: TableContract):
+    """Explain a failed COPY: a damaged file first, else the contract it breaks."""
+    if isinstance(exc, psycopg2.errors.UniqueViolation):
+        detail = (exc.diag.message_detail or "").strip()
+        raise StageError(
+            f"{entry.key} holds the same {table.name} key twice ({detail}); the extract "
+            "must produce one row per key: fix the model and re-run the extract"
+        ) from exc
+    if isinstance(exc, psycopg2.DataError | psycopg2.errors.BadCopyFileFormat):
+        reader.verify()  # raises if the bytes are not the ones the manifest describes
+        raise StageError(
+            f"{entry.key} does not fit the {table.name} contract "
+            f"({(exc.diag.message_primary or str(exc)).strip()}); re-run the extract"
+        ) from exc
+    raise exc
 
 
 def _version_values(ownership: Ownership, manifest: Manifest) -> list:

@@ -86,32 +86,37 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_embedded(data_dir: Path, port: int = DEFAULT_PORT) -> Server:
+def start_embedded(data_dir: Path, port: int = DEFAULT_PORT, password: str | None = None) -> Server:
     """Start (or reuse) an embedded server for ``data_dir`` listening on ``port``.
 
-    The server keeps running after this process exits, like any local database;
-    ``stop_embedded`` stops it.
+    Without ``password`` TCP connections are trusted (the local development loop);
+    with it they need that password (SCRAM), as on a real server. The server keeps
+    running after this process exits, like any local database; ``stop_embedded``
+    stops it.
     """
     data_dir = data_dir.resolve()
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    auth = f"postgres:{password}" if password else "postgres"
+    url = f"postgresql://{auth}@127.0.0.1:{port}/postgres"
     pid_file = data_dir / "postmaster.pid"
     if pid_file.exists() and _port_open(port):
         return Server(url=url, embedded=True, data_dir=data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_for_root(data_dir)
     if not (data_dir / "PG_VERSION").exists():
-        _run_as_owner(
-            [
-                str(_bin("initdb")),
-                "-D",
-                str(data_dir),
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-                "-U",
-                "postgres",
-            ]
-        )
+        args = [str(_bin("initdb")), "-D", str(data_dir), "--auth-local=trust"]
+        args += ["--encoding=UTF8", "--locale=C.UTF-8", "-U", "postgres"]
+        # initdb wants an empty data directory: the password file sits beside it.
+        pwfile = data_dir.parent / f".{data_dir.name}.pwfile"
+        if password:
+            pwfile.write_text(password)
+            pwfile.chmod(0o644)
+            args += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+        else:
+            args += ["--auth-host=trust"]
+        try:
+            _run_as_owner(args)
+        finally:
+            pwfile.unlink(missing_ok=True)
     if _port_open(port):
         raise ConfigError(
             f"port {port} is already taken by another program: stop it, or choose another "

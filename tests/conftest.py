@@ -30,7 +30,8 @@ def pg_server(tmp_path_factory) -> PgSettings:
         return
     # Short path: the Unix socket lives in the data directory.
     data_dir = Path(tempfile.mkdtemp(prefix="etlpg-"))
-    server = local_pg.start_embedded(data_dir / "data", local_pg.free_port())
+    # Password authentication over TCP, as on a real server, so credential errors are real.
+    server = local_pg.start_embedded(data_dir / "data", local_pg.free_port(), password="etl-test")
     try:
         yield PgSettings.from_url(server.url)
     finally:

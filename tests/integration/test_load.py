@@ -1,0 +1,347 @@
+"""The load's guarantees, on real PostgreSQL with hand-made nights (no dbt involved)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import psycopg2
+import pytest
+
+from dbt_project.db import connect
+from dbt_project.errors import StageError
+from dbt_project.load import load_manifest
+from dbt_project.manifest import manifest_key
+from dbt_project.stage import LocalStage
+from dbt_project.target_db import LOADER_ROLE, READER_ROLE, create_roles, create_target_tables
+from tests.pipeline_helpers import snapshot, table_rows, write_night
+
+D = date(2026, 11, 20)
+T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+
+
+def customer(cid, revenue, orders, as_of, name="山田 太郎", region="東京"):
+    revenue = Decimal(revenue)
+    return (
+        cid,
+        name,
+        region,
+        orders,
+        orders * 2,
+        revenue,
+        (revenue / orders).quantize(Decimal("0.01")),
+        date(2026, 9, 1),
+        as_of,
+        as_of,
+    )
+
+
+def product(day, pid, revenue, units=1):
+    return (day, pid, f"商品{pid}", "家電", units, units, Decimal(revenue))
+
+
+def region(day, name, revenue, orders=1):
+    return (day, name, orders, orders, orders, Decimal(revenue), Decimal(revenue) / orders)
+
+
+def night(day, *, customers=(), products=(), regions=(), owned_days=None, owned_customers=None):
+    owned_days = owned_days if owned_days is not None else [day - timedelta(days=1), day]
+    owned_customers = owned_customers if owned_customers is not None else [c[0] for c in customers]
+    return {
+        "customer_analytics": list(customers),
+        "product_sales_summary": list(products),
+        "daily_sales_summary": list(regions),
+        "run_window_days": [(d,) for d in owned_days],
+        "run_window_customers": [(c,) for c in owned_customers],
+    }
+
+
+@pytest.fixture
+def env(new_database, tmp_path):
+    source, target = new_database("src"), new_database("tgt")
+    conn = connect(target)
+    with conn:
+        create_target_tables(conn)
+        create_roles(conn, target.dbname)
+    conn.close()
+    stage = LocalStage(tmp_path / "stage")
+
+    class Env:
+        pass
+
+    e = Env()
+    e.source, e.target, e.stage = source, target, stage
+
+    def extract(day, rows, at=None, **kwargs):
+        at = at or datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) + timedelta(
+            hours=17
+        )
+        write_night(source, stage, run_date=day, extracted_at=at, rows=rows, **kwargs)
+        return manifest_key(day)
+
+    def load(key):
+        conn = connect(target)
+        try:
+            return load_manifest(conn, stage, key)
+        finally:
+            conn.close()
+
+    e.extract, e.load = extract, load
+    return e
+
+
+def test_a_night_is_upserted_and_a_duplicate_delivery_changes_nothing(env):
+    key = env.extract(
+        D,
+        night(
+            D,
+            customers=[customer(1, "100.00", 1, D)],
+            products=[product(D, 7, "100.00")],
+            regions=[region(D, "東京", "100.00")],
+        ),
+    )
+    first = env.load(key)
+    assert first.status == "loaded"
+    assert first.tables["customer_analytics"].inserted == 1
+    before = snapshot(env.target)
+    again = env.load(key)
+    assert again.status == "duplicate"
+    assert snapshot(env.target) == before
+
+
+def test_owned_rows_missing_from_a_later_night_are_deleted_and_others_kept(env):
+    day_before = D - timedelta(days=1)
+    env.load(
+        env.extract(
+            D,
+            night(
+                D,
+                products=[
+                    product(D, 7, "10.00"),
+                    product(D, 8, "20.00"),
+                    product(day_before, 9, "5.00"),
+                ],
+                owned_days=[day_before, D],
+            ),
+        )
+    )
+    # The next night owns D and D+1 only: product 8 of day D was fully cancelled.
+    nxt = D + timedelta(days=1)
+    result = env.load(
+        env.extract(
+            nxt,
+            night(
+                nxt, products=[product(D, 7, "10.00"), product(nxt, 7, "3.00")], owned_days=[D, nxt]
+            ),
+        )
+    )
+    assert result.tables["product_sales_summary"].deleted == 1
+    keys = [(r[0], r[1]) for r in table_rows(env.target, "product_sales_summary")]
+    assert keys == [(day_before, 9), (D, 7), (nxt, 7)]
+
+
+def test_customer_analytics_never_goes_back_in_time(env):
+    newer, older = D + timedelta(days=2), D
+    env.load(
+        env.extract(
+            newer,
+            night(
+                newer, customers=[customer(1, "300.00", 3, newer), customer(2, "50.00", 1, newer)]
+            ),
+        )
+    )
+    # An older day loaded later, even extracted later (a backfill): customer 1 shows
+    # older numbers, customer 2 is owned but absent (all cancelled as of that day).
+    key = env.extract(
+        older,
+        night(older, customers=[customer(1, "100.00", 1, older)], owned_customers=[1, 2]),
+        at=T0 + timedelta(days=5),
+    )
+    result = env.load(key)
+    assert result.status == "loaded"
+    rows = table_rows(env.target, "customer_analytics")
+    assert [(r[0], r[5], r[9]) for r in rows] == [
+        (1, Decimal("300.00"), newer),
+        (2, Decimal("50.00"), newer),
+    ]
+
+
+def test_a_stale_night_delivered_late_does_not_overwrite_fresher_numbers(env):
+    nxt = D + timedelta(days=1)
+    stale = env.extract(
+        D,
+        night(D, products=[product(D, 7, "99.00"), product(D - timedelta(days=1), 7, "1.00")]),
+        at=T0,
+    )
+    fresh = env.extract(
+        nxt,
+        night(nxt, products=[product(D, 7, "10.00")], owned_days=[D, nxt]),
+        at=T0 + timedelta(days=1),
+    )
+    env.load(fresh)
+    env.load(stale)
+    rows = {(r[0], r[1]): r[6] for r in table_rows(env.target, "product_sales_summary")}
+    # Day D keeps the fresher extraction's value; day D-1, owned only by the stale night, is applied.
+    assert rows == {(D, 7): Decimal("10.00"), (D - timedelta(days=1), 7): Decimal("1.00")}
+
+
+def _key_of(env, table):
+    manifest = json.loads(env.stage.get_bytes(manifest_key(D)))
+    return next(f["key"] for f in manifest["files"] if f["table"] == table)
+
+
+def _rewrite_manifest(env, change):
+    document = json.loads(env.stage.get_bytes(manifest_key(D)))
+    change(document)
+    env.stage.put_bytes(manifest_key(D), json.dumps(document).encode())
+
+
+def _corrupt_file(env, table, change):
+    key = _key_of(env, table)
+    env.stage.put_bytes(key, change(env.stage.get_bytes(key)))
+
+
+def _file_entry(document, table):
+    return next(f for f in document["files"] if f["table"] == table)
+
+
+BAD_INPUTS = {
+    "truncated file": (
+        lambda env: _corrupt_file(env, "customer_analytics", lambda b: b[: len(b) // 2]),
+        "does not match its manifest",
+    ),
+    "flipped bytes": (
+        lambda env: _corrupt_file(
+            env, "customer_analytics", lambda b: b[:20] + bytes([b[20] ^ 0xFF]) + b[21:]
+        ),
+        "customer_analytics",
+    ),
+    "rows added": (
+        lambda env: _corrupt_file(
+            env,
+            "product_sales_summary",
+            lambda b: b + gzip.compress("2026-11-20\t99\tx\ty\t1\t1\t1.00\n".encode()),
+        ),
+        "larger than its manifest",
+    ),
+    "row count mismatch": (
+        lambda env: _rewrite_manifest(
+            env, lambda d: _file_entry(d, "daily_sales_summary").update(rows=5)
+        ),
+        "rows instead of 5",
+    ),
+    "checksum mismatch": (
+        lambda env: _rewrite_manifest(
+            env, lambda d: _file_entry(d, "daily_sales_summary").update(sha256="0" * 64)
+        ),
+        "SHA-256",
+    ),
+    "table outside the contract": (
+        lambda env: _rewrite_manifest(
+            env, lambda d: _file_entry(d, "daily_sales_summary").update(table="pg_authid")
+        ),
+        "not part of the analytics contract",
+    ),
+    "identifier with SQL": (
+        lambda env: _rewrite_manifest(
+            env,
+            lambda d: _file_entry(d, "customer_analytics")["columns"][0].update(
+                name='customer_id"; drop table analytics.customer_analytics; --'
+            ),
+        ),
+        "differ from its contract",
+    ),
+    "path outside etl-data": (
+        lambda env: _rewrite_manifest(
+            env, lambda d: _file_entry(d, "customer_analytics").update(key="../../etc/passwd")
+        ),
+        "outside etl-data/",
+    ),
+    "columns differ from the contract": (
+        lambda env: _rewrite_manifest(
+            env, lambda d: _file_entry(d, "customer_analytics")["columns"].pop()
+        ),
+        "differ from its contract",
+    ),
+    "not JSON": (
+        lambda env: env.stage.put_bytes(manifest_key(D), b"{not json"),
+        "not a valid manifest",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_refused_clearly_and_changes_nothing(env, case):
+    # given a loaded earlier night, and a new night damaged after its manifest was written
+    prev = D - timedelta(days=3)
+    env.load(
+        env.extract(
+            prev,
+            night(
+                prev,
+                customers=[customer(1, "10.00", 1, prev)],
+                products=[product(prev, 7, "10.00")],
+                regions=[region(prev, "大阪", "10.00")],
+            ),
+        )
+    )
+    env.extract(
+        D,
+        night(
+            D,
+            customers=[customer(1, "30.00", 2, D), customer(3, "5.00", 1, D)],
+            products=[product(D, 7, "20.00")],
+            regions=[region(D, "東京", "20.00")],
+        ),
+    )
+    damage, message = BAD_INPUTS[case]
+    damage(env)
+    before = snapshot(env.target)
+    # when
+    with pytest.raises(StageError, match=message.replace("(", r"\(")):
+        env.load(manifest_key(D))
+    # then
+    assert snapshot(env.target) == before
+
+
+def test_duplicate_keys_within_one_file_are_refused(env):
+    dup = [product(D, 7, "1.00"), product(D, 7, "2.00")]
+    key = env.extract(D, night(D, products=dup), with_primary_keys=False)
+    before = snapshot(env.target)
+    with pytest.raises(StageError, match="same product_sales_summary key twice"):
+        env.load(key)
+    assert snapshot(env.target) == before
+
+
+def test_loader_cannot_create_or_drop_and_reader_cannot_write(env):
+    env.load(env.extract(D, night(D, customers=[customer(1, "10.00", 1, D)])))
+    conn = connect(env.target)
+    cur = conn.cursor()
+    cur.execute(f"set role {LOADER_ROLE}")
+    cur.execute("update analytics.customer_analytics set total_orders = total_orders")
+    for statement in (
+        "create table analytics.x (i int)",
+        "drop table analytics.customer_analytics",
+        "create table public.x (i int)",
+    ):
+        cur.execute("savepoint s")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute(statement)
+        cur.execute("rollback to savepoint s")
+    cur.execute("reset role")
+    cur.execute(f"set role {READER_ROLE}")
+    cur.execute("select count(*) from analytics.customer_analytics")
+    assert cur.fetchone() == (1,)
+    for statement in (
+        "delete from analytics.customer_analytics",
+        "insert into etl.load_ledger default values",
+        "create table analytics.y (i int)",
+    ):
+        cur.execute("savepoint s")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute(statement)
+        cur.execute("rollback to savepoint s")
+    conn.rollback()
+    conn.close()
