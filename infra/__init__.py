@@ -1,0 +1,1 @@
+"""The CDK app that deploys the nightly ETL: one construct per concern, one stack."""

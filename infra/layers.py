@@ -1,0 +1,313 @@
+"""Build the two Lambda layers without Docker, and check them before synthesis.
+
+* ``dependencies``: the pinned packages of ``requirements/lambda.txt`` installed from
+  wheels for the Lambda platform (``pip --platform``), under ``python/``.
+* ``common``: the ``dbt_project`` package under ``python/`` and the dbt project files
+  under ``dbt/``, so that in Lambda the project sits at ``/opt/dbt``.
+
+This module imports nothing from the CDK: the build runs before synthesis and on
+machines without the ``infra`` extra. Command line: ``python scripts/build_layers.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILD_COMMAND = "python scripts/build_layers.py"
+
+# The Lambda platform the layers are built for; infra/lambda_defaults.py matches it.
+LAMBDA_PYTHON_VERSION = "3.12"
+LAMBDA_PIP_PLATFORM = "manylinux2014_aarch64"
+
+DEFAULT_OUT = REPO_ROOT / "build" / "layers"
+REQUIREMENTS_IN = REPO_ROOT / "requirements" / "lambda.in"
+REQUIREMENTS = REPO_ROOT / "requirements" / "lambda.txt"
+BUILD_INFO = "build-info.json"
+
+# The Lambda Python runtime ships these. A layer copy would shadow the runtime's
+# boto3 with a botocore of another release, so the lock leaves them out.
+RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
+
+# What of the repository the common layer carries: the package, and the dbt project.
+PACKAGE = "dbt_project"
+DBT_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml", "packages.yml")
+DBT_PROJECT_DIRS = ("models", "macros", "seeds", "tests/dbt", "analyses", "snapshots")
+
+# Removed from the dependencies layer: bytecode for the build machine's Python (not
+# the runtime's) and the packages' own test suites, which nothing imports at run time.
+STRIPPED_DIRS = frozenset({"__pycache__", "tests"})
+
+
+class LayersNotBuilt(Exception):
+    """The layer directories are missing, stale or built for another platform."""
+
+
+@dataclass(frozen=True)
+class LayerDirs:
+    """Where a build put the two layers (each folder is the root of a layer zip)."""
+
+    root: Path
+
+    @property
+    def dependencies(self) -> Path:
+        return self.root / "dependencies"
+
+    @property
+    def common(self) -> Path:
+        return self.root / "common"
+
+    @property
+    def info_file(self) -> Path:
+        return self.root / BUILD_INFO
+
+
+def _sha256_files(paths: Sequence[tuple[str, Path]]) -> str:
+    digest = hashlib.sha256()
+    for relative, path in sorted(paths):
+        digest.update(relative.encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def common_sources(repo_root: Path = REPO_ROOT) -> Iterator[tuple[str, Path]]:
+    """(path inside the common layer, source file) for every file the layer carries."""
+    package = repo_root / PACKAGE
+    for path in sorted(package.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            yield f"python/{PACKAGE}/{path.relative_to(package).as_posix()}", path
+    for name in DBT_PROJECT_FILES:
+        path = repo_root / name
+        if path.is_file():
+            yield f"dbt/{name}", path
+    for name in DBT_PROJECT_DIRS:
+        folder = repo_root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                yield f"dbt/{name}/{path.relative_to(folder).as_posix()}", path
+
+
+def _requirements_digest(requirements: Path) -> str:
+    return _sha256_files([("requirements", requirements)])
+
+
+def _common_digest(repo_root: Path) -> str:
+    return _sha256_files(list(common_sources(repo_root)))
+
+
+def _pip(*args: str) -> None:
+    command = [sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "--quiet"]
+    subprocess.run(command, check=True)
+
+
+# The lock must install on every target: Lambda, and the development machines'
+# Python that the sandbox tests build layers for. It is resolved for the oldest
+# Python among them (a package dropping that Python is held back) on the Lambda
+# platform, then checked for each target.
+LOCK_TARGETS = ((LAMBDA_PIP_PLATFORM, LAMBDA_PYTHON_VERSION), ("manylinux2014_x86_64", "3.11"))
+
+
+def _wheel_install_args(target: Path, platform: str, python_version: str) -> list[str]:
+    return [
+        "install",
+        "--target", str(target),
+        "--platform", platform,
+        "--python-version", python_version,
+        "--implementation", "cp",
+        "--only-binary=:all:",
+    ]  # fmt: skip
+
+
+def _strip(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_dir() and path.name in STRIPPED_DIRS and ".dist-info" not in path.parent.name:
+            shutil.rmtree(path)
+
+
+def build_dependencies(
+    out: Path, *, platform: str, python_version: str, requirements: Path = REQUIREMENTS
+) -> Path:
+    """Install the pinned wheels for ``platform``/``python_version`` into ``out/python``."""
+    target = out / "python"
+    shutil.rmtree(out, ignore_errors=True)
+    target.mkdir(parents=True)
+    # The lock is complete, so --no-deps keeps pip from adding the runtime's boto3 set.
+    _pip(
+        *_wheel_install_args(target, platform, python_version),
+        "--no-deps", "--no-compile", "--requirement", str(requirements),
+    )  # fmt: skip
+    _strip(target)
+    return out
+
+
+def build_common(out: Path, *, repo_root: Path = REPO_ROOT) -> Path:
+    """Copy the package and the dbt project files into ``out`` (``python/``, ``dbt/``)."""
+    shutil.rmtree(out, ignore_errors=True)
+    for relative, source in common_sources(repo_root):
+        destination = out / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, destination)
+    if not (out / "dbt" / "dbt_project.yml").is_file():
+        raise LayersNotBuilt(f"{repo_root} holds no dbt_project.yml: not the repository root")
+    return out
+
+
+def build(
+    out: Path = DEFAULT_OUT,
+    *,
+    platform: str = LAMBDA_PIP_PLATFORM,
+    python_version: str = LAMBDA_PYTHON_VERSION,
+    requirements: Path = REQUIREMENTS,
+    repo_root: Path = REPO_ROOT,
+) -> LayerDirs:
+    """Build both layers into ``out`` and record what they were built for."""
+    layers = LayerDirs(out)
+    out.mkdir(parents=True, exist_ok=True)
+    layers.info_file.unlink(missing_ok=True)
+    build_dependencies(
+        layers.dependencies,
+        platform=platform,
+        python_version=python_version,
+        requirements=requirements,
+    )
+    build_common(layers.common, repo_root=repo_root)
+    info = {
+        "platform": platform,
+        "python_version": python_version,
+        "requirements_sha256": _requirements_digest(requirements),
+        "common_sha256": _common_digest(repo_root),
+    }
+    layers.info_file.write_text(json.dumps(info, indent=2) + "\n")
+    return layers
+
+
+def require_built(
+    root: Path = DEFAULT_OUT,
+    *,
+    platform: str = LAMBDA_PIP_PLATFORM,
+    python_version: str = LAMBDA_PYTHON_VERSION,
+    requirements: Path = REQUIREMENTS,
+    repo_root: Path = REPO_ROOT,
+) -> LayerDirs:
+    """The built layers under ``root``, or ``LayersNotBuilt`` saying what to run.
+
+    Refuses layers built for another platform, from other pins, or from older
+    project files, so that a deployment never ships a stale dbt project.
+    """
+    layers = LayerDirs(root)
+    rebuild = f"Run `{BUILD_COMMAND}` (or pass -c layers_dir=DIR pointing at a build)."
+    if not (layers.dependencies.is_dir() and layers.common.is_dir() and layers.info_file.is_file()):
+        raise LayersNotBuilt(f"Lambda layers not found in {root}. {rebuild}")
+    info = json.loads(layers.info_file.read_text())
+    if (info.get("platform"), info.get("python_version")) != (platform, python_version):
+        raise LayersNotBuilt(
+            f"Lambda layers in {root} were built for {info.get('platform')} / Python "
+            f"{info.get('python_version')}, the functions run on {platform} / Python "
+            f"{python_version}. {rebuild}"
+        )
+    if info.get("requirements_sha256") != _requirements_digest(requirements):
+        raise LayersNotBuilt(f"{requirements.name} changed since the layers were built. {rebuild}")
+    if info.get("common_sha256") != _common_digest(repo_root):
+        raise LayersNotBuilt(f"Project files changed since the layers were built. {rebuild}")
+    return layers
+
+
+def lock(
+    requirements_in: Path = REQUIREMENTS_IN,
+    requirements_out: Path = REQUIREMENTS,
+    *,
+    targets: Sequence[tuple[str, str]] = LOCK_TARGETS,
+) -> list[str]:
+    """Resolve ``requirements_in`` into exact pins that install on every target."""
+    oldest = min((version for _, version in targets), key=lambda v: tuple(map(int, v.split("."))))
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "report.json"
+        _pip(
+            *_wheel_install_args(Path(scratch) / "target", LAMBDA_PIP_PLATFORM, oldest),
+            "--dry-run", "--ignore-installed", "--report", str(report),
+            "--requirement", str(requirements_in),
+        )  # fmt: skip
+        resolved = json.loads(report.read_text())["install"]
+        pins = sorted(
+            (f"{item['metadata']['name']}=={item['metadata']['version']}" for item in resolved),
+            key=lambda pin: pin.split("==")[0].lower(),
+        )
+        kept = [pin for pin in pins if pin.split("==")[0].lower() not in RUNTIME_PROVIDED]
+        left_out = [pin for pin in pins if pin not in kept]
+        candidate = Path(scratch) / "lambda.txt"
+        candidate.write_text("\n".join(kept) + "\n")
+        for platform, python_version in targets:
+            _pip(
+                *_wheel_install_args(Path(scratch) / "target", platform, python_version),
+                "--dry-run", "--no-deps", "--requirement", str(candidate),
+            )  # fmt: skip
+    header = [
+        "# Pinned dependencies of the Lambda dependencies layer (complete: built with --no-deps).",
+        f"# Resolved from requirements/{requirements_in.name}; checked to install on:",
+        *(f"#     {platform} / CPython {version}" for platform, version in targets),
+        f"# Regenerate with: {BUILD_COMMAND} --lock",
+        "# Left to the Lambda runtime, which ships them: " + ", ".join(left_out or ["-"]),
+    ]
+    requirements_out.write_text("\n".join([*header, *kept]) + "\n")
+    return kept
+
+
+def directory_size(path: Path) -> int:
+    """Bytes of all files below ``path``: what a layer or function takes unzipped."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="build_layers",
+        description="Build the Lambda layers (dependencies, common code) without Docker.",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: build/layers")
+    parser.add_argument("--platform", default=LAMBDA_PIP_PLATFORM, help="pip --platform tag")
+    parser.add_argument("--python-version", default=LAMBDA_PYTHON_VERSION)
+    parser.add_argument("--requirements", type=Path, default=REQUIREMENTS)
+    parser.add_argument(
+        "--lock",
+        action="store_true",
+        help=f"re-resolve {REQUIREMENTS_IN.name} into {REQUIREMENTS.name} instead of building",
+    )
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    try:
+        if args.lock:
+            pins = lock()
+            print(f"wrote {len(pins)} pins to {REQUIREMENTS.relative_to(REPO_ROOT)}")
+            return 0
+        layers = build(
+            args.out.resolve(),
+            platform=args.platform,
+            python_version=args.python_version,
+            requirements=args.requirements.resolve(),
+        )
+    except subprocess.CalledProcessError as error:
+        print(f"build_layers: pip failed (exit {error.returncode})", file=sys.stderr)
+        return 1
+    except LayersNotBuilt as error:
+        print(f"build_layers: {error}", file=sys.stderr)
+        return 1
+    for path in (layers.dependencies, layers.common):
+        print(f"{path}: {directory_size(path) / 1e6:.1f} MB unzipped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
