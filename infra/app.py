@@ -1,0 +1,88 @@
+"""Entry point of the CDK app (cdk.json: ``python -m infra.app``).
+
+The only module that reads the environment or the CDK context:
+
+* ``retain`` (default false): keep databases (snapshot) and buckets when the stack is
+  deleted, and turn deletion protection on.
+* ``layers_dir`` (default ``build/layers``): where ``python scripts/build_layers.py``
+  put the layers.
+* ``lambdas_dir`` (default ``lambdas``): the functions' code folders.
+* ``target_max_capacity`` (default 2): Aurora Serverless v2 maximum ACU.
+* ``alarm_email`` (optional): subscribe this address to the alarm topic.
+* ``stack_name`` (default ``ShopEtl``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import App, Environment, Validations
+from cdk_nag import AwsSolutionsChecks
+
+from infra.layers import DEFAULT_OUT, REPO_ROOT, LayersNotBuilt, require_built
+from infra.stack import EtlSettings, EtlStack
+
+DEFAULT_STACK_NAME = "ShopEtl"
+
+
+def _flag(value: Any) -> bool:
+    """Context from ``-c retain=true`` arrives as a string, from cdk.json as a bool."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _path(value: Any, default: Path) -> Path:
+    return Path(value).resolve() if value else default
+
+
+def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = None) -> App:
+    """The app with its stack and the cdk-nag AwsSolutions checks over all of it.
+
+    Raises ``LayersNotBuilt`` when the layers are missing or stale.
+    """
+    app = App(context=dict(context or {}), outdir=outdir)
+    get = app.node.try_get_context
+    settings = EtlSettings(
+        retain=_flag(get("retain") or False),
+        layers=require_built(_path(get("layers_dir"), DEFAULT_OUT)),
+        code_root=_path(get("lambdas_dir"), REPO_ROOT / "lambdas"),
+        target_max_capacity=float(get("target_max_capacity") or 2),
+        alarm_email=get("alarm_email") or None,
+    )
+    EtlStack(
+        app,
+        get("stack_name") or DEFAULT_STACK_NAME,
+        settings=settings,
+        description="Nightly dbt ETL: RDS PostgreSQL -> S3 stage -> Aurora Serverless v2",
+        env=Environment(
+            account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
+            region=os.environ.get("CDK_DEFAULT_REGION"),
+        ),
+    )
+    # The security gate: any finding not acknowledged in the stack fails synthesis.
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app
+
+
+def main() -> int:
+    try:
+        app = build_app()
+    except (LayersNotBuilt, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

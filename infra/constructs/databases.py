@@ -1,0 +1,141 @@
+"""The two PostgreSQL databases: the operational source and the analytics target."""
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+POSTGRES_PORT = 5432
+BACKUP_RETENTION = Duration.days(7)
+# Aurora Serverless v2 pauses after this much idle time at 0 ACU (the AWS default).
+AUTO_PAUSE_AFTER = Duration.seconds(300)
+
+
+@dataclass(frozen=True)
+class DatabaseEndpoint:
+    """What a function needs to reach one database: address, database, secret, network."""
+
+    host: str
+    port: int
+    name: str
+    secret: secretsmanager.ISecret
+    connections: ec2.Connections
+
+
+class Databases(Construct):
+    """RDS for PostgreSQL as the source, Aurora Serverless v2 PostgreSQL as the target.
+
+    Both are encrypted, private, reachable only from the security groups that
+    ``connections`` is opened to, accept IAM authentication, and keep their master
+    password in a secret that RDS itself creates and rotates (no rotation function).
+    ``retain`` chooses between a learning setup that is deleted with the stack and a
+    kept one with deletion protection and a final snapshot.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        retain: bool,
+        target_max_capacity: float,
+        source_database_name: str = "shop",
+        target_database_name: str = "analytics",
+    ) -> None:
+        super().__init__(scope, construct_id)
+        removal_policy = RemovalPolicy.SNAPSHOT if retain else RemovalPolicy.DESTROY
+        # TLS only; RDS for PostgreSQL 15+ defaults to it, Aurora PostgreSQL does not.
+        parameters = {"rds.force_ssl": "1"}
+
+        self.source_instance = rds.DatabaseInstance(
+            self,
+            "Source",
+            engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_17),
+            instance_type=ec2.InstanceType.of(
+                ec2.InstanceClass.BURSTABLE4_GRAVITON, ec2.InstanceSize.MICRO
+            ),
+            vpc=vpc,
+            vpc_subnets=subnets,
+            port=POSTGRES_PORT,
+            security_groups=[self._security_group("SourceSecurityGroup", vpc, "source")],
+            parameters=parameters,
+            database_name=source_database_name,
+            manage_master_user_password=True,
+            iam_authentication=True,
+            storage_encrypted=True,
+            storage_type=rds.StorageType.GP3,
+            allocated_storage=20,
+            publicly_accessible=False,
+            multi_az=False,
+            auto_minor_version_upgrade=True,
+            backup_retention=BACKUP_RETENTION,
+            delete_automated_backups=not retain,
+            deletion_protection=retain,
+            removal_policy=removal_policy,
+            copy_tags_to_snapshot=True,
+        )
+
+        self.target_cluster = rds.DatabaseCluster(
+            self,
+            "Target",
+            engine=rds.DatabaseClusterEngine.aurora_postgres(
+                version=rds.AuroraPostgresEngineVersion.VER_17_5
+            ),
+            writer=rds.ClusterInstance.serverless_v2(
+                "Writer", publicly_accessible=False, auto_minor_version_upgrade=True
+            ),
+            serverless_v2_min_capacity=0,
+            serverless_v2_max_capacity=target_max_capacity,
+            serverless_v2_auto_pause_duration=AUTO_PAUSE_AFTER,
+            vpc=vpc,
+            vpc_subnets=subnets,
+            port=POSTGRES_PORT,
+            security_groups=[self._security_group("TargetSecurityGroup", vpc, "target")],
+            parameters=parameters,
+            default_database_name=target_database_name,
+            manage_master_user_password=True,
+            iam_authentication=True,
+            storage_encrypted=True,
+            backup=rds.BackupProps(retention=BACKUP_RETENTION),
+            deletion_protection=retain,
+            removal_policy=removal_policy,
+            copy_tags_to_snapshot=True,
+        )
+
+        # Both constructs expose the RDS-managed secret as an ISecret (its ARN comes from
+        # the MasterUserSecret attribute); neither template holds a password.
+        self.source = DatabaseEndpoint(
+            host=self.source_instance.db_instance_endpoint_address,
+            port=POSTGRES_PORT,
+            name=source_database_name,
+            secret=_managed_secret(self.source_instance.secret),
+            connections=self.source_instance.connections,
+        )
+        self.target = DatabaseEndpoint(
+            host=self.target_cluster.cluster_endpoint.hostname,
+            port=POSTGRES_PORT,
+            name=target_database_name,
+            secret=_managed_secret(self.target_cluster.secret),
+            connections=self.target_cluster.connections,
+        )
+
+    def _security_group(self, construct_id: str, vpc: ec2.IVpc, name: str) -> ec2.SecurityGroup:
+        # No egress: a database only answers. Ingress is opened per function.
+        return ec2.SecurityGroup(
+            self,
+            construct_id,
+            vpc=vpc,
+            description=f"{name} database: PostgreSQL from the functions that use it only",
+            allow_all_outbound=False,
+        )
+
+
+def _managed_secret(secret: secretsmanager.ISecret | None) -> secretsmanager.ISecret:
+    if secret is None:  # pragma: no cover - manage_master_user_password always sets it
+        raise ValueError("the database has no managed master secret")
+    return secret

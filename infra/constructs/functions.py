@@ -1,0 +1,257 @@
+"""The three functions, their two layers, roles, security groups and failure queue."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra import lambda_defaults as defaults
+from infra.constructs.databases import DatabaseEndpoint
+from infra.constructs.stage_bucket import StageBucket
+from infra.layers import LayerDirs
+
+# What a function in a VPC needs to manage its network interfaces: the actions of the
+# AWS managed policy AWSLambdaVPCAccessExecutionRole, written out to keep the role
+# free of managed policies. The Describe actions support no resource-level scoping.
+VPC_NETWORK_INTERFACE_ACTIONS = (
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+)
+ASSET_EXCLUDE = ["__pycache__", "*.pyc", "tests"]
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """Sizing and invocation settings of one function."""
+
+    name: str
+    description: str
+    timeout: Duration
+    memory_size: int
+    # 1 for functions that run dbt: one dbt invocation per process at a time.
+    reserved_concurrency: int | None
+    # Retries of asynchronous invocations (schedule, S3 event) after a failure.
+    retry_attempts: int
+
+
+EXTRACT = FunctionSpec(
+    name="extract",
+    description="Runs dbt on the source for one business day and stages three tables in S3",
+    timeout=Duration.minutes(15),
+    memory_size=1024,
+    reserved_concurrency=1,
+    retry_attempts=2,
+)
+LOAD = FunctionSpec(
+    name="load",
+    description="Upserts a staged business day into the analytics database",
+    timeout=Duration.minutes(10),
+    memory_size=512,
+    reserved_concurrency=1,
+    retry_attempts=2,
+)
+DB_INITIALIZER = FunctionSpec(
+    name="db_initializer",
+    description="Creates both schemas and the sample data (invoked by hand)",
+    timeout=Duration.minutes(10),
+    memory_size=512,
+    reserved_concurrency=None,
+    retry_attempts=0,
+)
+
+
+class Functions(Construct):
+    """extract, load and db_initializer with one least-privilege role each.
+
+    Each function gets its own security group that may reach only its own
+    database(s) on the PostgreSQL port, the Secrets Manager endpoint and (extract and
+    load) S3; its role may read only its own database secrets and its own side of the
+    stage prefix. Failed asynchronous invocations land in an encrypted queue.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        secrets_manager_endpoint: ec2.IConnectable,
+        layers: LayerDirs,
+        code_root: Path,
+        source: DatabaseEndpoint,
+        target: DatabaseEndpoint,
+        stage: StageBucket,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._vpc = vpc
+        self._subnets = subnets
+        self._secrets_manager_endpoint = secrets_manager_endpoint
+        self._code_root = code_root
+        self._removal_policy = removal_policy
+
+        self.failure_queue = sqs.Queue(
+            self,
+            "FailedInvocations",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=removal_policy,
+        )
+        self.dependencies_layer = lambda_.LayerVersion(
+            self,
+            "DependenciesLayer",
+            code=lambda_.Code.from_asset(str(layers.dependencies)),
+            compatible_runtimes=[defaults.RUNTIME],
+            compatible_architectures=[defaults.ARCHITECTURE],
+            description="dbt-core, dbt-postgres, psycopg2, Powertools (requirements/lambda.txt)",
+            removal_policy=removal_policy,
+        )
+        self.common_layer = lambda_.LayerVersion(
+            self,
+            "CommonLayer",
+            code=lambda_.Code.from_asset(str(layers.common), exclude=ASSET_EXCLUDE),
+            compatible_runtimes=[defaults.RUNTIME],
+            compatible_architectures=[defaults.ARCHITECTURE],
+            description="The dbt_project package and the dbt project at /opt/dbt",
+            removal_policy=removal_policy,
+        )
+
+        source_environment = _database_environment("SOURCE", source)
+        target_environment = _database_environment("TARGET", target)
+        bucket_environment = {"S3_BUCKET": stage.bucket.bucket_name}
+        self.extract = self._function(
+            EXTRACT, "Extract", environment={**source_environment, **bucket_environment}
+        )
+        self.load = self._function(
+            LOAD, "Load", environment={**target_environment, **bucket_environment}
+        )
+        self.db_initializer = self._function(
+            DB_INITIALIZER,
+            "DbInitializer",
+            environment={**source_environment, **target_environment},
+        )
+
+        self._allow_database(self.extract, source, "extract")
+        self._allow_database(self.load, target, "load")
+        self._allow_database(self.db_initializer, source, "db_initializer")
+        self._allow_database(self.db_initializer, target, "db_initializer")
+        stage.grant_write_stage(self.extract)
+        stage.grant_read_stage(self.load)
+        for function in (self.extract, self.load):
+            # S3 is reached through the gateway endpoint: its addresses are the S3 prefix
+            # list, which CloudFormation cannot name; the isolated subnets have no other
+            # route out, so 443 to any address reaches S3 (and the endpoints) only.
+            function.connections.allow_to(
+                ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "S3 through the gateway endpoint"
+            )
+
+    @property
+    def all(self) -> dict[str, lambda_.Function]:
+        return {
+            EXTRACT.name: self.extract,
+            LOAD.name: self.load,
+            DB_INITIALIZER.name: self.db_initializer,
+        }
+
+    def _function(
+        self, spec: FunctionSpec, construct_id: str, *, environment: dict[str, str]
+    ) -> lambda_.Function:
+        code_dir = self._code_root / spec.name
+        if not (code_dir / "handler.py").is_file():
+            raise FileNotFoundError(
+                f"{code_dir / 'handler.py'} is missing: each function's code is "
+                "lambdas/<name>/handler.py exposing handler(event, context)"
+            )
+        security_group = ec2.SecurityGroup(
+            self,
+            f"{construct_id}SecurityGroup",
+            vpc=self._vpc,
+            description=f"{spec.name} function: egress to its databases and endpoints only",
+            allow_all_outbound=False,
+        )
+        role = iam.Role(
+            self,
+            f"{construct_id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Execution role of the {spec.name} function",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(actions=list(VPC_NETWORK_INTERFACE_ACTIONS), resources=["*"])
+        )
+        log_group = logs.LogGroup(
+            self,
+            f"{construct_id}Logs",
+            retention=defaults.LOG_RETENTION,
+            removal_policy=self._removal_policy,
+        )
+        log_group.grant_write(role)
+        statement_timeout = spec.timeout.minus(defaults.STATEMENT_TIMEOUT_MARGIN)
+        function = lambda_.Function(
+            self,
+            construct_id,
+            description=spec.description,
+            runtime=defaults.RUNTIME,
+            architecture=defaults.ARCHITECTURE,
+            handler=defaults.HANDLER,
+            code=lambda_.Code.from_asset(str(code_dir), exclude=ASSET_EXCLUDE),
+            layers=[self.dependencies_layer, self.common_layer],
+            role=role,
+            timeout=spec.timeout,
+            memory_size=spec.memory_size,
+            reserved_concurrent_executions=spec.reserved_concurrency,
+            vpc=self._vpc,
+            vpc_subnets=self._subnets,
+            security_groups=[security_group],
+            logging_format=defaults.LOGGING_FORMAT,
+            log_group=log_group,
+            tracing=defaults.TRACING,
+            retry_attempts=spec.retry_attempts,
+            max_event_age=defaults.MAX_EVENT_AGE,
+            on_failure=destinations.SqsDestination(self.failure_queue),
+            environment={
+                "ETL_DBT_PROJECT_DIR": defaults.DBT_PROJECT_DIR,
+                "DBT_TARGET_PATH": defaults.DBT_TARGET_PATH,
+                "DBT_LOG_PATH": defaults.DBT_LOG_PATH,
+                "DO_NOT_TRACK": "1",
+                "POWERTOOLS_SERVICE_NAME": f"shop-etl-{spec.name.replace('_', '-')}",
+                "POWERTOOLS_METRICS_NAMESPACE": defaults.POWERTOOLS_METRICS_NAMESPACE,
+                "POWERTOOLS_LOG_LEVEL": defaults.POWERTOOLS_LOG_LEVEL,
+                "ETL_STATEMENT_TIMEOUT_MS": str(int(statement_timeout.to_milliseconds())),
+                "ETL_CONNECT_WAIT_SECONDS": str(int(defaults.CONNECT_WAIT.to_seconds())),
+                **environment,
+            },
+        )
+        function.connections.allow_to(
+            self._secrets_manager_endpoint, ec2.Port.tcp(443), "Secrets Manager endpoint"
+        )
+        return function
+
+    @staticmethod
+    def _allow_database(function: lambda_.Function, database: DatabaseEndpoint, name: str) -> None:
+        database.connections.allow_from(
+            function, ec2.Port.tcp(database.port), f"PostgreSQL from the {name} function"
+        )
+        database.secret.grant_read(function)
+
+
+def _database_environment(prefix: str, database: DatabaseEndpoint) -> dict[str, str]:
+    """Where to connect and which secret holds the password: never the password itself."""
+    return {
+        f"{prefix}_DB_HOST": database.host,
+        f"{prefix}_DB_PORT": str(database.port),
+        f"{prefix}_DB_NAME": database.name,
+        f"{prefix}_DB_SECRET_ARN": database.secret.secret_arn,
+    }

@@ -1,0 +1,87 @@
+"""The nightly trigger of the extract: EventBridge Scheduler in Tokyo time."""
+
+from aws_cdk import Duration, RemovalPolicy, Stack, TimeZone
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as targets
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+NIGHTLY = "cron(0 2 * * ? *)"
+# Delivery retries of the scheduler itself (the function's own retries come after).
+RETRY_ATTEMPTS = 3
+MAX_EVENT_AGE = Duration.hours(2)
+
+
+class _InvokeUnqualified(targets.LambdaInvoke):
+    """``LambdaInvoke`` whose role may invoke the function itself, not its versions.
+
+    The stock target grants ``lambda:InvokeFunction`` on ``<function arn>:*`` as well;
+    the schedule only ever calls the unqualified function.
+    """
+
+    def __init__(self, function: lambda_.IFunction, **kwargs) -> None:
+        super().__init__(function, **kwargs)
+        self._function_arn = function.function_arn
+
+    def _add_target_action_to_role(self, role: iam.IRole) -> None:
+        iam.Grant.add_to_principal(
+            grantee=role, actions=["lambda:InvokeFunction"], resource_arns=[self._function_arn]
+        )
+
+
+class NightlySchedule(Construct):
+    """Invoke ``function`` every night at 02:00 in ``time_zone`` with an empty event.
+
+    The extract reads an event without ``run_date`` as "the previous business day".
+    EventBridge Scheduler (unlike an EventBridge rule, whose cron is UTC) takes the
+    time zone itself. Invocations it cannot deliver after its retries go to an
+    encrypted dead-letter queue.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        function: lambda_.IFunction,
+        removal_policy: RemovalPolicy,
+        expression: str = NIGHTLY,
+        time_zone: TimeZone = TimeZone.ASIA_TOKYO,
+        retry_attempts: int = RETRY_ATTEMPTS,
+        max_event_age: Duration = MAX_EVENT_AGE,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=removal_policy,
+        )
+        # Only EventBridge Scheduler of this account may use the role.
+        role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            ),
+            description="Lets the nightly schedule invoke the extract function",
+        )
+        self.schedule = scheduler.Schedule(
+            self,
+            "Schedule",
+            description="Nightly extract of the previous Tokyo business day",
+            schedule=scheduler.ScheduleExpression.expression(expression, time_zone),
+            target=_InvokeUnqualified(
+                function,
+                role=role,
+                input=scheduler.ScheduleTargetInput.from_object({}),
+                retry_attempts=retry_attempts,
+                max_event_age=max_event_age,
+                dead_letter_queue=self.dead_letter_queue,
+            ),
+        )
