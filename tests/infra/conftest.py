@@ -1,0 +1,125 @@
+"""Synthesize the app once per session, from layers built once per session.
+
+The layers are built for Lambda (arm64, CPython 3.12) into a temporary folder, so the
+tests need PyPI (or pip's cache) but no ``build/layers`` of the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Before the first aws_cdk import starts the jsii runtime: no Node end-of-life banner.
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+pytest.importorskip("aws_cdk", reason="install the infra extra: pip install -e '.[infra]'")
+
+from aws_cdk import App, Stack  # noqa: E402
+from aws_cdk.assertions import Template  # noqa: E402
+from cdk_nag import AwsSolutionsChecks  # noqa: E402
+
+from infra.app import DEFAULT_STACK_NAME, build_app  # noqa: E402
+from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD  # noqa: E402
+from infra.layers import REPO_ROOT, LayerDirs, LayersNotBuilt, build  # noqa: E402
+
+FUNCTION_NAMES = (EXTRACT.name, LOAD.name, DB_INITIALIZER.name)
+
+
+@dataclass
+class Synthesized:
+    """One synthesized app: its template, or why synthesis failed, and the findings."""
+
+    app: App
+    stack: Stack
+    findings: list[Any]
+    error: Exception | None
+    _template: dict[str, Any] | None
+
+    @property
+    def template(self) -> Template:
+        if self._template is None:
+            pytest.fail(f"synthesis failed: {self.error}")
+        return Template.from_json(self._template)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        if self._template is None:
+            pytest.fail(f"synthesis failed: {self.error}")
+        return self._template
+
+
+def cdk_json_context() -> dict[str, Any]:
+    """The context the CDK CLI passes from cdk.json (feature flags and defaults)."""
+    return json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+
+
+def build_test_app(context: dict[str, Any], outdir: Path) -> App:
+    """``build_app`` with cdk.json's context, as the CLI would call it.
+
+    The layers embed the project files; if someone edits them while the session runs,
+    synthesis refuses the stale layers, so they are rebuilt once.
+    """
+    full_context = {**cdk_json_context(), **context}
+    try:
+        return build_app(full_context, outdir=str(outdir))
+    except LayersNotBuilt:
+        build(Path(context["layers_dir"]))
+        return build_app(full_context, outdir=str(outdir))
+
+
+def synthesize(context: dict[str, Any], outdir: Path) -> Synthesized:
+    app = build_test_app(context, outdir)
+    stack = app.node.find_child(DEFAULT_STACK_NAME)
+    assert isinstance(stack, Stack)
+    template: dict[str, Any] | None = None
+    error: Exception | None = None
+    try:
+        assembly = app.synth()
+        template = assembly.get_stack_by_name(stack.stack_name).template
+    except Exception as exc:  # noqa: BLE001 - reported by the tests that need the template
+        error = exc
+    # The same walk the validation plugin does during synth, but as a list to assert on.
+    findings = list(AwsSolutionsChecks().validate_scope(app).violations)
+    return Synthesized(app, stack, findings, error, template)
+
+
+@pytest.fixture(scope="session")
+def lambda_layers(tmp_path_factory) -> LayerDirs:
+    """The real layers, built for Lambda, once per session."""
+    return build(tmp_path_factory.mktemp("layers"))
+
+
+@pytest.fixture(scope="session")
+def code_root(tmp_path_factory) -> Path:
+    """``lambdas/``, or stand-in handlers for the functions whose code is not written yet."""
+    real = REPO_ROOT / "lambdas"
+    if all((real / name / "handler.py").is_file() for name in FUNCTION_NAMES):
+        return real
+    stand_in = tmp_path_factory.mktemp("lambdas")
+    for name in FUNCTION_NAMES:
+        (stand_in / name).mkdir()
+        (stand_in / name / "handler.py").write_text("def handler(event, context):\n    return {}\n")
+    return stand_in
+
+
+@pytest.fixture(scope="session")
+def base_context(lambda_layers, code_root) -> dict[str, Any]:
+    return {"layers_dir": str(lambda_layers.root), "lambdas_dir": str(code_root)}
+
+
+@pytest.fixture(scope="session")
+def learning(base_context, tmp_path_factory) -> Synthesized:
+    """The default setup (retain=false)."""
+    return synthesize({**base_context, "retain": "false"}, tmp_path_factory.mktemp("cdk-learning"))
+
+
+@pytest.fixture(scope="session")
+def kept(base_context, tmp_path_factory) -> Synthesized:
+    """The kept setup (retain=true)."""
+    return synthesize({**base_context, "retain": "true"}, tmp_path_factory.mktemp("cdk-kept"))

@@ -1,0 +1,100 @@
+"""The real layers, built for Lambda: contents, platform, and the 250 MB unzipped limit."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from infra.layers import (
+    BUILD_COMMAND,
+    REQUIREMENTS,
+    RUNTIME_PROVIDED,
+    LayersNotBuilt,
+    directory_size,
+    require_built,
+)
+
+from .conftest import FUNCTION_NAMES
+
+# Lambda: function code plus all its layers, unzipped.
+UNZIPPED_LIMIT = 250 * 1024 * 1024
+ELF_MACHINE_AARCH64 = 0xB7
+
+
+@pytest.mark.parametrize("name", FUNCTION_NAMES)
+def test_function_and_layers_fit_the_unzipped_limit(
+    lambda_layers, code_root, name, record_property
+):
+    sizes = {
+        "code": directory_size(code_root / name),
+        "dependencies": directory_size(lambda_layers.dependencies),
+        "common": directory_size(lambda_layers.common),
+    }
+    total = sum(sizes.values())
+    record_property("unzipped_bytes", sizes)
+    summary = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items())
+    print(f"{name}: {summary}; total {total / 1e6:.1f} MB of {UNZIPPED_LIMIT / 1e6:.1f} MB")
+    assert total < UNZIPPED_LIMIT, summary
+
+
+def test_dependencies_layer_is_built_for_lambda_arm64(lambda_layers):
+    site = lambda_layers.dependencies / "python"
+    for package in (
+        "dbt",
+        "dbt/adapters/postgres",
+        "psycopg2",
+        "aws_lambda_powertools",
+        "aws_xray_sdk",
+    ):
+        assert (site / package).is_dir(), package
+    (extension,) = site.glob("psycopg2/_psycopg*.so")
+    assert "cpython-312-aarch64" in extension.name
+    header = extension.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF"
+    assert int.from_bytes(header[18:20], "little") == ELF_MACHINE_AARCH64
+
+
+def test_dependencies_layer_leaves_boto3_to_the_runtime_and_carries_no_bytecode(lambda_layers):
+    site = lambda_layers.dependencies / "python"
+    for name in RUNTIME_PROVIDED:
+        assert not (site / name).exists(), f"{name} would shadow the runtime's copy"
+    assert not list(site.rglob("__pycache__"))
+    assert not list(site.rglob("*.pyc"))
+
+
+def test_common_layer_puts_the_project_at_opt_dbt(lambda_layers):
+    common = lambda_layers.common
+    assert (common / "python" / "dbt_project" / "__init__.py").is_file()
+    for name in ("dbt_project.yml", "profiles.yml"):
+        assert (common / "dbt" / name).is_file(), name
+    assert list((common / "dbt" / "models").rglob("*.sql"))
+    assert not list(common.rglob("__pycache__"))
+
+
+def test_lock_pins_every_package_exactly():
+    pins = [
+        line
+        for line in REQUIREMENTS.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    names = set()
+    for pin in pins:
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+(\[[a-z,]+\])?==[0-9][A-Za-z0-9.+\-]*", pin), pin
+        names.add(pin.split("==")[0].lower().replace("_", "-"))
+    assert not names & RUNTIME_PROVIDED
+    assert {"dbt-core", "dbt-postgres", "psycopg2-binary", "aws-lambda-powertools"} <= names
+    assert any(re.fullmatch(r"dbt-core==1\.11\.\d+", pin) for pin in pins)
+    assert "dbt-postgres==1.11.0" in pins
+
+
+def test_layers_built_for_another_platform_are_refused(lambda_layers):
+    with pytest.raises(LayersNotBuilt, match=re.escape(BUILD_COMMAND)):
+        require_built(lambda_layers.root, platform="manylinux2014_x86_64", python_version="3.11")
+
+
+def test_layers_built_from_other_pins_are_refused(lambda_layers, tmp_path):
+    changed = tmp_path / "lambda.txt"
+    changed.write_text(REQUIREMENTS.read_text() + "# changed\n")
+    with pytest.raises(LayersNotBuilt, match="changed since the layers were built"):
+        require_built(lambda_layers.root, requirements=changed)
