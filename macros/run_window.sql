@@ -1,0 +1,190 @@
+{#-
+    The run window: which part of the history a build computes.
+
+    Every model that needs the business day or the window bounds calls these
+    macros, so the rules live here once. The vars are rendered into SQL, so they
+    are validated before any SQL is produced: an invalid value stops dbt while it
+    parses the project, before it connects or creates anything.
+-#}
+
+{% macro run_window() %}
+    {#- The validated vars as a dict:
+        run_date     'YYYY-MM-DD' or none (full history)
+        first_date   'YYYY-MM-DD', first business day of the lookback (none without run_date)
+        lookback_days, timezone -#}
+    {%- set timezone = var('business_timezone') -%}
+    {%- if timezone is not string or timezone not in modules.pytz.all_timezones_set -%}
+        {{ exceptions.raise_compiler_error(
+            "Invalid var business_timezone=\"" ~ timezone ~ "\""
+            ~ ": it must be an IANA time zone name such as Asia/Tokyo."
+            ~ " Fix it in dbt_project.yml or pass --vars '{business_timezone: Asia/Tokyo}'."
+        ) }}
+    {%- endif -%}
+
+    {%- set lookback = var('lookback_days') -%}
+    {%- if lookback is string and modules.re.fullmatch('[0-9]{1,4}', lookback) -%}
+        {%- set lookback = lookback | int -%}
+    {%- endif -%}
+    {%- if lookback is not integer or lookback < 1 -%}
+        {{ exceptions.raise_compiler_error(
+            "Invalid var lookback_days=\"" ~ lookback ~ "\""
+            ~ ": it must be a positive integer (the number of business days up to and"
+            ~ " including run_date that a build recomputes). Fix: pass --vars '{lookback_days: 2}'."
+        ) }}
+    {%- endif -%}
+
+    {%- set raw_run_date = var('run_date') -%}
+    {%- if raw_run_date is none -%}
+        {{ return({
+            'run_date': none,
+            'first_date': none,
+            'lookback_days': lookback,
+            'timezone': timezone,
+        }) }}
+    {%- endif -%}
+
+    {#- A YAML date (--vars '{run_date: 2026-11-25}') renders as YYYY-MM-DD too. -#}
+    {%- set text = raw_run_date | string -%}
+    {%- set parts = modules.re.fullmatch('([0-9]{4})-([0-9]{2})-([0-9]{2})', text) -%}
+    {%- set ns = namespace(valid=false) -%}
+    {%- if parts -%}
+        {%- set year = parts.group(1) | int -%}
+        {%- set month = parts.group(2) | int -%}
+        {%- set day = parts.group(3) | int -%}
+        {%- if year >= 1 and 1 <= month <= 12 and day >= 1 -%}
+            {%- if month == 12 -%}
+                {%- set days_in_month = 31 -%}
+            {%- else -%}
+                {%- set days_in_month = (
+                    modules.datetime.date(year, month + 1, 1) - modules.datetime.timedelta(days=1)
+                ).day -%}
+            {%- endif -%}
+            {%- set ns.valid = day <= days_in_month -%}
+        {%- endif -%}
+    {%- endif -%}
+    {%- if not ns.valid -%}
+        {{ exceptions.raise_compiler_error(
+            "Invalid var run_date=\"" ~ text ~ "\""
+            ~ ": it must be a real calendar date written YYYY-MM-DD (the business day to load,"
+            ~ " for example 2026-11-25), or null for a full-history build."
+            ~ " Fix: pass --vars '{run_date: 2026-11-25}'."
+        ) }}
+    {%- endif -%}
+
+    {%- set run_date = modules.datetime.date(year, month, day) -%}
+    {%- set first_date = run_date - modules.datetime.timedelta(days=lookback - 1) -%}
+    {{ return({
+        'run_date': run_date.isoformat(),
+        'first_date': first_date.isoformat(),
+        'lookback_days': lookback,
+        'timezone': timezone,
+    }) }}
+{% endmacro %}
+
+
+{% macro validate_run_vars() %}
+    {#- on-run-start: fail before anything runs when a var is invalid. -#}
+    {%- do run_window() -%}
+    {{ return('') }}
+{% endmacro %}
+
+
+{% macro business_date(timestamp_column) -%}
+    ({{ timestamp_column }} at time zone '{{ run_window().timezone }}')::date
+{%- endmacro %}
+
+
+{% macro business_day_start(date_expression) -%}
+    ({{ date_expression }})::timestamp at time zone '{{ run_window().timezone }}'
+{%- endmacro %}
+
+
+{% macro window_start() -%}
+    {{ business_day_start("date '" ~ run_window().first_date ~ "'") }}
+{%- endmacro %}
+
+
+{% macro window_end() -%}
+    {{ business_day_start("date '" ~ run_window().run_date ~ "' + 1") }}
+{%- endmacro %}
+
+
+{% macro ordered_through_run_date(ordered_at) -%}
+    {#- Orders of business days after run_date never count in a windowed build.
+        A timestamptz range, so that the orders(ordered_at) index serves it. -#}
+    {%- if run_window().run_date is none -%}
+        true
+    {%- else -%}
+        {{ ordered_at }} < {{ window_end() }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro select_touched_orders(orders) -%}
+    {#- Orders the window touches: ordered in it, or updated in it (a late status
+        change) if ordered up to run_date. Every order in a full-history build. -#}
+    select
+        order_id,
+        customer_id,
+        {{ business_date('ordered_at') }} as business_date
+    from {{ orders }}
+    {%- if run_window().run_date is not none %}
+    where
+        (
+            ordered_at >= {{ window_start() }}
+            and ordered_at < {{ window_end() }}
+        )
+        or (
+            updated_at >= {{ window_start() }}
+            and updated_at < {{ window_end() }}
+            and ordered_at < {{ window_end() }}
+        )
+    {%- endif %}
+{%- endmacro %}
+
+
+{% macro select_owned_days(touched_orders) -%}
+    {#- The business days a build owns: the lookback days (even without orders) and
+        the days of the touched orders; every day with an order in a full build. -#}
+    {%- set window = run_window() -%}
+    {%- if window.run_date is not none %}
+    select date '{{ window.first_date }}' + lookback_days.day_number as sales_date
+    from generate_series(0, {{ window.lookback_days - 1 }}) as lookback_days (day_number)
+    union
+    select business_date as sales_date
+    from {{ touched_orders }}
+    {%- else %}
+    select distinct business_date as sales_date
+    from {{ touched_orders }}
+    {%- endif %}
+{%- endmacro %}
+
+
+{% macro select_owned_day_orders(orders, owned_days) -%}
+    {#- The non-cancelled orders of the owned days. One range scan of the
+        orders(ordered_at) index from the first owned day to the end of the window,
+        rather than a join on per-day ranges, whose row estimates mislead the
+        planner into scanning the whole table. -#}
+    select
+        {{ business_date('ordered_at') }} as sales_date,
+        order_id,
+        customer_id
+    from {{ orders }}
+    where
+        status != 'cancelled'
+        and ordered_at >= (
+            select {{ business_day_start('min(sales_date)') }} from {{ owned_days }}
+        )
+        and {{ ordered_through_run_date('ordered_at') }}
+        and {{ business_date('ordered_at') }} in (select sales_date from {{ owned_days }})
+{%- endmacro %}
+
+
+{% macro as_of_date(orders) -%}
+    {#- run_date, or the latest business day of any order in a full-history build. -#}
+    {%- if run_window().run_date is none -%}
+        (select {{ business_date('max(ordered_at)') }} from {{ orders }})
+    {%- else -%}
+        date '{{ run_window().run_date }}'
+    {%- endif -%}
+{%- endmacro %}
