@@ -1,0 +1,73 @@
+-- `not materialized`: orders is read twice, and a materialized CTE would scan the
+-- whole source table instead of using its indexes.
+with
+
+customers as (
+    select * from {{ ref('stg_shop__customers') }}
+),
+
+orders as not materialized (
+    select * from {{ ref('stg_shop__orders') }}
+),
+
+order_items as (
+    select * from {{ ref('stg_shop__order_items') }}
+),
+
+touched_orders as (
+    {{ select_touched_orders('orders') }}
+),
+
+owned_days as (
+    {{ select_owned_days('touched_orders') }}
+),
+
+owned_day_orders as (
+    {{ select_owned_day_orders('orders', 'owned_days') }}
+),
+
+order_totals as (
+    select
+        owned_day_orders.sales_date,
+        owned_day_orders.order_id,
+        owned_day_orders.customer_id,
+        coalesce(sum(order_items.quantity), 0) as item_count,
+        coalesce(sum(order_items.quantity * order_items.unit_price), 0) as revenue
+    from owned_day_orders
+    left join order_items
+        on owned_day_orders.order_id = order_items.order_id
+    group by
+        owned_day_orders.sales_date,
+        owned_day_orders.order_id,
+        owned_day_orders.customer_id
+),
+
+region_day_totals as (
+    select
+        order_totals.sales_date,
+        customers.region,
+        count(*) as order_count,
+        count(distinct order_totals.customer_id) as customer_count,
+        sum(order_totals.item_count) as units_sold,
+        sum(order_totals.revenue) as revenue
+    from order_totals
+    inner join customers
+        on order_totals.customer_id = customers.customer_id
+    group by
+        order_totals.sales_date,
+        customers.region
+),
+
+final as (
+    select
+        sales_date,
+        region,
+        order_count,
+        customer_count,
+        cast(units_sold as bigint) as units_sold,
+        cast(revenue as numeric(14, 2)) as revenue,
+        cast(round(revenue / order_count, 2) as numeric(14, 2)) as avg_order_value
+    from region_day_totals
+)
+
+select * from final
