@@ -32,12 +32,13 @@ class _InvokeUnqualified(targets.LambdaInvoke):
 
 
 class NightlySchedule(Construct):
-    """Invoke ``function`` every night at 02:00 in ``time_zone`` with an empty event.
+    """Invoke ``function`` every night at 02:00 in ``time_zone``.
 
-    The extract reads an event without ``run_date`` as "the previous business day".
-    EventBridge Scheduler (unlike an EventBridge rule, whose cron is UTC) takes the
-    time zone itself. Invocations it cannot deliver after its retries go to an
-    encrypted dead-letter queue.
+    The event is ``{"scheduled_time": "<ISO time>"}``, filled in by the scheduler; the
+    extract turns it into the previous business day, so a retried or late delivery
+    still extracts the day it was scheduled for. EventBridge Scheduler (unlike an
+    EventBridge rule, whose cron is UTC) takes the time zone itself. Invocations it
+    cannot deliver after its retries go to an encrypted dead-letter queue.
     """
 
     def __init__(
@@ -79,7 +80,9 @@ class NightlySchedule(Construct):
             target=_InvokeUnqualified(
                 function,
                 role=role,
-                input=scheduler.ScheduleTargetInput.from_object({}),
+                input=scheduler.ScheduleTargetInput.from_object(
+                    {"scheduled_time": scheduler.ContextAttribute.scheduled_time}
+                ),
                 retry_attempts=retry_attempts,
                 max_event_age=max_event_age,
                 dead_letter_queue=self.dead_letter_queue,

@@ -406,7 +406,7 @@ def test_nightly_schedule_in_tokyo_time_with_retries_and_dead_letters(learning):
             "FlexibleTimeWindow": {"Mode": "OFF"},
             "Target": {
                 "Arn": {"Fn::GetAtt": [extract_id, "Arn"]},
-                "Input": "{}",
+                "Input": '{"scheduled_time":"<aws.scheduler.scheduled-time>"}',
                 "RetryPolicy": {
                     "MaximumRetryAttempts": Match.any_value(),
                     "MaximumEventAgeInSeconds": Match.any_value(),
