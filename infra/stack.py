@@ -86,6 +86,9 @@ class EtlStack(Stack):
             "TargetDbEndpoint": databases.target.host,
             "TargetDbSecretArn": databases.target.secret.secret_arn,
             "FailedInvocationsQueueUrl": functions.failure_queue.queue_url,
+            "ExtractLogGroupName": functions.log_groups["extract"].log_group_name,
+            "LoadLogGroupName": functions.log_groups["load"].log_group_name,
+            "DbInitializerLogGroupName": functions.log_groups["db_initializer"].log_group_name,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

@@ -101,6 +101,7 @@ class Functions(Construct):
         self._secrets_manager_endpoint = secrets_manager_endpoint
         self._code_root = code_root
         self._removal_policy = removal_policy
+        self.log_groups: dict[str, logs.LogGroup] = {}
 
         self.failure_queue = sqs.Queue(
             self,
@@ -198,6 +199,7 @@ class Functions(Construct):
             removal_policy=self._removal_policy,
         )
         log_group.grant_write(role)
+        self.log_groups[spec.name] = log_group
         statement_timeout = spec.timeout.minus(defaults.STATEMENT_TIMEOUT_MARGIN)
         function = lambda_.Function(
             self,

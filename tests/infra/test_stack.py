@@ -531,6 +531,9 @@ def test_outputs(learning):
         "TargetDbEndpoint",
         "SourceDbSecretArn",
         "TargetDbSecretArn",
+        "ExtractLogGroupName",
+        "LoadLogGroupName",
+        "DbInitializerLogGroupName",
     ):
         assert "Value" in outputs[name], name
 
