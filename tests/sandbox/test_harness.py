@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from infra.layers import REPO_ROOT
+import sysconfig
+from pathlib import Path
 
 from .lambda_sandbox import run_python
 
@@ -31,14 +32,16 @@ def outcome(completed) -> dict[str, str]:
 
 
 def test_only_tmp_is_writable_there_is_no_shm_and_no_network(bare_function):
-    repo_file = REPO_ROOT / "sandbox-write-probe"
+    # A host folder outside /tmp (the checkout may live under /tmp, which the sandbox
+    # replaces): the interpreter's own standard library.
+    host_file = Path(sysconfig.get_paths()["stdlib"]) / "sandbox-write-probe"
     completed = run_python(
         bare_function,
         SAY
         + f"""
 import errno, multiprocessing, os, socket
 say("shm", os.path.exists("/dev/shm"))
-for name, path in (("task", "/var/task/x"), ("opt", "/opt/x"), ("repo", {str(repo_file)!r}),
+for name, path in (("task", "/var/task/x"), ("opt", "/opt/x"), ("host", {str(host_file)!r}),
                    ("tmp", "/tmp/x")):
     try:
         with open(path, "w") as handle:
@@ -62,12 +65,12 @@ say("loopback", "works")
 """,
     )
     seen = outcome(completed)
-    assert not repo_file.exists()
+    assert not host_file.exists()
     assert seen == {
         "shm": "False",
         "task": "EROFS",
         "opt": "EROFS",
-        "repo": "EROFS",
+        "host": "EROFS",
         "tmp": "writable",
         "mp-lock": "ENOENT",
         "internet": "unreachable",
