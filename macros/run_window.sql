@@ -72,6 +72,12 @@
     {%- endif -%}
 
     {%- set run_date = modules.datetime.date(year, month, day) -%}
+    {%- if lookback > (run_date - modules.datetime.date(1, 1, 1)).days + 1 -%}
+        {{ exceptions.raise_compiler_error(
+            "Invalid var lookback_days=\"" ~ lookback ~ "\": the window would start before"
+            ~ " the year 1. Fix: pass a lookback_days of a few days, such as --vars '{lookback_days: 2}'."
+        ) }}
+    {%- endif -%}
     {%- set first_date = run_date - modules.datetime.timedelta(days=lookback - 1) -%}
     {{ return({
         'run_date': run_date.isoformat(),
