@@ -133,7 +133,8 @@ def cmd_load(args) -> int:
     target = _target(args)
     result = load(target=target, stage=open_stage(stage_uri), manifest=key)
     print(
-        f"{result.run_date}: {result.status}, {result.rows_loaded} rows changed in {result.seconds:.1f}s"
+        f"{result.run_date}: {result.status}, {result.rows_loaded} rows changed "
+        f"in {result.seconds:.1f}s"
     )
     if result.status == "loaded" and not args.skip_tests:
         raise_for_analytics(test_analytics(target=target, dbt=_dbt()))

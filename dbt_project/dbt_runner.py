@@ -21,7 +21,8 @@ from .paths import project_dir, work_dir
 
 
 def _shm_usable() -> bool:
-    return os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)
+    shm = "/dev/shm"  # noqa: S108 - probing for it, not writing to it
+    return os.path.isdir(shm) and os.access(shm, os.W_OK)
 
 
 def _use_thread_locks() -> None:
@@ -109,7 +110,8 @@ def parse_date(value: date | str, what: str = "date") -> date:
 
 def _bad(value, what: str):
     raise ConfigError(
-        f"{what} {value!r} is not a real calendar date; use the ISO form YYYY-MM-DD, e.g. 2026-11-25"
+        f"{what} {value!r} is not a real calendar date; "
+        "use the ISO form YYYY-MM-DD, e.g. 2026-11-25"
     )
 
 

@@ -30,8 +30,8 @@ def _history_bounds(source: Database, tz: str = "Asia/Tokyo"):
     conn = source.connection()
     with conn.cursor() as cur:
         cur.execute(
-            "select min((ordered_at at time zone %s)::date), max((ordered_at at time zone %s)::date)"
-            " from public.orders",
+            "select min((ordered_at at time zone %s)::date),"
+            " max((ordered_at at time zone %s)::date) from public.orders",
             (tz, tz),
         )
         first, last = cur.fetchone()

@@ -188,10 +188,14 @@ def handle_init(event) -> dict:
     sample = event.get("sample_data", False)
     if not isinstance(sample, bool):
         raise ConfigError(f"sample_data must be true or false, not {sample!r}")
+    started = time.perf_counter()
     with _count_connection_errors():
         result = init(
             source=database("SOURCE"), target=database("TARGET"), dbt=dbt(), sample_data=sample
         )
+    metrics.add_metric(
+        name="InitTime", unit=MetricUnit.Seconds, value=time.perf_counter() - started
+    )
     return {"status": "initialised", "sample_rows": result.sample_rows, "views": result.views_built}
 
 

@@ -163,7 +163,9 @@ def extract(
     conn.rollback()
 
     run = dbt.invoke(
-        ["build", "--selector", EXTRACT_SELECTOR],
+        # Unit tests check the model logic at development time, on fixed inputs;
+        # a night runs the data tests, which check the data.
+        ["build", "--selector", EXTRACT_SELECTOR, "--exclude-resource-type", "unit_test"],
         settings=source.settings,
         target="source",
         dbt_vars=dbt_vars,
@@ -226,9 +228,13 @@ def unload_night(
             )
             for name in REQUIRED_TABLES
         ]
-        conn.rollback()
     finally:
-        conn.set_session(isolation_level="DEFAULT", readonly=False)
+        # End the snapshot whatever happened (set_session is refused inside a
+        # transaction, which would hide the real error); a dead connection has
+        # nothing left to reset.
+        if not conn.closed:
+            conn.rollback()
+            conn.set_session(isolation_level="DEFAULT", readonly=False)
     for key, body in (artifacts or {}).items():
         stage.put_bytes(key, body)
     manifest = Manifest(

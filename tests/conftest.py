@@ -38,30 +38,47 @@ def pg_server(tmp_path_factory) -> PgSettings:
         local_pg.stop_embedded(server.data_dir)
 
 
+class _Databases:
+    """Creates empty databases on the test server and drops them at teardown."""
+
+    def __init__(self, server: PgSettings):
+        self.server = server
+        self.created: list[str] = []
+
+    def _execute(self, statement: sql.Composable) -> None:
+        conn = connect(self.server)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(statement)
+        conn.close()
+
+    def __call__(self, prefix: str = "t") -> PgSettings:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        self._execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        return self.server.with_database(name)
+
+    def drop_all(self) -> None:
+        for name in self.created:
+            self._execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+
+
 @pytest.fixture
 def new_database(pg_server):
     """A factory of empty databases, dropped after the test."""
-    created: list[str] = []
+    databases = _Databases(pg_server)
+    yield databases
+    databases.drop_all()
 
-    def make(prefix: str = "t") -> PgSettings:
-        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        conn = connect(pg_server)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-        conn.close()
-        created.append(name)
-        return pg_server.with_database(name)
 
-    yield make
-    conn = connect(pg_server)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for name in created:
-            cur.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
-    conn.close()
+@pytest.fixture(scope="module")
+def module_database(pg_server):
+    """The same, for state shared by the tests of one module."""
+    databases = _Databases(pg_server)
+    yield databases
+    databases.drop_all()
 
 
 @pytest.fixture(scope="session")

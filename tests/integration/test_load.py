@@ -183,7 +183,8 @@ def test_a_stale_night_delivered_late_does_not_overwrite_fresher_numbers(env):
     env.load(fresh)
     env.load(stale)
     rows = {(r[0], r[1]): r[6] for r in table_rows(env.target, "product_sales_summary")}
-    # Day D keeps the fresher extraction's value; day D-1, owned only by the stale night, is applied.
+    # Day D keeps the fresher extraction's value;
+    # day D-1, owned only by the stale night, is applied.
     assert rows == {(D, 7): Decimal("10.00"), (D - timedelta(days=1), 7): Decimal("1.00")}
 
 
@@ -222,7 +223,7 @@ BAD_INPUTS = {
         lambda env: _corrupt_file(
             env,
             "product_sales_summary",
-            lambda b: b + gzip.compress("2026-11-20\t99\tx\ty\t1\t1\t1.00\n".encode()),
+            lambda b: b + gzip.compress(b"2026-11-20\t99\tx\ty\t1\t1\t1.00\n"),
         ),
         "larger than its manifest",
     ),

@@ -1,0 +1,156 @@
+"""The nightly job end to end on real PostgreSQL and real dbt runs, through the CLI's functions."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from dbt_project.cli import main
+from dbt_project.db import connect
+from dbt_project.dbt_runner import DbtProject
+from dbt_project.pipeline import Database, init, run_night
+from dbt_project.source_db import create_source_tables
+from dbt_project.stage import LocalStage
+from tests import reference
+from tests.datagen import Shop
+from tests.pipeline_helpers import snapshot
+
+FIRST = date(2026, 3, 1)
+HISTORY_END = date(2026, 3, 15)
+NIGHTS = 4
+
+
+@pytest.fixture(scope="module")
+def dbt():
+    return DbtProject()
+
+
+def prepare_shop(databases, tmp_path, dbt):
+    source_settings, target_settings = databases("src"), databases("tgt")
+    conn = connect(source_settings)
+    with conn:
+        create_source_tables(conn)
+    shop = Shop(conn, seed=20261127)
+    shop.history(FIRST, HISTORY_END)
+    source, target = (
+        Database.from_settings(source_settings),
+        Database.from_settings(target_settings),
+    )
+    init(source=source, target=target, dbt=dbt)
+    stage = LocalStage(tmp_path / "stage")
+
+    def night(day, **kwargs):
+        return run_night(day, source=source, target=target, stage=stage, dbt=dbt, **kwargs)
+
+    night(HISTORY_END, lookback_days=(HISTORY_END - FIRST).days + 1, run_tests=False)
+    return shop, night, source_settings, target_settings, stage
+
+
+@pytest.fixture
+def shop_env(new_database, tmp_path, dbt):
+    """A shop with a loaded history, for a test that changes it."""
+    return prepare_shop(new_database, tmp_path, dbt)
+
+
+@pytest.fixture(scope="module")
+def loaded_shop(module_database, tmp_path_factory, dbt):
+    """The same, shared by tests that must leave it unchanged."""
+    return prepare_shop(module_database, tmp_path_factory.mktemp("shop"), dbt)
+
+
+def without_as_of(marts):
+    customers = {
+        k: {c: v for c, v in row.items() if c != "as_of_date"}
+        for k, row in marts["customer_analytics"].items()
+    }
+    return {**marts, "customer_analytics": customers}
+
+
+def test_nights_with_late_cancellations_reproduce_a_full_rebuild(shop_env):
+    shop, night, source, target, _ = shop_env
+    last = HISTORY_END
+    for i in range(1, NIGHTS + 1):
+        day = HISTORY_END + timedelta(days=i)
+        shop.orders_on(day, 12)
+        shop.late_changes(day, 5)  # cancellations and status changes of older orders
+        shop.orders_on(
+            day + timedelta(days=1), 2
+        )  # already in the source at 02:00, not yet counted
+        result = night(day, run_tests=i == NIGHTS)
+        last = day
+    assert result.tests is not None and result.tests.passed, result.tests
+    expected = reference.marts(reference.fetch_source(source), as_of=last)
+    actual = reference.read_marts(target)
+    assert without_as_of(actual) == without_as_of(expected)
+    assert len(actual["daily_sales_summary"]) > 20
+
+
+def test_rerun_duplicate_delivery_and_an_empty_day_change_nothing(shop_env):
+    shop, night, source, target, stage = shop_env
+    before = snapshot(target)
+    # Re-running the last loaded day: a new extraction with identical numbers.
+    rerun = night(HISTORY_END, run_tests=False)
+    assert rerun.load.status == "loaded"
+    assert all(t.inserted == t.updated == t.deleted == 0 for t in rerun.load.tables.values())
+    marts_before = {k: v for k, v in before.items() if k.startswith("analytics.")}
+    assert {k: v for k, v in snapshot(target).items() if k.startswith("analytics.")} == marts_before
+    # The same manifest delivered again is a no-op, ledger included.
+    state = snapshot(target)
+    assert (
+        main(
+            [
+                "load",
+                "--manifest",
+                stage.describe(rerun.extract.manifest_key),
+                "--target-url",
+                target.url,
+                "--skip-tests",
+            ]
+        )
+        == 0
+    )
+    assert snapshot(target) == state
+    # A day with no orders: the customers of the day before (still in the 2-day
+    # window) are re-stated as of the new day, with the same numbers.
+    numbers_before = without_as_of(reference.read_marts(target))
+    quiet = night(HISTORY_END + timedelta(days=1), run_tests=False)
+    assert quiet.load.tables["customer_analytics"].updated > 0
+    after = reference.read_marts(target)
+    assert without_as_of(after) == numbers_before
+    # A day whose whole window holds no orders and no changes touches nothing.
+    empty = night(HISTORY_END + timedelta(days=3), run_tests=False)
+    assert empty.extract.rows_extracted == 0
+    changes = {n: (t.inserted, t.updated, t.deleted) for n, t in empty.load.tables.items()}
+    assert set(changes.values()) == {(0, 0, 0)}
+    assert reference.read_marts(target) == after
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--date", "2026-02-30"], "not a real calendar date"),
+        (["run", "--date", "2026-03-16'; drop table orders; --"], "not a real calendar date"),
+        (["backfill", "--start", "2026-03-20", "--end", "2026-03-16"], "before it starts"),
+        (["run", "--date", "2026-03-16", "--lookback-days", "0"], "lookback_days"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_line_and_changes_nothing(loaded_shop, capsys, args, message):
+    _, _, source, target, stage = loaded_shop
+    before = snapshot(target)
+    code = main(
+        [*args, "--source-url", source.url, "--target-url", target.url, "--stage", str(stage.root)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert snapshot(target) == before
+    assert stage.list("etl-data/2026-03-16/") == []
+
+
+def test_missing_or_wrong_database_settings_are_clear(capsys, tmp_path, pg_server):
+    assert main(["run", "--date", "2026-03-16", "--stage", str(tmp_path)]) == 2
+    assert "--source-url" in capsys.readouterr().err
+    wrong = pg_server.with_credentials("postgres", "not-the-password").url
+    assert main(["init", "--source-url", wrong, "--target-url", wrong]) == 3
+    assert "rejected the credentials" in capsys.readouterr().err
