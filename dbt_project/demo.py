@@ -7,6 +7,7 @@ night by night, as the nightly schedule would, and shows the analytic views.
 from __future__ import annotations
 
 import time
+import unicodedata
 from datetime import timedelta
 
 from psycopg2 import sql
@@ -56,12 +57,29 @@ def run_example_queries(target: Database) -> list[tuple[str, list[str], list[tup
     return results
 
 
+def format_rows(columns: list[str], rows: list[tuple]) -> str:
+    """psql-style aligned text: wide results scroll rather than wrap inside cells."""
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+
+    def width(text: str) -> int:  # CJK characters take two terminal columns
+        return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+    widths = [max([width(c)] + [width(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        return " | ".join(v + " " * (w - width(v)) for v, w in zip(values, widths, strict=True))
+
+    out = [line(columns), "-+-".join("-" * w for w in widths)]
+    out += [line(r) for r in cells]
+    out.append(f"({len(rows)} rows)")
+    return "\n".join(out)
+
+
 def run_demo() -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)
     started = time.perf_counter()
     with console.status("starting the local PostgreSQL and loading the sample data"):
         dev = devdb.prepare()
@@ -112,12 +130,8 @@ def run_demo() -> int:
     console.print(f"analytics-side dbt tests passed ({night.tests.seconds:.1f}s)")
 
     for query, columns, rows in run_example_queries(target):
-        table = Table(title=query, title_justify="left", show_lines=False)
-        for column in columns:
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
-        console.print(table)
+        console.print(f"\n[bold]{query}[/bold]")
+        console.print(format_rows(columns, rows), markup=False, highlight=False, soft_wrap=True)
 
     console.print(f"\n[bold]done in {time.perf_counter() - started:.0f}s.[/bold] Where things are:")
     console.print(f"  source database     psql '{dev.source.url}'")
