@@ -249,13 +249,16 @@ def _apply_ownership(cur, ownership: Ownership, manifest: Manifest, result: Load
         pk_match = sql.SQL(" and ").join(
             sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in table.primary_key
         )
+        # One pass over the staged rows: those outside the night's keys (an error) and
+        # those whose keys hold a fresher version (skipped).
         cur.execute(
             sql.SQL(
-                "select count(*) from {staged} s where not exists "
-                "(select 1 from {keys} k where k.{key} = s.{key})"
-            ).format(staged=staged, keys=_stage_table(ownership.keys_table), key=key)
+                "select count(*) filter (where k.{key} is null), "
+                "count(*) filter (where o.{key} is null) from {staged} s "
+                "left join {keys} k on k.{key} = s.{key} left join {owned} o on o.{key} = s.{key}"
+            ).format(staged=staged, keys=_stage_table(ownership.keys_table), owned=owned, key=key)
         )
-        (unowned,) = cur.fetchone()
+        unowned, load.skipped_stale = cur.fetchone()
         if unowned:
             raise StageError(
                 f"{manifest.file(mart).key} has {unowned} rows outside the keys the night owns; "
@@ -287,7 +290,7 @@ def _apply_ownership(cur, ownership: Ownership, manifest: Manifest, result: Load
             sql.SQL(
                 "with upserted as ("
                 "insert into {target} as t ({columns}) "
-                "select {s_columns} from {staged} s join {owned} o on o.{key} = s.{key} "
+                "select {s_columns} from {staged} s{only_owned} "
                 "on conflict ({pk}) do update set {assignments} where {changed} "
                 "returning (xmax = 0) as inserted) "
                 "select count(*) filter (where inserted), count(*) filter (where not inserted) "
@@ -297,8 +300,12 @@ def _apply_ownership(cur, ownership: Ownership, manifest: Manifest, result: Load
                 columns=sql.SQL(", ").join(columns),
                 s_columns=sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in columns),
                 staged=staged,
-                owned=owned,
-                key=key,
+                # Every staged row is owned unless some were skipped: then no join.
+                only_owned=sql.SQL(" join {owned} o on o.{key} = s.{key}").format(
+                    owned=owned, key=key
+                )
+                if load.skipped_stale
+                else sql.SQL(""),
                 pk=sql.SQL(", ").join(sql.Identifier(c) for c in table.primary_key),
                 assignments=sql.SQL(", ").join(
                     sql.SQL("{c} = excluded.{c}").format(c=c) for c in non_key
@@ -307,13 +314,6 @@ def _apply_ownership(cur, ownership: Ownership, manifest: Manifest, result: Load
             )
         )
         load.inserted, load.updated = cur.fetchone()
-        cur.execute(
-            sql.SQL(
-                "select count(*) from {staged} s where not exists "
-                "(select 1 from {owned} o where o.{key} = s.{key})"
-            ).format(staged=staged, owned=owned, key=key)
-        )
-        (load.skipped_stale,) = cur.fetchone()
         load.unchanged = load.rows_in_file - load.inserted - load.updated - load.skipped_stale
 
     cur.execute(
@@ -336,6 +336,9 @@ def load_manifest(conn, stage: Stage, manifest_key: str) -> LoadResult:
     try:
         with conn, conn.cursor() as cur:
             cur.execute("select pg_advisory_xact_lock(%s)", (_LOAD_LOCK,))
+            # The staged files are joined to the tables whole: with the 4 MB default
+            # every hash of a large night spills to disk. Only for this transaction.
+            cur.execute("set local work_mem = '64MB'")
             cur.execute(
                 sql.SQL(
                     "insert into {} (run_id, run_date, manifest_key, manifest_sha256, "
