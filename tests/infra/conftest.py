@@ -18,8 +18,7 @@ import pytest
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-pytest.importorskip("aws_cdk", reason="install the infra extra: pip install -e '.[infra]'")
-
+# No skip without the infra extra: a missing install must fail, not pass quietly.
 from aws_cdk import App, Stack  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
