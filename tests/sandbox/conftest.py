@@ -36,9 +36,15 @@ def machine_layers(tmp_path_factory) -> LayerDirs:
 
 @pytest.fixture
 def assemble(machine_layers, tmp_path) -> Callable[..., AssembledFunction]:
-    """``assemble("extract")``: lambdas/extract plus both layers, ready for the sandbox."""
+    """``assemble("extract")``: lambdas/extract plus both layers, ready for the sandbox.
 
-    def make(name: str, *, runtime_packages: Sequence[str] = ()) -> AssembledFunction:
+    ``exclude``: the exclude patterns of the function's code asset and of the common
+    layer's asset (the dependencies layer's asset has none), to leave out what they do.
+    """
+
+    def make(
+        name: str, *, runtime_packages: Sequence[str] = (), exclude: Sequence[str] = ()
+    ) -> AssembledFunction:
         handler_dir = REPO_ROOT / "lambdas" / name
         if not (handler_dir / "handler.py").is_file():
             pytest.skip(f"{handler_dir}/handler.py is not written yet")
@@ -47,6 +53,7 @@ def assemble(machine_layers, tmp_path) -> Callable[..., AssembledFunction]:
             [machine_layers.dependencies, machine_layers.common],
             tmp_path / name,
             runtime_packages=runtime_packages,
+            exclude={handler_dir: exclude, machine_layers.common: exclude},
         )
 
     return make

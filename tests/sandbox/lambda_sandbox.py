@@ -11,13 +11,20 @@ outside it. This module reproduces that with Linux mount and network namespaces
   packages the Lambda runtime would provide) and ``/opt`` the merged layers;
 * every mount is remounted read-only, then a fresh tmpfs goes on ``/tmp``;
 * the network namespace has loopback only (for moto or a local PostgreSQL, reached
-  through a Unix socket or a port opened inside).
+  through a Unix socket or a port opened inside). A ``NetworkNamespace`` is one such
+  loopback-only network that outlives a single run: servers started in it (and code
+  of this process run through ``NetworkNamespace.call``) are what the functions reach,
+  as a function in a VPC reaches only its databases and endpoints.
 
 Use::
 
     function = assemble_function(handler_dir, [deps_layer, common_layer], tmp_path / "fn")
     result = run_python(function, "import dbt_project", env={...})
     outcome = invoke(function, {"run_date": "2026-11-26"}, env={...})
+
+    with NetworkNamespace() as network:
+        network.call(start_servers)           # listening on 127.0.0.1 inside it
+        outcome = invoke(function, event, env={...}, network=network)
 
 The layers must be built for this machine's Python (``build_layers.py --platform
 manylinux2014_x86_64 --python-version 3.11``); the interpreter is this one, run
@@ -26,6 +33,8 @@ with ``-S`` so that nothing of the host's site-packages leaks in.
 
 from __future__ import annotations
 
+import ctypes
+import fnmatch
 import importlib.util
 import json
 import os
@@ -34,10 +43,13 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 RESULT_MARKER = "\x1esandbox-result:"
 DEFAULT_REGION = "ap-northeast-1"
@@ -96,13 +108,19 @@ class AssembledFunction:
 
 @dataclass(frozen=True)
 class Invocation:
-    """What ``invoke`` saw: the handler's return value (or error) and the output."""
+    """What ``invoke`` saw: the handler's return value (or error) and the output.
+
+    ``facts`` is what the process saw of its surroundings, before and after the handler
+    ran: ``dev_shm`` (whether /dev/shm existed), ``interfaces`` (its network
+    interfaces) and ``max_rss_mb`` (its peak resident memory).
+    """
 
     result: Any
     error: str | None
     stdout: str
     stderr: str
     returncode: int
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 def _link_or_copy(source: str, destination: str) -> None:
@@ -112,13 +130,36 @@ def _link_or_copy(source: str, destination: str) -> None:
         shutil.copy2(source, destination)
 
 
-def _copy_tree(source: Path, destination: Path) -> None:
+def excluded(relative: str, patterns: Sequence[str]) -> bool:
+    """Whether a CDK asset leaves out ``relative`` (a path inside the asset folder).
+
+    CDK matches glob exclude patterns with minimatch's ``matchBase``: a pattern without
+    a slash is matched against the last part of the path, at any depth; a folder that
+    matches is left out with everything in it.
+    """
+    for pattern in patterns:
+        if pattern.startswith("!"):
+            raise ValueError(f"negated exclude pattern {pattern!r} is not supported here")
+        if "/" in pattern.strip("/"):
+            if fnmatch.fnmatchcase(relative, pattern.lstrip("/")):
+                return True
+        elif fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], pattern.strip("/")):
+            return True
+    return False
+
+
+def _copy_tree(source: Path, destination: Path, exclude: Sequence[str] = ()) -> None:
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        relative = Path(folder).relative_to(source).as_posix()
+        prefix = "" if relative == "." else relative + "/"
+        return {name for name in names if name == "__pycache__" or excluded(prefix + name, exclude)}
+
     shutil.copytree(
         source,
         destination,
         dirs_exist_ok=True,
         copy_function=_link_or_copy,
-        ignore=shutil.ignore_patterns("__pycache__"),
+        ignore=ignore,
     )
 
 
@@ -128,19 +169,23 @@ def assemble_function(
     destination: Path,
     *,
     runtime_packages: Sequence[str] = (),
+    exclude: Mapping[Path, Sequence[str]] | None = None,
 ) -> AssembledFunction:
     """Lay out ``handler_dir`` at ``var/task`` and the layers, in order, into ``opt``.
 
     A later layer overwrites an earlier one's files, as in Lambda. ``runtime_packages``
     (e.g. ``("boto3", "botocore", "s3transfer")``) are copied from this environment to
     ``var/runtime``, where the Lambda Python runtime keeps the packages it provides.
+    ``exclude`` maps the handler folder or a layer folder to the exclude patterns its
+    CDK asset is made with (see ``excluded``): what the asset leaves out is left out.
     """
+    exclude = exclude or {}
     destination.mkdir(parents=True, exist_ok=True)
     function = AssembledFunction(destination, handler_dir.name)
-    _copy_tree(handler_dir, function.task)
+    _copy_tree(handler_dir, function.task, exclude.get(handler_dir, ()))
     function.opt.mkdir(exist_ok=True)
     for layer in layer_dirs:
-        _copy_tree(layer, function.opt)
+        _copy_tree(layer, function.opt, exclude.get(layer, ()))
     function.runtime.mkdir(exist_ok=True)
     for package in runtime_packages:
         spec = importlib.util.find_spec(package)
@@ -218,6 +263,76 @@ def lambda_environment(
     }
 
 
+_CLONE_NEWNET = 0x40000000
+
+
+class NetworkNamespace:
+    """A loopback-only network shared by sandbox runs and the servers they talk to.
+
+    Each ``run_python`` otherwise gets a network of its own, which dies with it. Here a
+    holder process keeps one alive; ``call`` runs a function of this process on a
+    thread that has entered it, so that servers it starts (threads and child
+    processes inherit the network) listen inside, and clients it opens connect inside.
+    Servers started in it must be stopped by the caller before ``close``.
+    """
+
+    def __init__(self) -> None:
+        reason = unavailable_reason() or (
+            None if shutil.which("nsenter") else "nsenter is not installed"
+        )
+        if reason:
+            raise SandboxUnavailable(reason)
+        # The holder exits when its stdin closes: on close(), or when this process dies.
+        self._holder = subprocess.Popen(
+            ["unshare", "--net", "/bin/sh", "-c", "ip link set lo up && echo up && exec cat"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if self._holder.stdout is None or self._holder.stdout.readline().strip() != "up":
+            self._holder.kill()
+            raise SandboxUnavailable("could not make a network namespace")
+        self.path = f"/proc/{self._holder.pid}/ns/net"
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netns")
+        try:
+            self.call(self._enter)
+        except OSError:
+            self.close()
+            raise
+
+    def _enter(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        descriptor = os.open(self.path, os.O_RDONLY)
+        try:
+            if libc.setns(descriptor, _CLONE_NEWNET) != 0:
+                number = ctypes.get_errno()
+                raise OSError(number, f"setns: {os.strerror(number)}")
+        finally:
+            os.close(descriptor)
+
+    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``function(*args, **kwargs)`` run inside the namespace; its result or exception."""
+        return self._thread.submit(function, *args, **kwargs).result()
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        if self._holder.stdin:
+            self._holder.stdin.close()
+        try:
+            self._holder.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._holder.kill()
+            self._holder.wait()
+        if self._holder.stdout:
+            self._holder.stdout.close()
+
+    def __enter__(self) -> NetworkNamespace:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def run_python(
     function: AssembledFunction,
     code: str,
@@ -225,13 +340,24 @@ def run_python(
     env: Mapping[str, str] | None = None,
     stdin: str | None = None,
     timeout: float = 300,
+    network: NetworkNamespace | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -S -c code`` inside the sandbox, in ``/var/task``; never raises on exit."""
+    """Run ``python -S -c code`` inside the sandbox, in ``/var/task``; never raises on exit.
+
+    The run gets a loopback-only network of its own, or joins ``network``.
+    """
     reason = unavailable_reason()
     if reason:
         raise SandboxUnavailable(reason)
+    if network is None:
+        namespaces = ["unshare", "--mount", "--net", "--propagation", "private"]
+    else:
+        namespaces = [
+            "nsenter", f"--net={network.path}",
+            "unshare", "--mount", "--propagation", "private",
+        ]  # fmt: skip
     command = [
-        "unshare", "--mount", "--net", "--propagation", "private",
+        *namespaces,
         "/bin/sh", "-c", _SETUP, "lambda-sandbox", str(function.root),
         str(_interpreter()), "-S", "-c", code,
     ]  # fmt: skip
@@ -247,7 +373,9 @@ def run_python(
 
 
 _INVOKE = """
-import json, sys, time, traceback, uuid
+import json, os, resource, socket, sys, time, traceback, uuid
+
+facts = {"dev_shm_before": os.path.exists("/dev/shm")}
 
 class Context:
     def __init__(self, name, timeout):
@@ -274,6 +402,10 @@ try:
 except Exception as exc:
     traceback.print_exc()
     outcome = {"result": None, "error": f"{type(exc).__name__}: {exc}"}
+facts["dev_shm"] = facts.pop("dev_shm_before") or os.path.exists("/dev/shm")
+facts["interfaces"] = sorted(name for _, name in socket.if_nameindex())
+facts["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+outcome["facts"] = facts
 sys.stdout.flush()
 print(MARKER + json.dumps(outcome, default=str), flush=True)
 """
@@ -286,6 +418,7 @@ def invoke(
     env: Mapping[str, str] | None = None,
     handler: str = "handler.handler",
     timeout: float = 300,
+    network: NetworkNamespace | None = None,
 ) -> Invocation:
     """Call ``handler(event, context)`` once inside the sandbox, as a cold start."""
     prelude = (
@@ -293,11 +426,17 @@ def invoke(
         f"REGION = {DEFAULT_REGION!r}\nMARKER = {RESULT_MARKER!r}\n"
     )
     completed = run_python(
-        function, prelude + _INVOKE, env=env, stdin=json.dumps(event), timeout=timeout + 30
+        function,
+        prelude + _INVOKE,
+        env=env,
+        stdin=json.dumps(event),
+        timeout=timeout + 30,
+        network=network,
     )
     outcome: dict[str, Any] = {"result": None, "error": "no result: the process died"}
     stdout_lines = []
-    for line in completed.stdout.splitlines():
+    # Not splitlines(): it splits at the marker's record separator too.
+    for line in completed.stdout.split("\n"):
         if line.startswith(RESULT_MARKER):
             outcome = json.loads(line[len(RESULT_MARKER) :])
         else:
@@ -308,6 +447,7 @@ def invoke(
         stdout="\n".join(stdout_lines),
         stderr=completed.stderr,
         returncode=completed.returncode,
+        facts=outcome.get("facts", {}),
     )
 
 
