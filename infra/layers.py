@@ -45,8 +45,10 @@ DBT_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml", "packag
 DBT_PROJECT_DIRS = ("models", "macros", "seeds", "tests/dbt", "analyses", "snapshots")
 
 # Removed from the dependencies layer: bytecode for the build machine's Python (not
-# the runtime's) and the packages' own test suites, which nothing imports at run time.
-STRIPPED_DIRS = frozenset({"__pycache__", "tests"})
+# the runtime's) anywhere, and a package's own test suite (<package>/tests) — only at
+# that depth: dbt ships folders named tests deeper down (its test materialization and
+# built-in generic tests) that every data test needs.
+_TEST_SUITE_DEPTH = 2  # python/<package>/tests
 
 
 class LayersNotBuilt(Exception):
@@ -134,7 +136,10 @@ def _wheel_install_args(target: Path, platform: str, python_version: str) -> lis
 
 def _strip(root: Path) -> None:
     for path in sorted(root.rglob("*"), reverse=True):
-        if path.is_dir() and path.name in STRIPPED_DIRS and ".dist-info" not in path.parent.name:
+        if not path.is_dir() or ".dist-info" in path.parent.name:
+            continue
+        depth = len(path.relative_to(root).parts)
+        if path.name == "__pycache__" or (path.name == "tests" and depth <= _TEST_SUITE_DEPTH):
             shutil.rmtree(path)
 
 

@@ -28,7 +28,9 @@ VPC_NETWORK_INTERFACE_ACTIONS = (
     "ec2:AssignPrivateIpAddresses",
     "ec2:UnassignPrivateIpAddresses",
 )
-ASSET_EXCLUDE = ["__pycache__", "*.pyc", "tests"]
+# No "tests": CDK matches a bare name at any depth, and the dbt project's own
+# tests/dbt folder (singular tests, unit-test fixtures) must reach /opt/dbt.
+ASSET_EXCLUDE = ["__pycache__", "*.pyc"]
 
 
 @dataclass(frozen=True)
