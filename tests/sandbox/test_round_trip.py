@@ -34,18 +34,6 @@ from dbt_project.contracts import MARTS
 from dbt_project.db import PgSettings, ensure_database
 from dbt_project.demo import EXAMPLE_QUERIES, run_example_queries
 from dbt_project.pipeline import Database
-from tests import reference
-
-from .lambda_sandbox import (
-    DEFAULT_REGION,
-    Invocation,
-    NetworkNamespace,
-    SandboxUnavailable,
-    invoke,
-)
-
-pytest.importorskip("aws_cdk", reason="the settings come from infra: pip install -e '.[infra]'")
-
 from infra import lambda_defaults as defaults  # noqa: E402
 from infra.constructs import functions as functions_module  # noqa: E402
 from infra.constructs.functions import (  # noqa: E402
@@ -56,6 +44,15 @@ from infra.constructs.functions import (  # noqa: E402
     FunctionSpec,
 )
 from infra.layers import RUNTIME_PROVIDED, common_sources  # noqa: E402
+from tests import reference
+
+from .lambda_sandbox import (
+    DEFAULT_REGION,
+    Invocation,
+    NetworkNamespace,
+    SandboxUnavailable,
+    invoke,
+)
 
 LAST_SAMPLE_DAY = date(2026, 11, 25)
 # What each function's environment names (infra/constructs/functions.py).
@@ -135,7 +132,7 @@ def vpc() -> Iterator[Vpc]:
     try:
         network = NetworkNamespace()
     except SandboxUnavailable as reason:
-        pytest.skip(f"Lambda sandbox unavailable: {reason}")
+        pytest.fail(f"Lambda sandbox unavailable: {reason}")
     with network, ExitStack() as stack:
         yield network.call(start_services, network, stack)
 
