@@ -63,7 +63,7 @@ class DbtRun:
     invocation_id: str | None
     target_path: Path
     failures: list[NodeFailure] = field(default_factory=list)
-    nodes: int = 0
+    models: int = 0  # models that ran (hooks and tests not counted)
 
     @property
     def run_results(self) -> Path:
@@ -185,11 +185,11 @@ class DbtProject:
 
 def _summarise(result, target_path: Path) -> DbtRun:
     failures: list[NodeFailure] = []
-    nodes = 0
+    models = 0
     if result.exception is not None:
         failures.append(NodeFailure("dbt", "error", _one_line(str(result.exception))))
     for node_result in getattr(result.result, "results", None) or []:
-        nodes += 1
+        models += node_result.node.unique_id.startswith("model.")
         status = str(getattr(node_result.status, "value", node_result.status))
         if status in ("error", "fail", "runtime error"):
             failures.append(
@@ -206,7 +206,7 @@ def _summarise(result, target_path: Path) -> DbtRun:
         invocation_id=invocation_id,
         target_path=target_path,
         failures=failures,
-        nodes=nodes,
+        models=models,
     )
 
 

@@ -355,4 +355,4 @@ def init(
         target="analytics",
     )
     raise_for_failures(run, "building the analytic views")
-    return InitResult(inserted, run.nodes)
+    return InitResult(inserted, run.models)
