@@ -7,8 +7,9 @@ import os
 import sys
 
 import psycopg2
+from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ConfigError, EtlError
+from .errors import ConfigError, EtlError, StageError
 
 
 def _env_default(name: str) -> dict:
@@ -288,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"etl: database error: {message}", file=sys.stderr)
         return 3
+    except (BotoCoreError, ClientError) as exc:
+        # The stage still failing after botocore's retries: one line, like the others.
+        message = " ".join(str(exc).split())
+        print(f"etl: stage error: {message}", file=sys.stderr)
+        return StageError.exit_code
     except KeyboardInterrupt:
         print("etl: interrupted", file=sys.stderr)
         return 130

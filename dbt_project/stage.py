@@ -208,13 +208,23 @@ class _ResumingBody(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import IncompleteReadError, ResponseStreamingError
         from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
         while True:
             try:
                 data = self.body.read(len(buffer))
                 break
-            except (BotoConnectionError, ProtocolError, ReadTimeoutError, ConnectionError):
+            except (
+                # botocore wraps a connection dropped mid-body in ResponseStreamingError,
+                # and reports a body cut short at a clean close as IncompleteReadError.
+                ResponseStreamingError,
+                IncompleteReadError,
+                BotoConnectionError,
+                ProtocolError,
+                ReadTimeoutError,
+                ConnectionError,
+            ):
                 if self.resumes_left <= 0:
                     raise
                 self.resumes_left -= 1
