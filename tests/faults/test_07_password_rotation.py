@@ -6,6 +6,7 @@ sits in front of it too, so the test counts every GetSecretValue the handlers ma
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -18,6 +19,11 @@ from tests.integration.test_lambda import Context, aws, load_handler, s3_event  
 from tests.pipeline_helpers import snapshot
 
 GET_SECRET = "secretsmanager.GetSecretValue"
+COLD_START_FLAGS = (
+    "aws_lambda_powertools.metrics.provider.cold_start",
+    "aws_lambda_powertools.logging.logger",
+    "aws_lambda_powertools.tracing.tracer",
+)
 
 
 @pytest.fixture
@@ -32,6 +38,11 @@ def lambdas(aws, nights, pg_server, proxy, private_work_dir, monkeypatch):  # no
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     monkeypatch.setenv("ETL_WORK_DIR", str(private_work_dir))  # dbt's parse is warm there
     base.DEFAULT_PROVIDERS.clear()  # a fresh container: its secrets client talks to the proxy
+    # Powertools keeps "first invocation in this process" flags; restore them afterwards,
+    # so that other suites still see their own cold start.
+    for module in COLD_START_FLAGS:
+        module = importlib.import_module(module)
+        monkeypatch.setattr(module, "is_cold_start", module.is_cold_start)
     admin = harness.admin(pg_server.with_database("postgres"))
     user = sql.Identifier(aws["user"])
 
