@@ -1,0 +1,1 @@
+"""Benchmarks of the data path, each against a reference measured in the same run."""
