@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 
 from .db import PgSettings
-from .errors import ConfigError, DataTestsFailed
+from .errors import ConfigError, DatabaseUnavailable, DataTestsFailed
 from .paths import project_dir, work_dir
 
 
@@ -215,10 +215,27 @@ def _one_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+# Messages of a lost or refused connection: the data is not at fault, a re-run is the fix.
+_CONNECTION_LOST = (
+    "server closed the connection",
+    "could not connect to server",
+    "connection refused",
+    "terminating connection",
+    "connection to server",
+    "the database system is starting up",
+    "the database system is shutting down",
+)
+
+
 def raise_for_failures(run: DbtRun, what: str) -> None:
     if run.success:
         return
     names = "; ".join(str(f) for f in run.failures) or "dbt reported failure"
+    if any(p in f.message.lower() for f in run.failures for p in _CONNECTION_LOST):
+        raise DatabaseUnavailable(
+            f"{what} lost its database connection, nothing was unloaded or loaded: {names}. "
+            "Re-run the same day once the database is reachable"
+        )
     raise DataTestsFailed(
         f"{what} failed, nothing was unloaded or loaded: {names}. Fix the data or the model, "
         "then re-run the same day",

@@ -131,7 +131,7 @@ def s3_client():
     return boto3.client(
         "s3",
         config=Config(
-            retries={"mode": "standard", "max_attempts": attempts},
+            retries={"mode": "standard", "total_max_attempts": attempts},
             connect_timeout=10,
             read_timeout=60,
         ),

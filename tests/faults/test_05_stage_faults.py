@@ -12,8 +12,8 @@ from dbt_project.pipeline import Database, extract
 from tests.faults import harness
 from tests.pipeline_helpers import snapshot
 
-# botocore's max_attempts (ETL_S3_MAX_ATTEMPTS=3) counts retries after the first try.
-TRIES = 1 + 3
+# ETL_S3_MAX_ATTEMPTS counts every try, the first included.
+TRIES = 4
 # (action, method, file, times, status): the first `times` matching calls fail.
 EXTRACT_FAULTS = [
     ("error", "PUT", "customer_analytics.tsv.gz", 2, 503),
@@ -73,13 +73,13 @@ def test_the_extract_survives_transient_stage_faults_and_a_permanent_one_leaves_
     day, golden = nights.days[-1], nights.keys[-1]
     record = fault(
         "5. stage faults during the extract",
-        "PUT run_window_days.tsv.gz: 500 on every try (ETL_S3_MAX_ATTEMPTS=3); then a re-run "
+        "PUT run_window_days.tsv.gz: 500 on every try (ETL_S3_MAX_ATTEMPTS=4); then a re-run "
         "with " + _describe(EXTRACT_FAULTS),
     )
     bucket = harness.new_bucket()
 
     # given a stage that refuses one file for good
-    monkeypatch.setenv("ETL_S3_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("ETL_S3_MAX_ATTEMPTS", str(TRIES))
     proxy.add("error", method="PUT", path="/run_window_days.tsv.gz$", times=None, status=500)
     with pytest.raises(Exception, match="InternalError") as failed:
         extract(day, source=source, stage=harness.stage_for(bucket, proxy.url), dbt=dbt)
@@ -113,7 +113,7 @@ def test_the_load_survives_transient_stage_faults_and_a_permanent_one_changes_no
     record = fault(
         "5. stage faults during the load",
         "`etl load` with GET daily_sales_summary.tsv.gz: 503 on every try "
-        "(ETL_S3_MAX_ATTEMPTS=3); then re-delivered with " + _describe(LOAD_FAULTS),
+        "(ETL_S3_MAX_ATTEMPTS=4); then re-delivered with " + _describe(LOAD_FAULTS),
     )
     target = new_target()
     bucket = nights.bucket()
@@ -122,7 +122,9 @@ def test_the_load_survives_transient_stage_faults_and_a_permanent_one_changes_no
     args = harness.load_args(bucket, key, target)
 
     proxy.add("error", method="GET", path="/daily_sales_summary.tsv.gz$", times=None, status=503)
-    code, out, err = harness.etl(*args, env=harness.cli_env(proxy.url, ETL_S3_MAX_ATTEMPTS="3"))
+    code, out, err = harness.etl(
+        *args, env=harness.cli_env(proxy.url, ETL_S3_MAX_ATTEMPTS=str(TRIES))
+    )
     assert code == 5, (out, err)
     assert "SlowDown" in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert _tries(proxy, "GET", "daily_sales_summary.tsv.gz") == TRIES
