@@ -64,20 +64,6 @@ def split_manifest_uri(uri: str) -> tuple[str, str]:
     return uri[:marker] or ".", uri[marker:]
 
 
-def _print_night(night) -> None:
-    load = night.load
-    changes = ", ".join(
-        f"{name} +{t.inserted}/~{t.updated}/-{t.deleted}" for name, t in load.tables.items()
-    )
-    tests = ""
-    if night.tests is not None:
-        tests = "  tests ok" if night.tests.passed else "  TESTS FAILED"
-    print(
-        f"{night.run_date}  extracted {night.extract.rows_extracted:>6} rows  "
-        f"{load.status}: {changes}  {night.seconds:.1f}s{tests}"
-    )
-
-
 def cmd_dev_db(args) -> int:
     from . import devdb
 
@@ -111,14 +97,10 @@ def cmd_init(args) -> int:
 def cmd_extract(args) -> int:
     from .pipeline import extract
 
-    result = extract(
-        args.date,
-        source=_source(args),
-        stage=_stage(args),
-        dbt=_dbt(),
-        lookback_days=args.lookback_days,
-    )
     stage = _stage(args)
+    result = extract(
+        args.date, source=_source(args), stage=stage, dbt=_dbt(), lookback_days=args.lookback_days
+    )
     print(
         f"{result.run_date}: {result.rows_extracted} rows in {result.seconds:.1f}s; "
         f"manifest {stage.describe(result.manifest_key)}"
@@ -154,7 +136,7 @@ def cmd_run(args) -> int:
         lookback_days=args.lookback_days,
         run_tests=not args.skip_tests,
     )
-    _print_night(night)
+    print(_night_line(night))
     raise_for_analytics(night.tests)
     return 0
 
@@ -178,7 +160,7 @@ def cmd_backfill(args) -> int:
             lookback_days=args.lookback_days,
             run_tests=not args.skip_tests,
         ):
-            progress.console.print(_night_line(night))
+            progress.console.print(_night_line(night), soft_wrap=True, highlight=False)
             progress.advance(task)
             last = night
     raise_for_analytics(last.tests if last else None)
@@ -187,11 +169,17 @@ def cmd_backfill(args) -> int:
 
 
 def _night_line(night) -> str:
+    """One line per night: rows extracted, rows changed per table, seconds, tests."""
     load = night.load
-    changes = sum(t.inserted + t.updated + t.deleted for t in load.tables.values())
+    changes = ", ".join(
+        f"{name} +{t.inserted} ~{t.updated} -{t.deleted}" for name, t in load.tables.items()
+    )
+    tests = ""
+    if night.tests is not None:
+        tests = "  analytics tests passed" if night.tests.passed else "  ANALYTICS TESTS FAILED"
     return (
-        f"{night.run_date}  extracted {night.extract.rows_extracted:>6}  "
-        f"{load.status} {changes:>6} changes  {night.seconds:5.1f}s"
+        f"{night.run_date}  extracted {night.extract.rows_extracted:>6} rows  {load.status}: "
+        f"{changes}  {night.seconds:.1f}s{tests}"
     )
 
 
