@@ -30,8 +30,8 @@ def test_bad_source_rows_stop_the_night_before_the_stage(fault, nights, dbt, sou
     record = fault(
         "10. bad source data",
         "on a copy of the source: the quantity check and the orders->customers foreign key "
-        f"dropped, one order line set to quantity -3, order {ORPHAN_ORDER} of missing customer "
-        f"{MISSING_CUSTOMER} added in the night's window",
+        f"dropped, one order line in the night's window set to a negative quantity, order "
+        f"{ORPHAN_ORDER} of missing customer {MISSING_CUSTOMER} added in the night's window",
     )
     day = nights.days[-1]
     settings = source_copy()
@@ -41,9 +41,12 @@ def test_bad_source_rows_stop_the_night_before_the_stage(fault, nights, dbt, sou
         foreign_key = _constraint(cur, "orders", "f", "customer_id")
         cur.execute(f'alter table order_items drop constraint "{check}"')
         cur.execute(f'alter table orders drop constraint "{foreign_key}"')
+        # A line of an order the night reads: a nightly build tests its window's rows.
         cur.execute(
             "update order_items set quantity = -quantity where order_item_id = "
-            "(select max(order_item_id) from order_items) returning order_item_id"
+            "(select max(i.order_item_id) from order_items i join orders o using (order_id) "
+            "where o.ordered_at < %s::date) returning order_item_id",
+            (day,),
         )
         (bad_item,) = cur.fetchone()
         cur.execute(
