@@ -83,3 +83,40 @@ def test_bad_source_rows_stop_the_night_before_the_stage(fault, nights, dbt, sou
     objects = {key: stage.get_bytes(key) for key in stage.list("etl-data/")}
     assert nights.rows(result.manifest_key, objects) == nights.rows(nights.keys[-1])
     record.check("once the rows are repaired the re-run writes exactly the clean night's rows")
+
+
+def test_bad_rows_outside_the_window_wait_for_the_night_that_reads_them(
+    fault, nights, dbt, source_copy
+):
+    record = fault(
+        "10. bad source data outside the night's window",
+        "on a copy of the source: the quantity check dropped, a line of the first day's "
+        "first order set to a negative quantity",
+    )
+    day = nights.days[-1]
+    settings = source_copy()
+    conn = connect(settings)
+    with conn, conn.cursor() as cur:
+        check = _constraint(cur, "order_items", "c", "quantity")
+        cur.execute(f'alter table order_items drop constraint "{check}"')
+        cur.execute(
+            "update order_items set quantity = -quantity where order_item_id = "
+            "(select min(i.order_item_id) from order_items i join orders o using (order_id) "
+            "where o.order_id = (select min(order_id) from orders))"
+        )
+    conn.close()
+    source = Database.from_settings(settings)
+    stage = harness.stage_for(harness.new_bucket())
+    # The night reads none of that order's numbers: it extracts as a clean night does.
+    result = extract(day, source=source, stage=stage, dbt=dbt)
+    objects = {key: stage.get_bytes(key) for key in stage.list("etl-data/")}
+    assert nights.rows(result.manifest_key, objects) == nights.rows(nights.keys[-1])
+    record.check("the night extracts exactly the clean night's rows")
+    # A full-history test run (what `dbt build` does without run_date) still finds it.
+    full = dbt.invoke(
+        ["test", "--select", "stg_shop__order_items"], settings=settings, target="source"
+    )
+    source.close()
+    assert not full.success
+    assert any("non_negative" in f.unique_id for f in full.failures), full.failures
+    record.check("a full-history `dbt test` names non_negative_stg_shop__order_items_quantity")
