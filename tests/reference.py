@@ -1,13 +1,15 @@
 """An independent computation of the three marts, in Python, from raw source rows.
 
-It shares no code with the dbt models: the business rules are written again here,
-with zoneinfo and Decimal, so that a mistake in either shows up as a difference.
+It shares no code with the dbt models: the business rules (Tokyo business day,
+cancelled orders count nowhere, revenue = quantity x unit_price) are written again
+here, with zoneinfo and Decimal, so that a mistake in either shows up as a difference.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
@@ -17,103 +19,154 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 CENT = Decimal("0.01")
 
 
+@dataclass
+class Shop:
+    """Source rows as the tests hold them: dicts with Python values."""
+
+    customers: list[dict]
+    products: list[dict]
+    orders: list[dict]
+    order_items: list[dict]
+
+    def rows(self, table: str) -> list[dict]:
+        return getattr(self, table)
+
+    def through(self, last_day: date) -> Shop:
+        """The shop without the orders of business days after ``last_day``."""
+        orders = [o for o in self.orders if business_day(o["ordered_at"]) <= last_day]
+        kept = {o["order_id"] for o in orders}
+        items = [i for i in self.order_items if i["order_id"] in kept]
+        return Shop(self.customers, self.products, orders, items)
+
+
+def business_day(moment: datetime) -> date:
+    return moment.astimezone(TOKYO).date()
+
+
 def money(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def fetch_source(settings: PgSettings, schema: str = "public") -> dict[str, list[tuple]]:
-    conn = connect(settings)
-    rows = {}
-    with conn, conn.cursor() as cur:
-        cur.execute(f"select customer_id, name, region from {schema}.customers")  # noqa: S608
-        rows["customers"] = cur.fetchall()
-        cur.execute(f"select product_id, name, category from {schema}.products")  # noqa: S608
-        rows["products"] = cur.fetchall()
-        cur.execute(f"select order_id, customer_id, ordered_at, status from {schema}.orders")  # noqa: S608
-        rows["orders"] = cur.fetchall()
-        cur.execute(f"select order_id, product_id, quantity, unit_price from {schema}.order_items")  # noqa: S608
-        rows["order_items"] = cur.fetchall()
-    conn.close()
-    return rows
+def expected_marts(shop: Shop, day_of=business_day) -> dict[str, dict[tuple, dict]]:
+    """The full-history marts of ``shop``. ``day_of`` maps ordered_at to the business
+    day (the tests pass a wrong one to show that the data would expose it)."""
+    customers = {c["customer_id"]: c for c in shop.customers}
+    products = {p["product_id"]: p for p in shop.products}
+    counted = {o["order_id"]: o for o in shop.orders if o["status"] != "cancelled"}
+    lines: dict[int, list[dict]] = defaultdict(list)
+    for item in shop.order_items:
+        if item["order_id"] in counted:
+            lines[item["order_id"]].append(item)
 
+    def order_units(order_id: int) -> int:
+        return sum(i["quantity"] for i in lines[order_id])
 
-def marts(source: dict[str, list[tuple]], as_of: date | None = None) -> dict[str, dict]:
-    """Full-history marts keyed by primary key, over orders of business days <= as_of."""
-    customers = {c[0]: c for c in source["customers"]}
-    products = {p[0]: p for p in source["products"]}
-    orders = {}
-    for order_id, customer_id, ordered_at, status in source["orders"]:
-        day = ordered_at.astimezone(TOKYO).date()
-        if status != "cancelled" and (as_of is None or day <= as_of):
-            orders[order_id] = (customer_id, day)
-    items = defaultdict(list)
-    for order_id, product_id, quantity, unit_price in source["order_items"]:
-        if order_id in orders:
-            items[order_id].append((product_id, quantity, unit_price))
+    def order_revenue(order_id: int) -> Decimal:
+        return sum((i["quantity"] * i["unit_price"] for i in lines[order_id]), Decimal(0))
 
-    cust = defaultdict(lambda: {"orders": set(), "items": 0, "revenue": Decimal(0), "days": []})
-    prod = defaultdict(lambda: {"orders": set(), "units": 0, "revenue": Decimal(0)})
-    daily = defaultdict(
-        lambda: {"orders": set(), "customers": set(), "units": 0, "revenue": Decimal(0)}
+    as_of = max(day_of(o["ordered_at"]) for o in shop.orders)
+    by_customer: dict[int, list[dict]] = defaultdict(list)
+    by_day_region: dict[tuple, list[dict]] = defaultdict(list)
+    by_day_product: dict[tuple, dict] = defaultdict(
+        lambda: {"orders": set(), "units": 0, "revenue": Decimal(0)}
     )
-    for order_id, (customer_id, day) in orders.items():
-        region = customers[customer_id][2]
-        c, d = cust[customer_id], daily[(day, region)]
-        c["orders"].add(order_id)
-        c["days"].append(day)
-        d["orders"].add(order_id)
-        d["customers"].add(customer_id)
-        for product_id, quantity, unit_price in items[order_id]:
-            amount = quantity * unit_price
-            c["items"] += quantity
-            c["revenue"] += amount
-            d["units"] += quantity
-            d["revenue"] += amount
-            p = prod[(day, product_id)]
-            p["orders"].add(order_id)
-            p["units"] += quantity
-            p["revenue"] += amount
+    for order in counted.values():
+        day = day_of(order["ordered_at"])
+        by_customer[order["customer_id"]].append(order)
+        by_day_region[(day, customers[order["customer_id"]]["region"])].append(order)
+        for item in lines[order["order_id"]]:
+            entry = by_day_product[(day, item["product_id"])]
+            entry["orders"].add(order["order_id"])
+            entry["units"] += item["quantity"]
+            entry["revenue"] += item["quantity"] * item["unit_price"]
 
-    last_day = max((day for _, day in orders.values()), default=None)
     customer_rows = {}
-    for customer_id, c in cust.items():
-        count = len(c["orders"])
-        customer_rows[customer_id] = {
-            "customer_name": customers[customer_id][1],
-            "region": customers[customer_id][2],
-            "total_orders": count,
-            "total_items": c["items"],
-            "total_revenue": money(c["revenue"]),
-            "avg_order_value": money(c["revenue"] / count),
-            "first_order_date": min(c["days"]),
-            "last_order_date": max(c["days"]),
-            "as_of_date": as_of or last_day,
+    for customer_id, orders in by_customer.items():
+        revenue = sum((order_revenue(o["order_id"]) for o in orders), Decimal(0))
+        days = [day_of(o["ordered_at"]) for o in orders]
+        customer_rows[(customer_id,)] = {
+            "customer_id": customer_id,
+            "customer_name": customers[customer_id]["name"],
+            "region": customers[customer_id]["region"],
+            "total_orders": len(orders),
+            "total_items": sum(order_units(o["order_id"]) for o in orders),
+            "total_revenue": money(revenue),
+            "avg_order_value": money(revenue / len(orders)),
+            "first_order_date": min(days),
+            "last_order_date": max(days),
+            "as_of_date": as_of,
         }
     product_rows = {
-        key: {
-            "product_name": products[key[1]][1],
-            "category": products[key[1]][2],
-            "order_count": len(p["orders"]),
-            "units_sold": p["units"],
-            "revenue": money(p["revenue"]),
+        (day, product_id): {
+            "sales_date": day,
+            "product_id": product_id,
+            "product_name": products[product_id]["name"],
+            "category": products[product_id]["category"],
+            "order_count": len(entry["orders"]),
+            "units_sold": entry["units"],
+            "revenue": money(entry["revenue"]),
         }
-        for key, p in prod.items()
+        for (day, product_id), entry in by_day_product.items()
     }
-    daily_rows = {
-        key: {
-            "order_count": len(d["orders"]),
-            "customer_count": len(d["customers"]),
-            "units_sold": d["units"],
-            "revenue": money(d["revenue"]),
-            "avg_order_value": money(d["revenue"] / len(d["orders"])),
+    daily_rows = {}
+    for (day, region), orders in by_day_region.items():
+        revenue = sum((order_revenue(o["order_id"]) for o in orders), Decimal(0))
+        daily_rows[(day, region)] = {
+            "sales_date": day,
+            "region": region,
+            "order_count": len(orders),
+            "customer_count": len({o["customer_id"] for o in orders}),
+            "units_sold": sum(order_units(o["order_id"]) for o in orders),
+            "revenue": money(revenue),
+            "avg_order_value": money(revenue / len(orders)),
         }
-        for key, d in daily.items()
-    }
     return {
         "customer_analytics": customer_rows,
         "product_sales_summary": product_rows,
         "daily_sales_summary": daily_rows,
     }
+
+
+def fetch_source(settings: PgSettings, schema: str = "public") -> Shop:
+    columns = {
+        "customers": "customer_id, name, region",
+        "products": "product_id, name, category",
+        "orders": "order_id, customer_id, ordered_at, status",
+        "order_items": "order_id, product_id, quantity, unit_price",
+    }
+    conn = connect(settings)
+    rows = {}
+    with conn, conn.cursor() as cur:
+        for table, names in columns.items():
+            cur.execute(f"select {names} from {schema}.{table}")  # noqa: S608
+            keys = [d.name for d in cur.description]
+            rows[table] = [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
+    conn.close()
+    return Shop(**rows)
+
+
+def marts(shop: Shop, as_of: date) -> dict[str, dict]:
+    """The marts as of ``as_of``, keyed by primary key (a customer by its id alone),
+    each row without its key columns; ``as_of_date`` is ``as_of``."""
+    shop = shop.through(as_of)
+    if not shop.orders:
+        return {"customer_analytics": {}, "product_sales_summary": {}, "daily_sales_summary": {}}
+    keys = {
+        "customer_analytics": ("customer_id",),
+        "product_sales_summary": ("sales_date", "product_id"),
+        "daily_sales_summary": ("sales_date", "region"),
+    }
+    found = {}
+    for table, rows in expected_marts(shop).items():
+        found[table] = {
+            (key[0] if len(key) == 1 else key): {
+                column: (as_of if column == "as_of_date" else value)
+                for column, value in row.items()
+                if column not in keys[table]
+            }
+            for key, row in rows.items()
+        }
+    return found
 
 
 def read_marts(settings: PgSettings, schema: str = "analytics") -> dict[str, dict]:
