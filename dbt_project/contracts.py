@@ -27,6 +27,13 @@ _TYPE = re.compile(r"^[a-z][a-z0-9 ]*(\(\d+(,\s*\d+)?\))?$")
 class Column:
     name: str
     data_type: str
+    not_null: bool = False
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    expression: str
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class TableContract:
     name: str
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...]
+    checks: tuple[Check, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -45,20 +53,37 @@ class TableContract:
             "primary_key": list(self.primary_key),
         }
 
-    def create_table_sql(self, schema: str) -> sql.Composed:
-        columns = [
-            sql.SQL("{} {} not null" if c.name in self.primary_key else "{} {}").format(
-                sql.Identifier(c.name), sql.SQL(c.data_type)
-            )
+    def definitions(self, extra_columns: tuple[tuple[str, str], ...] = ()) -> sql.Composed:
+        """Columns and constraints, as dbt builds them on the source side."""
+        parts = [
+            sql.SQL(
+                "{} {} not null" if c.not_null or c.name in self.primary_key else "{} {}"
+            ).format(sql.Identifier(c.name), sql.SQL(c.data_type))
             for c in self.columns
         ]
-        columns.append(
+        parts += [
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(definition))
+            for name, definition in extra_columns
+        ]
+        parts.append(
             sql.SQL("primary key ({})").format(
                 sql.SQL(", ").join(sql.Identifier(k) for k in self.primary_key)
             )
         )
+        parts += [
+            # The expressions come from this project's own model YAML.
+            sql.SQL("constraint {} check ({})").format(
+                sql.Identifier(c.name), sql.SQL(c.expression)
+            )
+            for c in self.checks
+        ]
+        return sql.SQL(", ").join(parts)
+
+    def create_table_sql(
+        self, schema: str, extra_columns: tuple[tuple[str, str], ...] = ()
+    ) -> sql.Composed:
         return sql.SQL("create table if not exists {} ({})").format(
-            sql.Identifier(schema, self.name), sql.SQL(", ").join(columns)
+            sql.Identifier(schema, self.name), self.definitions(extra_columns)
         )
 
 
@@ -70,20 +95,32 @@ def _model_contract(model: dict) -> TableContract:
     name = model["name"]
     columns = []
     primary_key: list[str] = []
+    checks: list[Check] = []
     for column in model.get("columns", []):
         data_type = normalise_type(str(column["data_type"]))
         if not _IDENTIFIER.match(column["name"]) or not _TYPE.match(data_type):
             raise ValueError(f"model {name}: unusable column {column['name']!r} {data_type!r}")
-        columns.append(Column(column["name"], data_type))
-        for constraint in column.get("constraints", []) or []:
-            if constraint.get("type") == "primary_key":
-                primary_key.append(column["name"])
+        kinds = {c.get("type") for c in column.get("constraints", []) or []}
+        columns.append(Column(column["name"], data_type, not_null="not_null" in kinds))
+        if "primary_key" in kinds:
+            primary_key.append(column["name"])
+        if kinds - {"primary_key", "not_null"}:
+            raise ValueError(
+                f"model {name}: column {column['name']!r} has a constraint other than "
+                "not_null or primary_key; declare checks at the model level, with a name"
+            )
     for constraint in model.get("constraints", []) or []:
         if constraint.get("type") == "primary_key":
             primary_key = list(constraint["columns"])
+        elif constraint.get("type") == "check":
+            if not _IDENTIFIER.match(str(constraint.get("name", ""))):
+                raise ValueError(f"model {name}: every check constraint needs a name")
+            checks.append(Check(constraint["name"], str(constraint["expression"])))
+        else:
+            raise ValueError(f"model {name}: unsupported constraint {constraint.get('type')!r}")
     if not primary_key:
         raise ValueError(f"model {name}: the contract declares no primary key")
-    return TableContract(name, tuple(columns), tuple(primary_key))
+    return TableContract(name, tuple(columns), tuple(primary_key), tuple(checks))
 
 
 @cache

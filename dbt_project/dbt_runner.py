@@ -115,8 +115,20 @@ def _bad(value, what: str):
     )
 
 
+# Vars that only macros read while a node runs. Any other var may shape the parsed
+# project (the sources' schema does), so a change to it means a new parse.
+_RUNTIME_VARS = frozenset({"run_date", "lookback_days"})
+# What dbt parses: a change to any of these files means a new parse.
+_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml")
+_PROJECT_FOLDERS = ("models", "macros", "tests/dbt", "seeds")
+
+
 class DbtProject:
     """One dbt runner for the life of the process (warm Lambda invocations reuse it).
+
+    The project is parsed once per target and kept: a later call, even for another
+    run_date, goes straight to running nodes. dbt re-parses on every change of
+    --vars otherwise, which costs more than running the nightly build itself.
 
     dbt does not support concurrent invocations in one process: callers run one at a
     time (the functions that run dbt have reserved concurrency 1).
@@ -124,15 +136,33 @@ class DbtProject:
 
     def __init__(self, root: Path | None = None):
         self.root = root or project_dir()
-        self._runner = None
+        self._manifests: dict[tuple, object] = {}
         self._lock = threading.Lock()
 
-    def _dbt(self):
-        if self._runner is None:
-            from dbt.cli.main import dbtRunner
+    def _fingerprint(self) -> tuple:
+        """Names, sizes and modification times of the files dbt parses."""
+        paths = [self.root / name for name in _PROJECT_FILES]
+        for folder in _PROJECT_FOLDERS:
+            paths += sorted((self.root / folder).rglob("*"))
+        return tuple(
+            (str(p), s.st_size, s.st_mtime_ns)
+            for p in paths
+            if p.is_file() and (s := p.stat()) is not None
+        )
 
-            self._runner = dbtRunner()
-        return self._runner
+    def _runner(self, key: tuple, parse_args: list[str], target_path: Path):
+        """A dbtRunner holding the parsed project for ``key``, parsing it if needed."""
+        from dbt.cli.main import dbtRunner
+
+        manifest = self._manifests.get(key)
+        if manifest is None:
+            parsed = dbtRunner().invoke(parse_args)
+            if not parsed.success or parsed.result is None:
+                return None, parsed
+            manifest = self._manifests[key] = parsed.result
+        elif not (target_path / "manifest.json").exists():
+            manifest.write(str(target_path / "manifest.json"))
+        return dbtRunner(manifest=manifest), None
 
     def invoke(
         self,
@@ -145,8 +175,7 @@ class DbtProject:
         scratch = work_dir() / "dbt"
         target_path = Path(os.environ.get("DBT_TARGET_PATH", scratch / f"target-{target}"))
         log_path = Path(os.environ.get("DBT_LOG_PATH", scratch / "logs"))
-        args = [
-            *command,
+        options = [
             "--project-dir",
             str(self.root),
             "--profiles-dir",
@@ -159,27 +188,41 @@ class DbtProject:
             str(log_path),
         ]
         if dbt_vars:
-            args += ["--vars", json.dumps(dbt_vars)]
-        quiet = os.environ.get("ETL_DBT_VERBOSE") != "1"
-        if quiet:
-            args.insert(0, "--quiet")
+            options += ["--vars", json.dumps(dbt_vars)]
+        flags = []
         if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-            args[0:0] = ["--log-format", "json"]
+            flags += ["--log-format", "json"]
+        if os.environ.get("ETL_DBT_VERBOSE") != "1":
+            # Failures come back in the results and reach our own error messages.
+            # dbt's debug log file costs about a tenth of a warm build, and in Lambda
+            # it lands in a /tmp nobody reads: ETL_DBT_VERBOSE=1 brings both back.
+            flags += ["--quiet", "--log-level-file", "none"]
         env = settings.dbt_env()
         timeout = os.environ.get("ETL_STATEMENT_TIMEOUT_MS")
         if timeout:
             env["PGOPTIONS"] = f"-c statement_timeout={int(timeout)}"
+        # What the parsed project depends on; the password and the runtime vars do not
+        # change it.
+        parse_key = (
+            target,
+            tuple(sorted((k, v) for k, v in env.items() if "SECRET" not in k)),
+            json.dumps({k: v for k, v in (dbt_vars or {}).items() if k not in _RUNTIME_VARS}),
+            self._fingerprint(),
+        )
         with self._lock:
-            saved = {key: os.environ.get(key) for key in env}
+            saved = {name: os.environ.get(name) for name in env}
             os.environ.update(env)
             try:
-                result = self._dbt().invoke(args)
+                runner, failed_parse = self._runner(
+                    parse_key, [*flags, "parse", *options], target_path
+                )
+                result = failed_parse or runner.invoke([*flags, *command, *options])
             finally:
-                for key, value in saved.items():
+                for name, value in saved.items():
                     if value is None:
-                        os.environ.pop(key, None)
+                        os.environ.pop(name, None)
                     else:
-                        os.environ[key] = value
+                        os.environ[name] = value
         return _summarise(result, target_path)
 
 
