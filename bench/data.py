@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from psycopg2 import sql
 
 from dbt_project.contracts import MARTS, contract
-from dbt_project.load import ANALYTICS_SCHEMA, META_SCHEMA, REQUIRED_TABLES
+from dbt_project.load import ANALYTICS_SCHEMA, EXTRA_COLUMNS, META_SCHEMA, REQUIRED_TABLES
 from dbt_project.source_db import create_source_tables
 
 REGIONS = ("北海道", "東北", "関東", "東京", "中部", "近畿", "大阪", "中国", "四国", "九州")
@@ -47,12 +47,17 @@ class Night:
         return datetime.combine(self.run_date, datetime.min.time(), UTC) + timedelta(hours=17)
 
     @property
+    def removed(self) -> int:
+        """Owned customers left without a row (all their orders cancelled): one in 1,000."""
+        return max(1, self.customers // 1000)
+
+    @property
     def mart_rows(self) -> int:
         return self.customers + self.lookback_days * (self.products + len(REGIONS))
 
     @property
     def file_rows(self) -> int:
-        return self.mart_rows + self.lookback_days + self.customers
+        return self.mart_rows + self.lookback_days + self.removed
 
 
 # Each query yields the columns of its contract, in order. ``%(as_of)s`` is the night's
@@ -105,7 +110,7 @@ _QUERIES = {
             c.order_count - c.order_count / 5,
             c.order_count * 2,
             (c.order_count * 3210 + %(delta)s)::numeric(14, 2),
-            round((c.order_count * 3210 + %(delta)s) / c.order_count, 2)
+            round((c.order_count * 3210 + %(delta)s)::numeric / c.order_count, 2)
         from generate_series(%(first_date)s::date, %(run_date)s::date, interval '1 day')
             as d (day)
         cross join unnest({_array(REGIONS)}) with ordinality as r (region, n)
@@ -118,15 +123,18 @@ _QUERIES = {
         from generate_series(%(first_date)s::date, %(run_date)s::date, interval '1 day')
             as d (day)
     """,
-    "run_window_customers": """
-        select g.id from generate_series(1::bigint, %(customers)s) as g (id)
+    # Owned customers left without a row: the ones past the night's own rows.
+    "run_window_removed_customers": """
+        select g.id from generate_series(%(customers)s + 1, %(customers)s + %(removed)s) as g (id)
     """,
 }
 
 
 def _params(night: Night, *, prior: bool = False, only_even: bool = False) -> dict:
     return {
-        "customers": night.customers,
+        # The night before also had rows for the customers this night removes.
+        "customers": night.customers + (night.removed if prior else 0),
+        "removed": night.removed,
         "products": night.products,
         "run_date": night.run_date,
         "first_date": night.first_date,
@@ -136,8 +144,12 @@ def _params(night: Night, *, prior: bool = False, only_even: bool = False) -> di
     }
 
 
-def _fill(cur, target: sql.Identifier, name: str, params: dict) -> None:
-    cur.execute(sql.SQL("insert into {} ").format(target).as_string(cur) + _QUERIES[name], params)
+def _fill(cur, target: sql.Identifier, name: str, params: dict, extracted_at=None) -> None:
+    query = _QUERIES[name]
+    if extracted_at is not None:  # an analytics table: its rows carry their version
+        query = f"select q.*, %(extracted_at)s::timestamptz from ({query}) as q"
+        params = {**params, "extracted_at": extracted_at}
+    cur.execute(sql.SQL("insert into {} ").format(target).as_string(cur) + query, params)
 
 
 def build_night(conn, schema: str, night: Night) -> None:
@@ -166,25 +178,21 @@ def prepare_target(conn, night: Night, scenario: str) -> None:
         raise ValueError(f"unknown scenario {scenario!r}")
     marts = [sql.Identifier(ANALYTICS_SCHEMA, n) for n in MARTS]
     meta = [
-        sql.Identifier(META_SCHEMA, n) for n in ("load_ledger", "day_versions", "customer_versions")
+        sql.Identifier(META_SCHEMA, n) for n in ("load_ledger", "day_versions", "removed_customers")
     ]
     with conn, conn.cursor() as cur:
         cur.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(marts + meta)))
         if scenario != "empty":
             prior = scenario != "unchanged"
             only_even = scenario == "half_new"
+            as_of = night.run_date - timedelta(days=1) if prior else night.run_date
+            earlier = night.extracted_at - timedelta(days=1)
             for name in MARTS:
                 params = _params(
                     night, prior=prior, only_even=only_even and name == "customer_analytics"
                 )
-                _fill(cur, sql.Identifier(ANALYTICS_SCHEMA, name), name, params)
-            as_of = night.run_date - timedelta(days=1) if prior else night.run_date
-            earlier = night.extracted_at - timedelta(days=1)
-            cur.execute(
-                "insert into etl.customer_versions select customer_id, %s, %s, %s::uuid "
-                "from analytics.customer_analytics",
-                (as_of, earlier, PRIOR_RUN_ID),
-            )
+                target = sql.Identifier(ANALYTICS_SCHEMA, name)
+                _fill(cur, target, name, params, earlier if name in EXTRA_COLUMNS else None)
             cur.execute(
                 "insert into etl.day_versions select distinct sales_date, %s, %s, %s::uuid "
                 "from analytics.product_sales_summary",

@@ -20,7 +20,7 @@ from psycopg2.extras import execute_values
 
 from dbt_project.contracts import MARTS, contract
 from dbt_project.db import PgSettings, connect
-from dbt_project.load import ANALYTICS_SCHEMA, REQUIRED_TABLES, load_manifest
+from dbt_project.load import ANALYTICS_SCHEMA, EXTRA_COLUMNS, REQUIRED_TABLES, load_manifest
 from dbt_project.manifest import Manifest
 from dbt_project.stage import LocalStage
 from dbt_project.unload import Relation
@@ -52,19 +52,28 @@ def load_project(target: str, stage: str, manifest: str) -> dict:
 
 
 def _upsert(name: str, rows_from: sql.Composable) -> sql.Composed:
+    """Plain upsert of ``rows_from`` (the contract's columns); no version or other checks.
+
+    The analytics tables' bookkeeping columns get now(): the references write the same
+    table, with the same columns, as the project.
+    """
     table = contract(name)
     columns = [sql.Identifier(c) for c in table.column_names]
+    extra = [sql.Identifier(c) for c, _ in EXTRA_COLUMNS.get(name, ())]
     return sql.SQL(
-        "insert into {target} ({columns}) {rows} on conflict ({pk}) do update set {assignments}"
+        "insert into {target} ({columns}) select r.*{now} from ({rows}) as r ({contract}) "
+        "on conflict ({pk}) do update set {assignments}"
     ).format(
         target=sql.Identifier(ANALYTICS_SCHEMA, name),
-        columns=sql.SQL(", ").join(columns),
+        columns=sql.SQL(", ").join(columns + extra),
+        now=sql.SQL("").join(sql.SQL(", now()") for _ in extra),
         rows=rows_from,
+        contract=sql.SQL(", ").join(columns),
         pk=sql.SQL(", ").join(sql.Identifier(c) for c in table.primary_key),
         assignments=sql.SQL(", ").join(
-            sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c))
-            for c in table.column_names
-            if c not in table.primary_key
+            sql.SQL("{c} = excluded.{c}").format(c=c)
+            for c in [*columns, *extra]
+            if c.string not in table.primary_key
         ),
     )
 
@@ -80,8 +89,12 @@ def load_copy_upsert(target: str, stage: str, manifest: str) -> dict:
         for name in MARTS:
             temp = sql.Identifier(f"_plain_{name}")
             cur.execute(
-                sql.SQL("create temporary table {} (like {}) on commit drop").format(
-                    temp, sql.Identifier(ANALYTICS_SCHEMA, name)
+                sql.SQL("create temporary table {} ({}) on commit drop").format(
+                    temp,
+                    sql.SQL(", ").join(
+                        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.data_type))
+                        for c in contract(name).columns
+                    ),
                 )
             )
             with files.reader(parsed.file(name).key) as raw, gzip.GzipFile(fileobj=raw) as text:

@@ -5,6 +5,14 @@ rows of the files are upserted, owned rows missing from them are deleted. Each
 owned key carries the version that last wrote it, so a stale night delivered late
 (out of order, or a re-run of an older day) never overwrites fresher numbers, and
 ``customer_analytics`` never goes back in time.
+
+Where the version lives depends on how many keys a night owns. A night owns a few
+business days: their versions sit in ``etl.day_versions``. It owns thousands of
+customers: each ``customer_analytics`` row carries its own version
+(``as_of_date``, ``extracted_at``), compared inside the upsert, so versioning costs
+no second write per customer. Only the customers a night removes (owned, but with no
+row left) get a row elsewhere, in ``etl.removed_customers``, so that a stale night
+cannot bring them back.
 """
 
 from __future__ import annotations
@@ -53,16 +61,15 @@ OWNERSHIPS = (
         # A later extraction read a later state of the source for the same day.
         version_columns=("extracted_at",),
     ),
-    Ownership(
-        keys_table="run_window_customers",
-        key="customer_id",
-        versions_table="customer_versions",
-        marts=("customer_analytics",),
-        # Cumulative numbers as of a later day win; for the same day, the later read.
-        version_columns=("as_of_date", "extracted_at"),
-    ),
 )
-REQUIRED_TABLES = (*MARTS, *(o.keys_table for o in OWNERSHIPS))
+# Owned customers the night has no customer_analytics row for.
+REMOVED_CUSTOMERS = "run_window_removed_customers"
+REQUIRED_TABLES = (*MARTS, *(o.keys_table for o in OWNERSHIPS), REMOVED_CUSTOMERS)
+# Columns the analytics tables have beyond their contract: the loader's bookkeeping.
+# A customer row's version is (as_of_date, extracted_at): cumulative numbers as of a
+# later day win; for the same day, the later read of the source.
+VERSION_COLUMN = "extracted_at"
+EXTRA_COLUMNS = {"customer_analytics": ((VERSION_COLUMN, "timestamptz not null"),)}
 
 
 @dataclass
@@ -140,6 +147,12 @@ class _VerifyingReader:
 
     readline = read
 
+    def drain(self) -> None:
+        """Read what COPY left unread, so that verify() judges the whole file."""
+        self.pending = b""
+        while self._read():
+            self.pending = b""
+
     def _finish(self) -> bytes:
         tail = self.decompressor.flush()
         if tail:
@@ -164,20 +177,37 @@ class _VerifyingReader:
             )
 
 
+# Closes a `with upserted as (insert ... on conflict ...` and counts what it did.
+_COUNT_UPSERTED = sql.SQL(
+    "returning (xmax = 0) as inserted) "
+    "select count(*) filter (where inserted), count(*) filter (where not inserted) from upserted"
+)
+
+
 def _stage_table(name: str) -> sql.Identifier:
     return sql.Identifier(f"_stage_{name}")
 
 
+# customer_analytics is staged without a primary key: building that index costs a
+# quarter of the load, and the upsert refuses a key that appears twice all the same
+# ("cannot affect row a second time"). The small files keep theirs.
+_STAGED_WITHOUT_KEY = frozenset({"customer_analytics"})
+
+
 def _copy_into_stage(cur, stage: Stage, entry: FileEntry, table: TableContract) -> float:
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names)
-    definitions = sql.SQL(", ").join(
+    definitions = [
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.data_type)) for c in table.columns
-    )
+    ]
+    if table.name not in _STAGED_WITHOUT_KEY:
+        definitions.append(
+            sql.SQL("primary key ({})").format(
+                sql.SQL(", ").join(sql.Identifier(k) for k in table.primary_key)
+            )
+        )
     cur.execute(
-        sql.SQL("create temporary table {} ({}, primary key ({})) on commit drop").format(
-            _stage_table(table.name),
-            definitions,
-            sql.SQL(", ").join(sql.Identifier(k) for k in table.primary_key),
+        sql.SQL("create temporary table {} ({}) on commit drop").format(
+            _stage_table(table.name), sql.SQL(", ").join(definitions)
         )
     )
     copy = sql.SQL("copy {} ({}) from stdin").format(_stage_table(table.name), columns)
@@ -202,6 +232,8 @@ def _copy_failed(exc, reader, entry: FileEntry, table: TableContract):
             "must produce one row per key: fix the model and re-run the extract"
         ) from exc
     if isinstance(exc, psycopg2.DataError | psycopg2.errors.BadCopyFileFormat):
+        # A damaged file is the likelier cause: judge the whole of it first.
+        reader.drain()
         reader.verify()  # raises if the bytes are not the ones the manifest describes
         raise StageError(
             f"{entry.key} does not fit the {table.name} contract "
@@ -264,17 +296,11 @@ def _apply_ownership(cur, ownership: Ownership, manifest: Manifest, result: Load
                 f"{manifest.file(mart).key} has {unowned} rows outside the keys the night owns; "
                 "the files do not belong together: re-run the extract for that day"
             )
-        guard = sql.SQL("")
-        if "as_of_date" in table.column_names:
-            # Never regress: a stored row as of a later day stays.
-            guard = sql.SQL(" and t.as_of_date <= {}").format(sql.Literal(manifest.run_date))
         cur.execute(
             sql.SQL(
-                "delete from {target} t using {owned} o where t.{key} = o.{key}{guard} "
+                "delete from {target} t using {owned} o where t.{key} = o.{key} "
                 "and not exists (select 1 from {staged} s where {pk_match})"
-            ).format(
-                target=target, owned=owned, key=key, guard=guard, staged=staged, pk_match=pk_match
-            )
+            ).format(target=target, owned=owned, key=key, staged=staged, pk_match=pk_match)
         )
         load.deleted = cur.rowcount
 
@@ -284,18 +310,15 @@ def _apply_ownership(cur, ownership: Ownership, manifest: Manifest, result: Load
             sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in non_key),
             sql.SQL(", ").join(sql.SQL("excluded.{}").format(c) for c in non_key),
         )
-        if "as_of_date" in table.column_names:
-            changed = sql.SQL("{} and t.as_of_date <= excluded.as_of_date").format(changed)
         cur.execute(
             sql.SQL(
                 "with upserted as ("
                 "insert into {target} as t ({columns}) "
                 "select {s_columns} from {staged} s{only_owned} "
                 "on conflict ({pk}) do update set {assignments} where {changed} "
-                "returning (xmax = 0) as inserted) "
-                "select count(*) filter (where inserted), count(*) filter (where not inserted) "
-                "from upserted"
+                "{count_upserted}"
             ).format(
+                count_upserted=_COUNT_UPSERTED,
                 target=target,
                 columns=sql.SQL(", ").join(columns),
                 s_columns=sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in columns),
@@ -325,6 +348,104 @@ def _apply_ownership(cur, ownership: Ownership, manifest: Manifest, result: Load
         ).format(versions=versions, key=key, owned=owned),
         (manifest.run_date, manifest.extracted_at, manifest.run_id),
     )
+
+
+def _load_customers(cur, manifest: Manifest, result: LoadResult) -> None:
+    """Upsert customer_analytics with the version check inside the upsert itself."""
+    table = contract("customer_analytics")
+    target = sql.Identifier(ANALYTICS_SCHEMA, table.name)
+    removed = sql.Identifier(META_SCHEMA, "removed_customers")
+    staged, staged_removed = _stage_table(table.name), _stage_table(REMOVED_CUSTOMERS)
+    load = result.tables[table.name]
+    version = {"as_of_date": manifest.run_date, "extracted_at": manifest.extracted_at}
+    if manifest.file(REMOVED_CUSTOMERS).rows:
+        cur.execute(
+            sql.SQL("select count(*) from {} s join {} r using (customer_id)").format(
+                staged, staged_removed
+            )
+        )
+        (both,) = cur.fetchone()
+        if both:
+            raise StageError(
+                f"{manifest.file(REMOVED_CUSTOMERS).key} lists {both} customers that "
+                f"{manifest.file(table.name).key} has rows for; the files do not belong "
+                "together: re-run the extract for that day"
+            )
+        # Remember the removal (unless a fresher night already did), then delete the
+        # rows older than it.
+        cur.execute(
+            sql.SQL(
+                "with removal as ("
+                "insert into {removed} as r (customer_id, as_of_date, extracted_at, run_id) "
+                "select customer_id, %(as_of_date)s, %(extracted_at)s, %(run_id)s from {staged} "
+                "on conflict (customer_id) do update set as_of_date = excluded.as_of_date, "
+                "extracted_at = excluded.extracted_at, run_id = excluded.run_id "
+                "where (r.as_of_date, r.extracted_at) "
+                "< (excluded.as_of_date, excluded.extracted_at) "
+                "returning customer_id) "
+                "delete from {target} t using removal where t.customer_id = removal.customer_id "
+                "and (t.as_of_date, t.{version}) < (%(as_of_date)s, %(extracted_at)s)"
+            ).format(
+                removed=removed,
+                staged=staged_removed,
+                target=target,
+                version=sql.Identifier(VERSION_COLUMN),
+            ),
+            {**version, "run_id": manifest.run_id},
+        )
+        load.deleted = cur.rowcount
+
+    columns = [sql.Identifier(c) for c in table.column_names]
+    non_key = [c for c in table.column_names if c not in table.primary_key] + [VERSION_COLUMN]
+    cur.execute(
+        sql.SQL(
+            "with upserted as ("
+            "insert into {target} as t ({columns}, {version}) "
+            "select {s_columns}, %(extracted_at)s from {staged} s "
+            # A fresher night removed the customer: this older row must not return.
+            "where not exists (select from {removed} r where r.customer_id = s.customer_id "
+            "and (r.as_of_date, r.extracted_at) >= (s.as_of_date, %(extracted_at)s)) "
+            "on conflict (customer_id) do update set {assignments} "
+            "where (t.as_of_date, t.{version}) < (excluded.as_of_date, excluded.{version}) "
+            "{count_upserted}"
+        ).format(
+            count_upserted=_COUNT_UPSERTED,
+            target=target,
+            columns=sql.SQL(", ").join(columns),
+            version=sql.Identifier(VERSION_COLUMN),
+            s_columns=sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in columns),
+            staged=staged,
+            removed=removed,
+            assignments=sql.SQL(", ").join(
+                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in non_key
+            ),
+        ),
+        version,
+    )
+    load.inserted, load.updated = cur.fetchone()
+    # Every row of a newer version is written, changed or not: the version moves on.
+    load.skipped_stale = load.rows_in_file - load.inserted - load.updated
+
+
+def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
+    """Both kinds of ownership; a row the analytics tables refuse is the file's fault."""
+    try:
+        for ownership in OWNERSHIPS:
+            _apply_ownership(cur, ownership, manifest, result)
+        _load_customers(cur, manifest, result)
+    except (psycopg2.errors.CheckViolation, psycopg2.errors.NotNullViolation) as exc:
+        table = exc.diag.table_name or "an analytics table"
+        rule = exc.diag.constraint_name or exc.diag.column_name or ""
+        raise StageError(
+            f"a row for {table} breaks its contract rule {rule} "
+            f"({(exc.diag.message_primary or str(exc)).strip()}); the files of {manifest.run_date} "
+            "are not what the model promises: fix the model, then re-run the extract"
+        ) from exc
+    except psycopg2.errors.CardinalityViolation as exc:
+        raise StageError(
+            f"{manifest.file('customer_analytics').key} holds the same customer_id twice; the "
+            "extract must produce one row per key: fix the model and re-run the extract"
+        ) from exc
 
 
 def load_manifest(conn, stage: Stage, manifest_key: str) -> LoadResult:
@@ -360,11 +481,12 @@ def load_manifest(conn, stage: Stage, manifest_key: str) -> LoadResult:
             for name in REQUIRED_TABLES:
                 entry = manifest.file(name)
                 result.read_seconds += _copy_into_stage(cur, stage, entry, contract(name))
-                cur.execute(sql.SQL("analyze {}").format(_stage_table(name)))
+                if name not in _STAGED_WITHOUT_KEY:
+                    # Joined to the analytics tables: the planner needs their size.
+                    cur.execute(sql.SQL("analyze {}").format(_stage_table(name)))
                 if name in MARTS:
                     result.tables[name] = TableLoad(rows_in_file=entry.rows)
-            for ownership in OWNERSHIPS:
-                _apply_ownership(cur, ownership, manifest, result)
+            _apply_rows(cur, manifest, result)
             cur.execute(
                 sql.SQL(
                     "update {} set loaded_at = clock_timestamp(), rows_loaded = %s "
@@ -405,7 +527,7 @@ def ledger_ddl() -> sql.Composed:
             extracted_at timestamptz not null,
             run_id uuid not null
         );
-        create table if not exists {meta}.customer_versions (
+        create table if not exists {meta}.removed_customers (
             customer_id bigint primary key,
             as_of_date date not null,
             extracted_at timestamptz not null,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from psycopg2 import sql
 
 from .contracts import MARTS, contract
-from .load import ANALYTICS_SCHEMA, META_SCHEMA, ledger_ddl
+from .load import ANALYTICS_SCHEMA, EXTRA_COLUMNS, META_SCHEMA, ledger_ddl
 
 LOADER_ROLE = "etl_loader"
 READER_ROLE = "etl_reader"
@@ -17,7 +17,9 @@ def create_target_tables(conn) -> None:
             sql.SQL("create schema if not exists {}").format(sql.Identifier(ANALYTICS_SCHEMA))
         )
         for name in MARTS:
-            cur.execute(contract(name).create_table_sql(ANALYTICS_SCHEMA))
+            cur.execute(
+                contract(name).create_table_sql(ANALYTICS_SCHEMA, EXTRA_COLUMNS.get(name, ()))
+            )
         cur.execute(ledger_ddl())
 
 

@@ -96,7 +96,10 @@ def table_rows(target: PgSettings, name: str) -> list[tuple]:
     conn = connect(target)
     with conn, conn.cursor() as cur:
         cur.execute(
-            sql.SQL("select * from {} order by 1, 2").format(sql.Identifier(ANALYTICS_SCHEMA, name))
+            sql.SQL("select {} from {} order by 1, 2").format(
+                sql.SQL(", ").join(sql.Identifier(c) for c in contract(name).column_names),
+                sql.Identifier(ANALYTICS_SCHEMA, name),
+            )
         )
         rows = cur.fetchall()
     conn.close()

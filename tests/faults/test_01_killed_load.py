@@ -33,7 +33,7 @@ def _block_upsert(ctx):
     ctx.blocker = harness.admin(ctx.target, autocommit=False)
     with ctx.blocker.cursor() as cur:
         cur.execute("lock table analytics.customer_analytics in share mode")
-    return 'delete from "analytics"."customer_analytics"%', "Lock"
+    return '%"analytics"."customer_analytics"%', "Lock"
 
 
 def _release_upsert(ctx):
@@ -93,7 +93,6 @@ POINTS = {
             "analytics.daily_sales_summary",
             "analytics.customer_analytics",
             "etl.day_versions",
-            "etl.customer_versions",
             "etl.load_ledger",
         },
     ),

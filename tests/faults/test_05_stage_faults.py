@@ -31,8 +31,7 @@ LOAD_FAULTS = [
     ("error", "GET", "product_sales_summary.tsv.gz", 2, 500),
     ("drop_download", "GET", "daily_sales_summary.tsv.gz", 2, None),
     ("error", "GET", "run_window_days.tsv.gz", 1, 503),
-    ("drop_download", "GET", "run_window_customers.tsv.gz", 1, None),
-    ("error", "GET", "run_window_customers.tsv.gz", 1, 503),
+    ("error", "GET", "run_window_removed_customers.tsv.gz", 1, 503),
 ]
 
 
@@ -145,7 +144,6 @@ def test_the_load_survives_transient_stage_faults_and_a_permanent_one_changes_no
     assert {r.path.rsplit("/", 1)[1] for r in resumed} >= {
         "customer_analytics.tsv.gz",
         "daily_sales_summary.tsv.gz",
-        "run_window_customers.tsv.gz",
     }
     record.check(
         f"transient: every failed GET retried; {len(resumed)} downloads resumed with a Range"

@@ -40,7 +40,7 @@ def _append_rows(body: bytes, manifest: dict, entry: dict) -> bytes:
 
 
 def _rows_added_and_manifest_resealed(body: bytes, manifest: dict, entry: dict) -> bytes:
-    # A customer the night does not own, appended; the file recompressed and the
+    # A customer the night did not remove, appended; the file recompressed and the
     # manifest's size and SHA-256 rewritten to match: only the row count is left.
     changed = gzip.compress(gzip.decompress(body) + b"987654\n")
     entry.update(bytes=len(changed), sha256=hashlib.sha256(changed).hexdigest())
@@ -54,7 +54,7 @@ CASES = {
     "rows appended": (_append_rows, "daily_sales_summary", ["larger than its manifest"]),
     "a row added, manifest size and SHA-256 rewritten to match": (
         _rows_added_and_manifest_resealed,
-        "run_window_customers",
+        "run_window_removed_customers",
         ["rows instead of"],
     ),
 }

@@ -54,7 +54,10 @@ def night(day, *, customers=(), products=(), regions=(), owned_days=None, owned_
         "product_sales_summary": list(products),
         "daily_sales_summary": list(regions),
         "run_window_days": [(d,) for d in owned_days],
-        "run_window_customers": [(c,) for c in owned_customers],
+        # What the extract ships: the owned customers left without a row.
+        "run_window_removed_customers": [
+            (c,) for c in owned_customers if c not in {row[0] for row in customers}
+        ],
     }
 
 
@@ -165,6 +168,53 @@ def test_customer_analytics_never_goes_back_in_time(env):
     assert [(r[0], r[5], r[9]) for r in rows] == [
         (1, Decimal("300.00"), newer),
         (2, Decimal("50.00"), newer),
+    ]
+
+
+def test_a_removed_customer_is_not_brought_back_by_a_stale_night(env):
+    older, newer = D, D + timedelta(days=1)
+    stale = env.extract(older, night(older, customers=[customer(2, "50.00", 1, older)]), at=T0)
+    # The newer night owns customer 2 and has no row for it (its order was cancelled).
+    removal = env.extract(
+        newer, night(newer, customers=[], owned_customers=[2]), at=T0 + timedelta(days=1)
+    )
+    env.load(stale)
+    assert [r[0] for r in table_rows(env.target, "customer_analytics")] == [2]
+    assert env.load(removal).tables["customer_analytics"].deleted == 1
+    assert table_rows(env.target, "customer_analytics") == []
+    # The older night delivered again (a re-run of it, extracted later) stays out.
+    rerun = env.extract(
+        older, night(older, customers=[customer(2, "50.00", 1, older)]), at=T0 + timedelta(days=3)
+    )
+    result = env.load(rerun)
+    assert result.tables["customer_analytics"].skipped_stale == 1
+    assert table_rows(env.target, "customer_analytics") == []
+    # A later night with a new order brings the customer back.
+    later = newer + timedelta(days=1)
+    env.load(env.extract(later, night(later, customers=[customer(2, "70.00", 1, later)])))
+    assert [(r[0], r[5]) for r in table_rows(env.target, "customer_analytics")] == [
+        (2, Decimal("70.00"))
+    ]
+
+
+def test_re_runs_of_one_day_delivered_out_of_order_keep_the_latest_read(env):
+    # Three reads of day D; the manifest of the middle one is delivered last.
+    key = env.extract(
+        D, night(D, customers=[customer(1, "99.00", 1, D)]), at=T0 + timedelta(hours=1)
+    )
+    middle = env.stage.get_bytes(key)
+    env.load(env.extract(D, night(D, customers=[customer(1, "10.00", 1, D)]), at=T0))
+    last = env.load(
+        env.extract(D, night(D, customers=[customer(1, "10.00", 1, D)]), at=T0 + timedelta(hours=2))
+    )
+    # Same numbers, later read: the row is re-stated with the newer version.
+    assert last.tables["customer_analytics"].updated == 1
+    env.stage.put_bytes(key, middle)
+    result = env.load(key)
+    assert result.status == "loaded"
+    assert result.tables["customer_analytics"].skipped_stale == 1
+    assert [(r[0], r[5]) for r in table_rows(env.target, "customer_analytics")] == [
+        (1, Decimal("10.00"))
     ]
 
 
@@ -314,6 +364,32 @@ def test_duplicate_keys_within_one_file_are_refused(env):
     with pytest.raises(StageError, match="same product_sales_summary key twice"):
         env.load(key)
     assert snapshot(env.target) == before
+
+
+def _refused_leaving_the_target_unchanged(env, customers, message):
+    """Customer 1 loaded the day before; then a night of ``customers`` the load refuses."""
+    before_day = D - timedelta(days=1)
+    env.load(
+        env.extract(before_day, night(before_day, customers=[customer(1, "5.00", 1, before_day)]))
+    )
+    key = env.extract(D, night(D, customers=customers), with_primary_keys=False)
+    before = snapshot(env.target)
+    with pytest.raises(StageError, match=message):
+        env.load(key)
+    assert snapshot(env.target) == before
+
+
+def test_a_customer_twice_in_one_file_is_refused(env):
+    dup = [customer(1, "10.00", 1, D), customer(1, "20.00", 2, D)]
+    _refused_leaving_the_target_unchanged(env, dup, "holds the same customer_id twice")
+
+
+def test_a_row_breaking_a_contract_rule_is_refused_with_the_rule_named(env):
+    row = customer(1, "30.00", 2, D)
+    wrong_average = row[:6] + (Decimal("99.00"),) + row[7:]
+    _refused_leaving_the_target_unchanged(
+        env, [wrong_average], "customer_analytics_avg_order_value_rounded"
+    )
 
 
 def test_loader_cannot_create_or_drop_and_reader_cannot_write(env):
