@@ -172,9 +172,9 @@
         rather than a join on per-day ranges, whose row estimates mislead the
         planner into scanning the whole table. -#}
     select
-        {{ business_date('ordered_at') }} as sales_date,
         order_id,
-        customer_id
+        customer_id,
+        {{ business_date('ordered_at') }} as sales_date
     from {{ orders }}
     where
         status != 'cancelled'
@@ -192,5 +192,45 @@
         (select {{ business_date('max(ordered_at)') }} from {{ orders }})
     {%- else -%}
         date '{{ run_window().run_date }}'
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro select_customer_day_orders(orders, owned_days) -%}
+    {#- The orders int_customer_days recomputes: those of the owned days when it
+        extends its table, every non-cancelled order when it builds it whole. -#}
+    {%- if is_incremental() -%}
+        {{ select_owned_day_orders(orders, owned_days) }}
+    {%- else -%}
+    select
+        order_id,
+        customer_id,
+        {{ business_date('ordered_at') }} as sales_date
+    from {{ orders }}
+    where status != 'cancelled'
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro delete_owned_customer_days() -%}
+    {#- Pre-hook of int_customer_days: before an incremental build appends the owned
+        days, remove what it held for them (a day whose orders were all cancelled
+        must lose its rows too). A full-history build owns every day. -#}
+    {%- if is_incremental() -%}
+        {%- if run_window().run_date is none -%}
+            delete from {{ this }}
+        {%- else -%}
+            delete from {{ this }}
+            where order_date in (select sales_date from {{ ref('run_window_days') }})
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro on_or_before_run_date(date_column) -%}
+    {%- if run_window().run_date is none -%}
+        true
+    {%- else -%}
+        {{ date_column }} <= date '{{ run_window().run_date }}'
     {%- endif -%}
 {%- endmacro %}

@@ -1,17 +1,18 @@
--- `not materialized`: orders is read twice, and a materialized CTE would scan the
--- whole source table instead of using its indexes.
+-- Lifetime totals of the owned customers, from their days in int_customer_days:
+-- what a night reads grows with the customers it touches and the days they bought
+-- on, not with every order line of their history.
 with
 
 customers as (
     select * from {{ ref('stg_shop__customers') }}
 ),
 
-orders as not materialized (
+orders as (
     select * from {{ ref('stg_shop__orders') }}
 ),
 
-order_items as (
-    select * from {{ ref('stg_shop__order_items') }}
+customer_days as (
+    select * from {{ ref('int_customer_days') }}
 ),
 
 touched_orders as (
@@ -23,45 +24,19 @@ owned_customers as (
     from touched_orders
 ),
 
-counted_orders as (
-    select
-        orders.order_id,
-        orders.customer_id,
-        {{ business_date('orders.ordered_at') }} as order_date
-    from owned_customers
-    inner join orders
-        on owned_customers.customer_id = orders.customer_id
-    where
-        orders.status != 'cancelled'
-        and {{ ordered_through_run_date('orders.ordered_at') }}
-),
-
-order_totals as (
-    select
-        counted_orders.order_id,
-        counted_orders.customer_id,
-        counted_orders.order_date,
-        coalesce(sum(order_items.quantity), 0) as item_count,
-        coalesce(sum(order_items.quantity * order_items.unit_price), 0) as revenue
-    from counted_orders
-    left join order_items
-        on counted_orders.order_id = order_items.order_id
-    group by
-        counted_orders.order_id,
-        counted_orders.customer_id,
-        counted_orders.order_date
-),
-
 customer_totals as (
     select
-        customer_id,
-        count(*) as total_orders,
-        sum(item_count) as total_items,
-        sum(revenue) as total_revenue,
-        min(order_date) as first_order_date,
-        max(order_date) as last_order_date
-    from order_totals
-    group by customer_id
+        customer_days.customer_id,
+        cast(sum(customer_days.order_count) as bigint) as total_orders,
+        sum(customer_days.item_count) as total_items,
+        sum(customer_days.revenue) as total_revenue,
+        min(customer_days.order_date) as first_order_date,
+        max(customer_days.order_date) as last_order_date
+    from owned_customers
+    inner join customer_days
+        on owned_customers.customer_id = customer_days.customer_id
+    where {{ on_or_before_run_date('customer_days.order_date') }}
+    group by customer_days.customer_id
 ),
 
 final as (
