@@ -80,10 +80,16 @@ class TableContract:
         return sql.SQL(", ").join(parts)
 
     def create_table_sql(
-        self, schema: str, extra_columns: tuple[tuple[str, str], ...] = ()
+        self,
+        schema: str,
+        extra_columns: tuple[tuple[str, str], ...] = (),
+        fillfactor: int | None = None,
     ) -> sql.Composed:
-        return sql.SQL("create table if not exists {} ({})").format(
-            sql.Identifier(schema, self.name), self.definitions(extra_columns)
+        options = sql.SQL("")
+        if fillfactor is not None:
+            options = sql.SQL(" with (fillfactor = {})").format(sql.Literal(int(fillfactor)))
+        return sql.SQL("create table if not exists {} ({}){}").format(
+            sql.Identifier(schema, self.name), self.definitions(extra_columns), options
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from psycopg2 import sql
 
 from .contracts import MARTS, contract
-from .load import ANALYTICS_SCHEMA, EXTRA_COLUMNS, META_SCHEMA, ledger_ddl
+from .load import ANALYTICS_SCHEMA, EXTRA_COLUMNS, FILLFACTOR, META_SCHEMA, ledger_ddl
 
 LOADER_ROLE = "etl_loader"
 READER_ROLE = "etl_reader"
@@ -18,7 +18,9 @@ def create_target_tables(conn) -> None:
         )
         for name in MARTS:
             cur.execute(
-                contract(name).create_table_sql(ANALYTICS_SCHEMA, EXTRA_COLUMNS.get(name, ()))
+                contract(name).create_table_sql(
+                    ANALYTICS_SCHEMA, EXTRA_COLUMNS.get(name, ()), FILLFACTOR.get(name)
+                )
             )
         cur.execute(ledger_ddl())
 
