@@ -2,7 +2,10 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
-        indexes=[{'columns': ['customer_id', 'order_date'], 'unique': true}],
+        indexes=[
+            {'columns': ['customer_id', 'order_date'], 'unique': true},
+            {'columns': ['order_date']},
+        ],
         pre_hook="{{ delete_owned_customer_days() }}",
     )
 }}
