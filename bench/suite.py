@@ -365,7 +365,7 @@ def _dbt_split(call: dict) -> str:
     other = max(0.0, call["dbt_seconds"] - call["parse"] - call["run"])
     return (
         f"parse {call['parse']:.2f} + run {call['run']:.2f} + other {other:.2f} s; "
-        f"node time (4 threads): models {call['model']:.2f}, tests on marts "
+        f"node time ({call['threads']:.0f} threads): models {call['model']:.2f}, tests on marts "
         f"{call['test'] + call['unit_test']:.2f}, tests on sources/staging "
         f"{call['staging_test']:.2f} s; {call['nodes']:.0f} nodes"
     )

@@ -240,6 +240,8 @@ def _node_seconds(target_path: Path) -> dict:
         totals[kind] = totals.get(kind, 0.0) + float(result.get("execution_time") or 0.0)
     totals["run"] = float(document.get("elapsed_time") or 0.0)
     totals["nodes"] = len(document["results"])
+    # The worker threads dbt ran the nodes on (the profile's `threads`).
+    totals["threads"] = len({r.get("thread_id") for r in document["results"]})
     totals["slowest"] = [
         (r["unique_id"].split(".")[2], round(float(r.get("execution_time") or 0.0), 3))
         for r in slowest[:8]
