@@ -29,7 +29,7 @@ import psycopg2.extras
 from psycopg2 import sql
 
 from .contracts import MARTS, TableContract, contract
-from .errors import StageError
+from .errors import ConfigError, StageError
 from .manifest import FileEntry, Manifest
 from .stage import Stage
 
@@ -481,6 +481,13 @@ def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
             f"a row for {table} breaks its contract rule {rule} "
             f"({(exc.diag.message_primary or str(exc)).strip()}); the files of {manifest.run_date} "
             "are not what the model promises: fix the model, then re-run the extract"
+        ) from exc
+    except psycopg2.errors.UndefinedColumn as exc:
+        raise ConfigError(
+            f"the analytics tables are older than this loader "
+            f"({(exc.diag.message_primary or str(exc)).strip()}); run `etl init` (or the "
+            "db_initializer function) against the analytics database once to upgrade "
+            "them, then load again"
         ) from exc
     except psycopg2.errors.CardinalityViolation as exc:
         raise StageError(

@@ -5,7 +5,14 @@ from __future__ import annotations
 from psycopg2 import sql
 
 from .contracts import MARTS, contract
-from .load import ANALYTICS_SCHEMA, EXTRA_COLUMNS, FILLFACTOR, META_SCHEMA, ledger_ddl
+from .load import (
+    ANALYTICS_SCHEMA,
+    EXTRA_COLUMNS,
+    FILLFACTOR,
+    META_SCHEMA,
+    VERSION_COLUMN,
+    ledger_ddl,
+)
 
 LOADER_ROLE = "etl_loader"
 READER_ROLE = "etl_reader"
@@ -23,6 +30,50 @@ def create_target_tables(conn) -> None:
                 )
             )
         cur.execute(ledger_ddl())
+        _upgrade_customer_versions(cur)
+
+
+def _upgrade_customer_versions(cur) -> None:
+    """Bring a customer_analytics table from before rows carried their version up to date.
+
+    Such a table kept each customer's version in etl.customer_versions. Its rows get
+    that version's extracted_at (or -infinity, older than any night), and its
+    customers that have no row any more become removals, so that a stale night
+    still cannot bring them back. Runs once: afterwards the column exists.
+    """
+    cur.execute(
+        "select 1 from information_schema.columns "
+        "where table_schema = %s and table_name = 'customer_analytics' and column_name = %s",
+        (ANALYTICS_SCHEMA, VERSION_COLUMN),
+    )
+    if cur.fetchone() is not None:
+        return
+    target = sql.Identifier(ANALYTICS_SCHEMA, "customer_analytics")
+    version = sql.Identifier(VERSION_COLUMN)
+    cur.execute(
+        sql.SQL(
+            "alter table {t} add column {v} timestamptz not null default '-infinity', "
+            "set (fillfactor = {f})"
+        ).format(t=target, v=version, f=sql.Literal(FILLFACTOR["customer_analytics"]))
+    )
+    cur.execute(sql.SQL("alter table {} alter column {} drop default").format(target, version))
+    cur.execute("select to_regclass(%s)", (f"{META_SCHEMA}.customer_versions",))
+    if cur.fetchone()[0] is None:
+        return
+    old = sql.Identifier(META_SCHEMA, "customer_versions")
+    cur.execute(
+        sql.SQL(
+            "update {t} t set {v} = o.extracted_at from {old} o where o.customer_id = t.customer_id"
+        ).format(t=target, v=version, old=old)
+    )
+    cur.execute(
+        sql.SQL(
+            "insert into {removed} (customer_id, as_of_date, extracted_at, run_id) "
+            "select o.customer_id, o.as_of_date, o.extracted_at, o.run_id from {old} o "
+            "where not exists (select from {t} t where t.customer_id = o.customer_id) "
+            "on conflict (customer_id) do nothing"
+        ).format(removed=sql.Identifier(META_SCHEMA, "removed_customers"), old=old, t=target)
+    )
 
 
 def _ensure_role(cur, role: str) -> None:

@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 
 from dbt_project.db import connect
-from dbt_project.errors import StageError
+from dbt_project.errors import ConfigError, StageError
 from dbt_project.load import load_manifest
 from dbt_project.manifest import manifest_key
 from dbt_project.stage import LocalStage
@@ -422,3 +422,45 @@ def test_loader_cannot_create_or_drop_and_reader_cannot_write(env):
         cur.execute("rollback to savepoint s")
     conn.rollback()
     conn.close()
+
+
+def test_analytics_tables_from_before_row_versions_are_upgraded_by_init(env):
+    # given an analytics database as the earlier loader left it: no version column on
+    # customer_analytics, versions (and a removed customer) in etl.customer_versions
+    conn = connect(env.target)
+    with conn, conn.cursor() as cur:
+        cur.execute("alter table analytics.customer_analytics drop column extracted_at")
+        cur.execute(
+            "create table etl.customer_versions (customer_id bigint primary key, "
+            "as_of_date date not null, extracted_at timestamptz not null, run_id uuid not null)"
+        )
+        cur.execute(
+            "insert into analytics.customer_analytics values "
+            "(1, '山田 太郎', '東京', 1, 2, 10.00, 10.00, '2026-09-01', %s, %s)",
+            (D, D),
+        )
+        cur.execute(
+            "insert into etl.customer_versions values (1, %s, %s, gen_random_uuid()), "
+            "(2, %s, %s, gen_random_uuid())",
+            (D, T0, D, T0),
+        )
+    conn.close()
+    newer = D + timedelta(days=1)
+    key = env.extract(newer, night(newer, customers=[customer(1, "20.00", 2, newer)]))
+    # a load before the upgrade says what to do, and changes nothing
+    before = snapshot(env.target)
+    with pytest.raises(ConfigError, match="run `etl init`"):
+        env.load(key)
+    assert snapshot(env.target) == before
+    # when init runs again
+    conn = connect(env.target)
+    with conn:
+        create_target_tables(conn)
+    conn.close()
+    # then the rows carry the old versions and the removed customer stays removed
+    stale = env.extract(D, night(D, customers=[customer(2, "5.00", 1, D)]), at=T0)
+    assert env.load(stale).tables["customer_analytics"].skipped_stale == 1
+    assert env.load(key).tables["customer_analytics"].updated == 1
+    assert [(r[0], r[5]) for r in table_rows(env.target, "customer_analytics")] == [
+        (1, Decimal("20.00"))
+    ]
