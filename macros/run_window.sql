@@ -236,3 +236,15 @@
         {{ date_column }} <= date '{{ run_window().run_date }}'
     {%- endif -%}
 {%- endmacro %}
+
+
+{% macro owned_customer_filter(customer_id, owned_customers) -%}
+    {#- Rows of the owned customers. A windowed build owns a small share of them:
+        an array of their ids lets the customer_id index fetch just their rows, where
+        a join reads every stored row. A full build owns them all: a plain semi-join. -#}
+    {%- if run_window().run_date is none -%}
+        {{ customer_id }} in (select customer_id from {{ owned_customers }})
+    {%- else -%}
+        {{ customer_id }} = any(array(select customer_id from {{ owned_customers }}))
+    {%- endif -%}
+{%- endmacro %}

@@ -26,17 +26,17 @@ owned_customers as (
 
 customer_totals as (
     select
-        customer_days.customer_id,
-        cast(sum(customer_days.order_count) as bigint) as total_orders,
-        sum(customer_days.item_count) as total_items,
-        sum(customer_days.revenue) as total_revenue,
-        min(customer_days.order_date) as first_order_date,
-        max(customer_days.order_date) as last_order_date
-    from owned_customers
-    inner join customer_days
-        on owned_customers.customer_id = customer_days.customer_id
-    where {{ on_or_before_run_date('customer_days.order_date') }}
-    group by customer_days.customer_id
+        customer_id,
+        cast(sum(order_count) as bigint) as total_orders,
+        sum(item_count) as total_items,
+        sum(revenue) as total_revenue,
+        min(order_date) as first_order_date,
+        max(order_date) as last_order_date
+    from customer_days
+    where
+        {{ owned_customer_filter('customer_id', 'owned_customers') }}
+        and {{ on_or_before_run_date('order_date') }}
+    group by customer_id
 ),
 
 final as (
