@@ -442,16 +442,19 @@ def case_dbt(ctx: Context) -> Iterator[Row]:
         with conn.cursor() as cur:
             cur.execute("select max((ordered_at at time zone 'Asia/Tokyo')::date) from orders")
             (last_day,) = cur.fetchone()
-    day, next_day = (last_day - timedelta(days=1)).isoformat(), last_day.isoformat()
+    day = last_day - timedelta(days=1)
+    # Two new days in turn, each a change of vars (the second one has no orders yet).
+    following_days = [last_day.isoformat(), (last_day + timedelta(days=1)).isoformat()]
     measured = child.run(
         "extract_calls",
         source=source.url,
         stage=str(ctx.scratch / "sample"),
-        days=[day, day, day, next_day],
+        days=[day.isoformat()] * 3 + following_days,
         lookback_days=1,
     )
-    cold, *again, following = measured.extra["calls"]
+    cold, *again = measured.extra["calls"][:3]
     warm = min(again, key=lambda call: call["seconds"])
+    following = min(measured.extra["calls"][3:], key=lambda call: call["seconds"])
     imported = measured.extra["import_seconds"]
     cold_seconds = imported + cold["dbt_seconds"]
     yield Row(
@@ -461,7 +464,10 @@ def case_dbt(ctx: Context) -> Iterator[Row]:
         measured.peak_mb,
         note=f"import {imported:.2f} + {_dbt_split(cold)}",
     )
-    for call, name in ((warm, "same day, best of 2"), (following, "next day: vars change")):
+    for call, name in (
+        (warm, "same day, best of 2"),
+        (following, "a new day: vars change, best of 2"),
+    ):
         yield Row(
             f"5 dbt: warm, next call in the process ({name})",
             None,

@@ -241,7 +241,10 @@ def _node_seconds(target_path: Path) -> dict:
     totals["run"] = float(document.get("elapsed_time") or 0.0)
     totals["nodes"] = len(document["results"])
     # The worker threads dbt ran the nodes on (the profile's `threads`).
-    totals["threads"] = len({r.get("thread_id") for r in document["results"]})
+    # (The project's hooks run on the main thread.)
+    totals["threads"] = len(
+        {r.get("thread_id") for r in document["results"]} - {"main", "MainThread", None}
+    )
     totals["slowest"] = [
         (r["unique_id"].split(".")[2], round(float(r.get("execution_time") or 0.0), 3))
         for r in slowest[:8]
