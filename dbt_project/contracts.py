@@ -54,7 +54,8 @@ class TableContract:
         }
 
     def definitions(self, extra_columns: tuple[tuple[str, str], ...] = ()) -> sql.Composed:
-        """Columns and constraints, as dbt builds them on the source side."""
+        """Columns and constraints, as dbt builds them on the source side, plus
+        ``extra_columns`` (name, definition) that only the analytics table has."""
         parts = [
             sql.SQL(
                 "{} {} not null" if c.not_null or c.name in self.primary_key else "{} {}"

@@ -144,11 +144,8 @@ class DbtProject:
         paths = [self.root / name for name in _PROJECT_FILES]
         for folder in _PROJECT_FOLDERS:
             paths += sorted((self.root / folder).rglob("*"))
-        return tuple(
-            (str(p), s.st_size, s.st_mtime_ns)
-            for p in paths
-            if p.is_file() and (s := p.stat()) is not None
-        )
+        stats = ((p, p.stat()) for p in paths if p.is_file())
+        return tuple((str(p), s.st_size, s.st_mtime_ns) for p, s in stats)
 
     def _runner(self, key: tuple, parse_args: list[str], target_path: Path):
         """A dbtRunner holding the parsed project for ``key``, parsing it if needed."""

@@ -392,6 +392,16 @@ def test_a_row_breaking_a_contract_rule_is_refused_with_the_rule_named(env):
     )
 
 
+def test_a_customer_both_removed_and_with_a_row_is_refused(env):
+    rows = night(D, customers=[customer(1, "10.00", 1, D)])
+    rows["run_window_removed_customers"] = [(1,)]
+    key = env.extract(D, rows)
+    before = snapshot(env.target)
+    with pytest.raises(StageError, match="lists 1 customers that .* has rows for"):
+        env.load(key)
+    assert snapshot(env.target) == before
+
+
 def test_loader_cannot_create_or_drop_and_reader_cannot_write(env):
     env.load(env.extract(D, night(D, customers=[customer(1, "10.00", 1, D)])))
     conn = connect(env.target)
