@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -291,7 +290,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"re-resolve {REQUIREMENTS_IN.name} into {REQUIREMENTS.name} instead of building",
     )
     args = parser.parse_args(argv)
-    os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
     try:
         if args.lock:
             pins = lock()

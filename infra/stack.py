@@ -1,13 +1,14 @@
-"""The one stack: wires the constructs, tags them, and answers the security checks."""
+"""The one stack: wires the constructs and their grants, tags them, runs the security checks."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, CfnElement, CfnOutput, RemovalPolicy, Stack, Tags, Validations
-from constructs import Construct, IConstruct
+from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags, Validations
+from cdk_nag import AwsSolutionsChecks
+from constructs import Construct
 
 from infra.constructs.databases import Databases
-from infra.constructs.functions import Functions
+from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD, Functions
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
 from infra.constructs.schedule import NightlySchedule
@@ -60,7 +61,7 @@ class EtlStack(Stack):
             stage=stage,
             removal_policy=removal_policy,
         )
-        stage.notify_on_manifest(functions.load)
+        self._grant(databases, stage, functions)
         nightly = NightlySchedule(
             self, "Nightly", function=functions.extract, removal_policy=removal_policy
         )
@@ -76,6 +77,25 @@ class EtlStack(Stack):
             alarm_email=settings.alarm_email,
         )
 
+        self._outputs(databases, stage, functions)
+        Tags.of(self).add("project", "shop-etl")
+        Tags.of(self).add("setup", "kept" if settings.retain else "learning")
+        # The security gate: any finding not acknowledged beside its resource (each
+        # construct acknowledges its own) fails synthesis.
+        Validations.of(self).add_plugins(AwsSolutionsChecks(self))
+
+    @staticmethod
+    def _grant(databases: Databases, stage: StageBucket, functions: Functions) -> None:
+        """Who reaches what: each function its own database(s) and its side of the stage."""
+        functions.grant_database(EXTRACT.name, databases.source)
+        functions.grant_database(LOAD.name, databases.target)
+        functions.grant_database(DB_INITIALIZER.name, databases.source)
+        functions.grant_database(DB_INITIALIZER.name, databases.target)
+        stage.grant_write_stage(functions.extract)
+        stage.grant_read_stage(functions.load)
+        stage.notify_on_manifest(functions.load)
+
+    def _outputs(self, databases: Databases, stage: StageBucket, functions: Functions) -> None:
         outputs = {
             "ExtractFunctionName": functions.extract.function_name,
             "LoadFunctionName": functions.load.function_name,
@@ -92,100 +112,3 @@ class EtlStack(Stack):
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
-
-        Tags.of(self).add("project", "shop-etl")
-        Tags.of(self).add("setup", "kept" if settings.retain else "learning")
-        self._acknowledge_findings(settings, databases, stage, functions, nightly)
-
-    def _acknowledge_findings(
-        self,
-        settings: EtlSettings,
-        databases: Databases,
-        stage: StageBucket,
-        functions: Functions,
-        nightly: NightlySchedule,
-    ) -> None:
-        """The AwsSolutions findings that stay, each on its one resource, with the reason.
-
-        Everything else the checks report is fixed in the constructs; infra/README.md
-        lists these acknowledgments for reviewers.
-        """
-        for function in functions.all.values():
-            _acknowledge(
-                function.role,
-                "AwsSolutions-IAM5[Resource::*]",
-                "Only for actions that accept no narrower resource: xray:PutTraceSegments and "
-                "xray:PutTelemetryRecords (active tracing), and the network-interface actions "
-                "Lambda performs for a function in a VPC (the actions of the AWS managed "
-                "AWSLambdaVPCAccessExecutionRole, whose ec2:Describe* calls are '*'-only). "
-                "Every data permission of this role is scoped to one resource.",
-            )
-            _acknowledge(
-                function,
-                "AwsSolutions-L1",
-                "Python 3.12 is deliberate: the dependencies layer is pinned and built for "
-                "CPython 3.12 (requirements/lambda.txt), so a runtime upgrade is a reviewed "
-                "change together with a layer rebuild, not a drift. Lambda supports 3.12 "
-                "until 2028.",
-            )
-        stage_objects = f"<{self._logical_id(stage.bucket.node.default_child)}.Arn>/etl-data/*"
-        for function in (functions.extract, functions.load):
-            _acknowledge(
-                function.role,
-                f"AwsSolutions-IAM5[Resource::{stage_objects}]",
-                "Object keys carry the business date (etl-data/YYYY-MM-DD/...), unknown at "
-                "deploy time. The wildcard covers only the stage prefix of this one bucket, "
-                "and only s3:PutObject/s3:AbortMultipartUpload (extract) or s3:GetObject (load).",
-            )
-        _acknowledge(
-            databases.source_instance,
-            "AwsSolutions-RDS3",
-            "The source stands in for an operational database in a nightly batch: one "
-            "t4g.micro in one AZ keeps the idle cost low, and 7-day automated backups allow "
-            "point-in-time restore. An outage delays one night's extract, which can be re-run "
-            "for that date.",
-        )
-        _acknowledge(
-            databases.source_instance,
-            "AwsSolutions-RDS11",
-            "5432 on purpose: the instance sits in isolated subnets without a route to the "
-            "internet and its security group admits only the extract and db_initializer "
-            "security groups. A non-default port adds obscurity, not access control.",
-        )
-        if not settings.retain:
-            for database in (databases.source_instance, databases.target_cluster):
-                _acknowledge(
-                    database,
-                    "AwsSolutions-RDS10",
-                    "Learning setup (context retain=false): deletion protection is off so that "
-                    "`cdk destroy` removes everything. Deploy with -c retain=true to turn it "
-                    "on and to keep a final snapshot.",
-                )
-        for queue in (functions.failure_queue, nightly.dead_letter_queue):
-            _acknowledge(
-                queue,
-                "AwsSolutions-SQS3",
-                "This queue is itself the dead-letter destination (Lambda on-failure "
-                "destination or EventBridge Scheduler DLQ); a dead-letter queue of it would "
-                "add nothing. It keeps messages 14 days and an alarm fires on the first.",
-            )
-        for child in self.node.children:
-            if child.node.id.startswith("BucketNotificationsHandler"):
-                _acknowledge(
-                    child,
-                    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
-                    "service-role/AWSLambdaBasicExecutionRole]",
-                    "CDK's own handler that writes the stage bucket's notification "
-                    "configuration during deployment; the managed policy only lets it write "
-                    "its own logs; its one other permission, s3:PutBucketNotification, is "
-                    "scoped to the stage bucket.",
-                )
-
-    def _logical_id(self, element: IConstruct | None) -> str:
-        if not isinstance(element, CfnElement):
-            raise TypeError(f"expected a CloudFormation element, got {element!r}")
-        return self.resolve(self.get_logical_id(element))
-
-
-def _acknowledge(construct: IConstruct, rule: str, reason: str) -> None:
-    Validations.of(construct).acknowledge(Acknowledgment(id=rule, reason=reason))

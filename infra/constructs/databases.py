@@ -8,10 +8,14 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from infra.nag import acknowledge
+
 POSTGRES_PORT = 5432
 BACKUP_RETENTION = Duration.days(7)
 # Aurora Serverless v2 pauses after this much idle time at 0 ACU (the AWS default).
 AUTO_PAUSE_AFTER = Duration.seconds(300)
+# TLS only; RDS for PostgreSQL 15+ defaults to it, Aurora PostgreSQL does not.
+FORCE_TLS = {"rds.force_ssl": "1"}
 
 
 @dataclass(frozen=True)
@@ -48,64 +52,11 @@ class Databases(Construct):
         target_database_name: str = "analytics",
     ) -> None:
         super().__init__(scope, construct_id)
-        removal_policy = RemovalPolicy.SNAPSHOT if retain else RemovalPolicy.DESTROY
-        # TLS only; RDS for PostgreSQL 15+ defaults to it, Aurora PostgreSQL does not.
-        parameters = {"rds.force_ssl": "1"}
-
-        self.source_instance = rds.DatabaseInstance(
-            self,
-            "Source",
-            engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_17),
-            instance_type=ec2.InstanceType.of(
-                ec2.InstanceClass.BURSTABLE4_GRAVITON, ec2.InstanceSize.MICRO
-            ),
-            vpc=vpc,
-            vpc_subnets=subnets,
-            port=POSTGRES_PORT,
-            security_groups=[self._security_group("SourceSecurityGroup", vpc, "source")],
-            parameters=parameters,
-            database_name=source_database_name,
-            manage_master_user_password=True,
-            iam_authentication=True,
-            storage_encrypted=True,
-            storage_type=rds.StorageType.GP3,
-            allocated_storage=20,
-            publicly_accessible=False,
-            multi_az=False,
-            auto_minor_version_upgrade=True,
-            backup_retention=BACKUP_RETENTION,
-            delete_automated_backups=not retain,
-            deletion_protection=retain,
-            removal_policy=removal_policy,
-            copy_tags_to_snapshot=True,
-        )
-
-        self.target_cluster = rds.DatabaseCluster(
-            self,
-            "Target",
-            engine=rds.DatabaseClusterEngine.aurora_postgres(
-                version=rds.AuroraPostgresEngineVersion.VER_17_5
-            ),
-            writer=rds.ClusterInstance.serverless_v2(
-                "Writer", publicly_accessible=False, auto_minor_version_upgrade=True
-            ),
-            serverless_v2_min_capacity=0,
-            serverless_v2_max_capacity=target_max_capacity,
-            serverless_v2_auto_pause_duration=AUTO_PAUSE_AFTER,
-            vpc=vpc,
-            vpc_subnets=subnets,
-            port=POSTGRES_PORT,
-            security_groups=[self._security_group("TargetSecurityGroup", vpc, "target")],
-            parameters=parameters,
-            default_database_name=target_database_name,
-            manage_master_user_password=True,
-            iam_authentication=True,
-            storage_encrypted=True,
-            backup=rds.BackupProps(retention=BACKUP_RETENTION),
-            deletion_protection=retain,
-            removal_policy=removal_policy,
-            copy_tags_to_snapshot=True,
-        )
+        self._vpc = vpc
+        self._subnets = subnets
+        self._retain = retain
+        self.source_instance = self._source_instance(source_database_name)
+        self.target_cluster = self._target_cluster(target_database_name, target_max_capacity)
 
         # Both constructs expose the RDS-managed secret as an ISecret (its ARN comes from
         # the MasterUserSecret attribute); neither template holds a password.
@@ -124,12 +75,103 @@ class Databases(Construct):
             connections=self.target_cluster.connections,
         )
 
-    def _security_group(self, construct_id: str, vpc: ec2.IVpc, name: str) -> ec2.SecurityGroup:
+    @property
+    def _removal_policy(self) -> RemovalPolicy:
+        return RemovalPolicy.SNAPSHOT if self._retain else RemovalPolicy.DESTROY
+
+    def _source_instance(self, database_name: str) -> rds.DatabaseInstance:
+        instance = rds.DatabaseInstance(
+            self,
+            "Source",
+            engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_17),
+            instance_type=ec2.InstanceType.of(
+                ec2.InstanceClass.BURSTABLE4_GRAVITON, ec2.InstanceSize.MICRO
+            ),
+            vpc=self._vpc,
+            vpc_subnets=self._subnets,
+            port=POSTGRES_PORT,
+            security_groups=[self._security_group("SourceSecurityGroup", "source")],
+            parameters=FORCE_TLS,
+            database_name=database_name,
+            manage_master_user_password=True,
+            iam_authentication=True,
+            storage_encrypted=True,
+            storage_type=rds.StorageType.GP3,
+            allocated_storage=20,
+            publicly_accessible=False,
+            multi_az=False,
+            auto_minor_version_upgrade=True,
+            backup_retention=BACKUP_RETENTION,
+            delete_automated_backups=not self._retain,
+            deletion_protection=self._retain,
+            removal_policy=self._removal_policy,
+            copy_tags_to_snapshot=True,
+        )
+        acknowledge(
+            instance,
+            "AwsSolutions-RDS3",
+            "The source stands in for an operational database in a nightly batch: one "
+            "t4g.micro in one AZ keeps the idle cost low, and 7-day automated backups allow "
+            "point-in-time restore. An outage delays one night's extract, which can be re-run "
+            "for that date.",
+        )
+        acknowledge(
+            instance,
+            "AwsSolutions-RDS11",
+            "5432 on purpose: the instance sits in isolated subnets without a route to the "
+            "internet and its security group admits only the extract and db_initializer "
+            "security groups. A non-default port adds obscurity, not access control.",
+        )
+        self._acknowledge_no_deletion_protection(instance)
+        return instance
+
+    def _target_cluster(self, database_name: str, max_capacity: float) -> rds.DatabaseCluster:
+        cluster = rds.DatabaseCluster(
+            self,
+            "Target",
+            engine=rds.DatabaseClusterEngine.aurora_postgres(
+                version=rds.AuroraPostgresEngineVersion.VER_17_5
+            ),
+            writer=rds.ClusterInstance.serverless_v2(
+                "Writer", publicly_accessible=False, auto_minor_version_upgrade=True
+            ),
+            serverless_v2_min_capacity=0,
+            serverless_v2_max_capacity=max_capacity,
+            serverless_v2_auto_pause_duration=AUTO_PAUSE_AFTER,
+            vpc=self._vpc,
+            vpc_subnets=self._subnets,
+            port=POSTGRES_PORT,
+            security_groups=[self._security_group("TargetSecurityGroup", "target")],
+            parameters=FORCE_TLS,
+            default_database_name=database_name,
+            manage_master_user_password=True,
+            iam_authentication=True,
+            storage_encrypted=True,
+            backup=rds.BackupProps(retention=BACKUP_RETENTION),
+            deletion_protection=self._retain,
+            removal_policy=self._removal_policy,
+            copy_tags_to_snapshot=True,
+        )
+        self._acknowledge_no_deletion_protection(cluster)
+        return cluster
+
+    def _acknowledge_no_deletion_protection(self, database: Construct) -> None:
+        if self._retain:
+            return
+        acknowledge(
+            database,
+            "AwsSolutions-RDS10",
+            "Learning setup (context retain=false): deletion protection is off so that "
+            "`cdk destroy` removes everything. Deploy with -c retain=true to turn it "
+            "on and to keep a final snapshot.",
+        )
+
+    def _security_group(self, construct_id: str, name: str) -> ec2.SecurityGroup:
         # No egress: a database only answers. Ingress is opened per function.
         return ec2.SecurityGroup(
             self,
             construct_id,
-            vpc=vpc,
+            vpc=self._vpc,
             description=f"{name} database: PostgreSQL from the functions that use it only",
             allow_all_outbound=False,
         )

@@ -16,6 +16,7 @@ from infra import lambda_defaults as defaults
 from infra.constructs.databases import DatabaseEndpoint
 from infra.constructs.stage_bucket import StageBucket
 from infra.layers import LayerDirs
+from infra.nag import acknowledge
 
 # What a function in a VPC needs to manage its network interfaces: the actions of the
 # AWS managed policy AWSLambdaVPCAccessExecutionRole, written out to keep the role
@@ -49,7 +50,10 @@ class FunctionSpec:
 
 EXTRACT = FunctionSpec(
     name="extract",
-    description="Runs dbt on the source for one business day and stages three tables in S3",
+    description=(
+        "Runs dbt on the source for one business day and stages five tables in S3: "
+        "the three marts, run_window_days and run_window_removed_customers"
+    ),
     timeout=Duration.minutes(15),
     memory_size=1024,
     reserved_concurrency=1,
@@ -76,10 +80,10 @@ DB_INITIALIZER = FunctionSpec(
 class Functions(Construct):
     """extract, load and db_initializer with one least-privilege role each.
 
-    Each function gets its own security group that may reach only its own
-    database(s) on the PostgreSQL port, the Secrets Manager endpoint and (extract and
-    load) S3; its role may read only its own database secrets and its own side of the
-    stage prefix. Failed asynchronous invocations land in an encrypted queue.
+    Each function gets its own security group that may reach only the Secrets Manager
+    endpoint and (extract and load) S3, plus the database(s) the stack grants it with
+    ``grant_database``; its role gets only what the stack grants it. Failed
+    asynchronous invocations land in an encrypted queue.
     """
 
     def __init__(
@@ -104,33 +108,8 @@ class Functions(Construct):
         self._code_root = code_root
         self._removal_policy = removal_policy
         self.log_groups: dict[str, logs.LogGroup] = {}
-
-        self.failure_queue = sqs.Queue(
-            self,
-            "FailedInvocations",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            removal_policy=removal_policy,
-        )
-        self.dependencies_layer = lambda_.LayerVersion(
-            self,
-            "DependenciesLayer",
-            code=lambda_.Code.from_asset(str(layers.dependencies)),
-            compatible_runtimes=[defaults.RUNTIME],
-            compatible_architectures=[defaults.ARCHITECTURE],
-            description="dbt-core, dbt-postgres, psycopg2, Powertools (requirements/lambda.txt)",
-            removal_policy=removal_policy,
-        )
-        self.common_layer = lambda_.LayerVersion(
-            self,
-            "CommonLayer",
-            code=lambda_.Code.from_asset(str(layers.common), exclude=ASSET_EXCLUDE),
-            compatible_runtimes=[defaults.RUNTIME],
-            compatible_architectures=[defaults.ARCHITECTURE],
-            description="The dbt_project package and the dbt project at /opt/dbt",
-            removal_policy=removal_policy,
-        )
+        self.failure_queue = self._failure_queue()
+        self.dependencies_layer, self.common_layer = self._layers(layers)
 
         source_environment = _database_environment("SOURCE", source)
         target_environment = _database_environment("TARGET", target)
@@ -146,13 +125,6 @@ class Functions(Construct):
             "DbInitializer",
             environment={**source_environment, **target_environment},
         )
-
-        self._allow_database(self.extract, source, "extract")
-        self._allow_database(self.load, target, "load")
-        self._allow_database(self.db_initializer, source, "db_initializer")
-        self._allow_database(self.db_initializer, target, "db_initializer")
-        stage.grant_write_stage(self.extract)
-        stage.grant_read_stage(self.load)
         for function in (self.extract, self.load):
             # S3 is reached through the gateway endpoint: its addresses are the S3 prefix
             # list, which CloudFormation cannot name; the isolated subnets have no other
@@ -169,15 +141,57 @@ class Functions(Construct):
             DB_INITIALIZER.name: self.db_initializer,
         }
 
+    def _failure_queue(self) -> sqs.Queue:
+        queue = sqs.Queue(
+            self,
+            "FailedInvocations",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=self._removal_policy,
+        )
+        acknowledge(
+            queue,
+            "AwsSolutions-SQS3",
+            "This queue is itself the dead-letter destination: the on-failure destination "
+            "of the functions' asynchronous invocations after their retries. A dead-letter "
+            "queue of it would add nothing. It keeps messages 14 days and an alarm fires on "
+            "the first.",
+        )
+        return queue
+
+    def _layers(self, layers: LayerDirs) -> tuple[lambda_.LayerVersion, lambda_.LayerVersion]:
+        dependencies = lambda_.LayerVersion(
+            self,
+            "DependenciesLayer",
+            code=lambda_.Code.from_asset(str(layers.dependencies)),
+            compatible_runtimes=[defaults.RUNTIME],
+            compatible_architectures=[defaults.ARCHITECTURE],
+            description="dbt-core, dbt-postgres, psycopg2, Powertools (requirements/lambda.txt)",
+            removal_policy=self._removal_policy,
+        )
+        common = lambda_.LayerVersion(
+            self,
+            "CommonLayer",
+            code=lambda_.Code.from_asset(str(layers.common), exclude=ASSET_EXCLUDE),
+            compatible_runtimes=[defaults.RUNTIME],
+            compatible_architectures=[defaults.ARCHITECTURE],
+            description="The dbt_project package and the dbt project at /opt/dbt",
+            removal_policy=self._removal_policy,
+        )
+        return dependencies, common
+
+    def grant_database(self, name: str, database: DatabaseEndpoint) -> None:
+        """Let function ``name`` reach ``database`` on its port and read its secret."""
+        function = self.all[name]
+        database.connections.allow_from(
+            function, ec2.Port.tcp(database.port), f"PostgreSQL from the {name} function"
+        )
+        database.secret.grant_read(function)
+
     def _function(
         self, spec: FunctionSpec, construct_id: str, *, environment: dict[str, str]
     ) -> lambda_.Function:
-        code_dir = self._code_root / spec.name
-        if not (code_dir / "handler.py").is_file():
-            raise FileNotFoundError(
-                f"{code_dir / 'handler.py'} is missing: each function's code is "
-                "lambdas/<name>/handler.py exposing handler(event, context)"
-            )
         security_group = ec2.SecurityGroup(
             self,
             f"{construct_id}SecurityGroup",
@@ -185,15 +199,7 @@ class Functions(Construct):
             description=f"{spec.name} function: egress to its databases and endpoints only",
             allow_all_outbound=False,
         )
-        role = iam.Role(
-            self,
-            f"{construct_id}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Execution role of the {spec.name} function",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(actions=list(VPC_NETWORK_INTERFACE_ACTIONS), resources=["*"])
-        )
+        role = self._role(spec, construct_id)
         log_group = logs.LogGroup(
             self,
             f"{construct_id}Logs",
@@ -202,7 +208,6 @@ class Functions(Construct):
         )
         log_group.grant_write(role)
         self.log_groups[spec.name] = log_group
-        statement_timeout = spec.timeout.minus(defaults.STATEMENT_TIMEOUT_MARGIN)
         function = lambda_.Function(
             self,
             construct_id,
@@ -210,7 +215,7 @@ class Functions(Construct):
             runtime=defaults.RUNTIME,
             architecture=defaults.ARCHITECTURE,
             handler=defaults.HANDLER,
-            code=lambda_.Code.from_asset(str(code_dir), exclude=ASSET_EXCLUDE),
+            code=self._code(spec),
             layers=[self.dependencies_layer, self.common_layer],
             role=role,
             timeout=spec.timeout,
@@ -225,30 +230,67 @@ class Functions(Construct):
             retry_attempts=spec.retry_attempts,
             max_event_age=defaults.MAX_EVENT_AGE,
             on_failure=destinations.SqsDestination(self.failure_queue),
-            environment={
-                "ETL_DBT_PROJECT_DIR": defaults.DBT_PROJECT_DIR,
-                "DBT_TARGET_PATH": defaults.DBT_TARGET_PATH,
-                "DBT_LOG_PATH": defaults.DBT_LOG_PATH,
-                "DO_NOT_TRACK": "1",
-                "POWERTOOLS_SERVICE_NAME": f"shop-etl-{spec.name.replace('_', '-')}",
-                "POWERTOOLS_METRICS_NAMESPACE": defaults.POWERTOOLS_METRICS_NAMESPACE,
-                "POWERTOOLS_LOG_LEVEL": defaults.POWERTOOLS_LOG_LEVEL,
-                "ETL_STATEMENT_TIMEOUT_MS": str(int(statement_timeout.to_milliseconds())),
-                "ETL_CONNECT_WAIT_SECONDS": str(int(defaults.CONNECT_WAIT.to_seconds())),
-                **environment,
-            },
+            environment=_environment(spec, environment),
+        )
+        acknowledge(
+            function,
+            "AwsSolutions-L1",
+            "Python 3.12 is deliberate: the dependencies layer is pinned and built for "
+            "CPython 3.12 (requirements/lambda.txt), so a runtime upgrade is a reviewed "
+            "change together with a layer rebuild, not a drift. Lambda supports 3.12 "
+            "until 2028.",
         )
         function.connections.allow_to(
             self._secrets_manager_endpoint, ec2.Port.tcp(443), "Secrets Manager endpoint"
         )
         return function
 
-    @staticmethod
-    def _allow_database(function: lambda_.Function, database: DatabaseEndpoint, name: str) -> None:
-        database.connections.allow_from(
-            function, ec2.Port.tcp(database.port), f"PostgreSQL from the {name} function"
+    def _code(self, spec: FunctionSpec) -> lambda_.Code:
+        code_dir = self._code_root / spec.name
+        if not (code_dir / "handler.py").is_file():
+            raise FileNotFoundError(
+                f"{code_dir / 'handler.py'} is missing: each function's code is "
+                "lambdas/<name>/handler.py exposing handler(event, context)"
+            )
+        return lambda_.Code.from_asset(str(code_dir), exclude=ASSET_EXCLUDE)
+
+    def _role(self, spec: FunctionSpec, construct_id: str) -> iam.Role:
+        role = iam.Role(
+            self,
+            f"{construct_id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Execution role of the {spec.name} function",
         )
-        database.secret.grant_read(function)
+        role.add_to_policy(
+            iam.PolicyStatement(actions=list(VPC_NETWORK_INTERFACE_ACTIONS), resources=["*"])
+        )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Only for actions that accept no narrower resource: xray:PutTraceSegments and "
+            "xray:PutTelemetryRecords (active tracing), and the network-interface actions "
+            "Lambda performs for a function in a VPC (the actions of the AWS managed "
+            "AWSLambdaVPCAccessExecutionRole, whose ec2:Describe* calls are '*'-only). "
+            "Every data permission of this role is scoped to one resource.",
+        )
+        return role
+
+
+def _environment(spec: FunctionSpec, own: dict[str, str]) -> dict[str, str]:
+    """What every function is told (dbt paths, Powertools, time limits), plus ``own``."""
+    statement_timeout = spec.timeout.minus(defaults.STATEMENT_TIMEOUT_MARGIN)
+    return {
+        "ETL_DBT_PROJECT_DIR": defaults.DBT_PROJECT_DIR,
+        "DBT_TARGET_PATH": defaults.DBT_TARGET_PATH,
+        "DBT_LOG_PATH": defaults.DBT_LOG_PATH,
+        "DO_NOT_TRACK": "1",
+        "POWERTOOLS_SERVICE_NAME": f"shop-etl-{spec.name.replace('_', '-')}",
+        "POWERTOOLS_METRICS_NAMESPACE": defaults.POWERTOOLS_METRICS_NAMESPACE,
+        "POWERTOOLS_LOG_LEVEL": defaults.POWERTOOLS_LOG_LEVEL,
+        "ETL_STATEMENT_TIMEOUT_MS": str(int(statement_timeout.to_milliseconds())),
+        "ETL_CONNECT_WAIT_SECONDS": str(int(defaults.CONNECT_WAIT.to_seconds())),
+        **own,
+    }
 
 
 def _database_environment(prefix: str, database: DatabaseEndpoint) -> dict[str, str]:

@@ -35,42 +35,7 @@ class Monitoring(Construct):
         alarm_email: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
-        cloudwatch_principal = iam.ServicePrincipal("cloudwatch.amazonaws.com")
-        from_this_account = {"StringEquals": {"aws:SourceAccount": stack.account}}
-
-        self.key = kms.Key(
-            self,
-            "TopicKey",
-            description="Encrypts the ETL alarm topic",
-            enable_key_rotation=True,
-            removal_policy=removal_policy,
-        )
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="CloudWatchAlarmsPublish",
-                principals=[cloudwatch_principal],
-                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                resources=["*"],  # in a key policy, "*" is this key
-                conditions=from_this_account,
-            )
-        )
-        self.topic = sns.Topic(
-            self,
-            "AlarmTopic",
-            display_name="Shop ETL alarms",
-            master_key=self.key,
-            enforce_ssl=True,
-        )
-        self.topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="CloudWatchAlarmsPublish",
-                principals=[cloudwatch_principal],
-                actions=["sns:Publish"],
-                resources=[self.topic.topic_arn],
-                conditions=from_this_account,
-            )
-        )
+        self.key, self.topic = self._encrypted_topic(removal_policy)
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
 
@@ -92,6 +57,44 @@ class Monitoring(Construct):
                 f"{name} holds messages: an invocation failed after all its retries.",
                 action,
             )
+
+    def _encrypted_topic(self, removal_policy: RemovalPolicy) -> tuple[kms.Key, sns.Topic]:
+        """The alarm topic, and its key with a policy that lets CloudWatch publish."""
+        cloudwatch_principal = iam.ServicePrincipal("cloudwatch.amazonaws.com")
+        from_this_account = {"StringEquals": {"aws:SourceAccount": Stack.of(self).account}}
+        key = kms.Key(
+            self,
+            "TopicKey",
+            description="Encrypts the ETL alarm topic",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsPublish",
+                principals=[cloudwatch_principal],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions=from_this_account,
+            )
+        )
+        topic = sns.Topic(
+            self,
+            "AlarmTopic",
+            display_name="Shop ETL alarms",
+            master_key=key,
+            enforce_ssl=True,
+        )
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsPublish",
+                principals=[cloudwatch_principal],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions=from_this_account,
+            )
+        )
+        return key, topic
 
     def _alarm(
         self,

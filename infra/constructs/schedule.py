@@ -1,4 +1,4 @@
-"""The nightly trigger of the extract: EventBridge Scheduler in Tokyo time."""
+"""The nightly trigger of the extract: EventBridge Scheduler in the business time zone."""
 
 from aws_cdk import Duration, RemovalPolicy, Stack, TimeZone
 from aws_cdk import aws_iam as iam
@@ -8,7 +8,11 @@ from aws_cdk import aws_scheduler_targets as targets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from dbt_project.business_calendar import BUSINESS_TIMEZONE
+from infra.nag import acknowledge
+
 NIGHTLY = "cron(0 2 * * ? *)"
+TIME_ZONE = TimeZone.of(BUSINESS_TIMEZONE)
 # Delivery retries of the scheduler itself (the function's own retries come after).
 RETRY_ATTEMPTS = 3
 MAX_EVENT_AGE = Duration.hours(2)
@@ -49,7 +53,7 @@ class NightlySchedule(Construct):
         function: lambda_.IFunction,
         removal_policy: RemovalPolicy,
         expression: str = NIGHTLY,
-        time_zone: TimeZone = TimeZone.ASIA_TOKYO,
+        time_zone: TimeZone = TIME_ZONE,
         retry_attempts: int = RETRY_ATTEMPTS,
         max_event_age: Duration = MAX_EVENT_AGE,
     ) -> None:
@@ -61,6 +65,13 @@ class NightlySchedule(Construct):
             enforce_ssl=True,
             retention_period=Duration.days(14),
             removal_policy=removal_policy,
+        )
+        acknowledge(
+            self.dead_letter_queue,
+            "AwsSolutions-SQS3",
+            "This queue is itself the dead-letter destination: EventBridge Scheduler's DLQ "
+            "for invocations it could not deliver after its retries. A dead-letter queue of "
+            "it would add nothing. It keeps messages 14 days and an alarm fires on the first.",
         )
         # Only EventBridge Scheduler of this account may use the role.
         role = iam.Role(
@@ -75,7 +86,7 @@ class NightlySchedule(Construct):
         self.schedule = scheduler.Schedule(
             self,
             "Schedule",
-            description="Nightly extract of the previous Tokyo business day",
+            description=f"Nightly extract of the previous {time_zone.timezone_name} business day",
             schedule=scheduler.ScheduleExpression.expression(expression, time_zone),
             target=_InvokeUnqualified(
                 function,

@@ -9,6 +9,7 @@ from aws_cdk import aws_s3 as s3
 from cdk_nag import AwsSolutionsChecks
 
 from infra.app import DEFAULT_STACK_NAME
+from infra.layers import REPO_ROOT
 
 from .conftest import build_test_app
 
@@ -121,3 +122,10 @@ def test_the_gate_reports_an_insecure_addition(base_context, tmp_path):
     assert all(path in {"UnloggedUnencryptedBucket", "SshFromAnywhere"} for _, path in reported)
     with pytest.raises(Exception, match="ValidationFailed|Validation failed"):
         app.synth()
+
+
+def test_acknowledgments_sit_in_the_constructs_not_in_the_stack():
+    """The stack wires; each construct acknowledges findings on what it creates."""
+    source = (REPO_ROOT / "infra" / "stack.py").read_text()
+    assert "acknowledge(" not in source
+    assert "Acknowledgment(" not in source

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from typing import Any
@@ -9,10 +10,18 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 
+from dbt_project.business_calendar import BUSINESS_TIMEZONE
+from dbt_project.layout import DATA_PREFIX, MANIFEST_NAME
 from infra import lambda_defaults
 from infra.app import build_app
 from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD, VPC_NETWORK_INTERFACE_ACTIONS
-from infra.layers import BUILD_COMMAND, LAMBDA_PIP_PLATFORM, LAMBDA_PYTHON_VERSION, LayersNotBuilt
+from infra.layers import (
+    BUILD_COMMAND,
+    LAMBDA_PIP_PLATFORM,
+    LAMBDA_PYTHON_VERSION,
+    REPO_ROOT,
+    LayersNotBuilt,
+)
 
 from .conftest import cdk_json_context
 
@@ -549,3 +558,32 @@ def test_synthesis_without_layers_names_the_build_command(tmp_path, code_root):
     }
     with pytest.raises(LayersNotBuilt, match=re.escape(BUILD_COMMAND)):
         build_app(context, outdir=str(tmp_path / "out"))
+
+
+# --- one place for each fact --------------------------------------------------------
+
+
+def string_literals(tree: ast.AST) -> list[ast.Constant]:
+    """Every string constant in ``tree`` except docstrings."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
+
+
+def test_infra_imports_the_stage_layout_and_time_zone_instead_of_repeating_them():
+    facts = (DATA_PREFIX, MANIFEST_NAME, BUSINESS_TIMEZONE)
+    for path in sorted((REPO_ROOT / "infra").rglob("*.py")):
+        for node in string_literals(ast.parse(path.read_text())):
+            repeated = [fact for fact in facts if fact in node.value]
+            assert not repeated, f"{path.relative_to(REPO_ROOT)}:{node.lineno} repeats {repeated}"
