@@ -13,8 +13,13 @@ from datetime import UTC, date, datetime, timedelta
 
 from psycopg2 import sql
 
+from dbt_project.analytics_schema import (
+    ANALYTICS_SCHEMA,
+    EXTRA_COLUMNS,
+    META_SCHEMA,
+    REQUIRED_TABLES,
+)
 from dbt_project.contracts import MARTS, contract
-from dbt_project.load import ANALYTICS_SCHEMA, EXTRA_COLUMNS, META_SCHEMA, REQUIRED_TABLES
 from dbt_project.source_db import create_source_tables
 
 REGIONS = ("北海道", "東北", "関東", "東京", "中部", "近畿", "大阪", "中国", "四国", "九州")

@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from dbt_project.analytics_schema import REQUIRED_TABLES
 from dbt_project.db import PgSettings, connect
-from dbt_project.load import REQUIRED_TABLES
-from dbt_project.manifest import manifest_key
-from dbt_project.pipeline import unload_night
+from dbt_project.layout import manifest_key
 from dbt_project.source_db import create_source_tables, load_sample_data
 from dbt_project.stage import LocalStage
 from dbt_project.target_db import create_target_tables
-from dbt_project.unload import Relation
+from dbt_project.unload import Relation, unload_night
 
 from . import child
 from .data import Night, ShopHistory, build_night, build_shop, prepare_target

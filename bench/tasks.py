@@ -18,9 +18,10 @@ from pathlib import Path
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
+from dbt_project.analytics_schema import ANALYTICS_SCHEMA, EXTRA_COLUMNS, REQUIRED_TABLES
 from dbt_project.contracts import MARTS, contract
 from dbt_project.db import PgSettings, connect
-from dbt_project.load import ANALYTICS_SCHEMA, EXTRA_COLUMNS, REQUIRED_TABLES, load_manifest
+from dbt_project.load import load_manifest
 from dbt_project.manifest import Manifest
 from dbt_project.stage import LocalStage
 from dbt_project.unload import Relation
@@ -174,7 +175,7 @@ def unload_project(
     source: str, schema: str, stage: str, run_date: str, lookback_days: int, extracted_at: str
 ) -> dict:
     """The project's unload of one night: five files (COPY, gzip, SHA-256), manifest last."""
-    from dbt_project.pipeline import unload_night
+    from dbt_project.unload import unload_night
 
     conn = _connect(source)
     relations = {name: Relation(schema, name) for name in REQUIRED_TABLES}
@@ -286,8 +287,9 @@ def extract_calls(source: str, stage: str, days: list[str], lookback_days: int) 
     calls are warm, as in a warm Lambda or a backfill. Reports per call the dbt part
     (parse, node execution by type, the rest) and the unload part.
     """
+    from dbt_project.db import Database
     from dbt_project.dbt_runner import DbtProject
-    from dbt_project.pipeline import Database, extract
+    from dbt_project.pipeline import extract
 
     started = time.perf_counter()
     import dbt.cli.main  # noqa: F401 - timed: every cold start pays it
@@ -326,6 +328,6 @@ def extract_calls(source: str, stage: str, days: list[str], lookback_days: int) 
 
 
 def _target_path(target: str) -> Path:
-    from dbt_project.paths import work_dir
+    from dbt_project.dbt_runner import DbtProject
 
-    return Path(os.environ.get("DBT_TARGET_PATH", work_dir() / "dbt" / f"target-{target}"))
+    return DbtProject().target_path(target)

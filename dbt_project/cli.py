@@ -3,63 +3,62 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import psycopg2
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .business_calendar import DEFAULT_LOOKBACK_DAYS
 from .errors import ConfigError, EtlError, StageError
+from .layout import DATA_PREFIX, MANIFEST_NAME
+from .settings import Settings
 
 
-def _env_default(name: str) -> dict:
-    value = os.environ.get(name)
-    return {"default": value} if value else {}
-
-
-def _database(url: str | None, flag: str, env: str):
-    from .db import PgSettings
-    from .pipeline import Database
+def _database(settings: Settings, url: str | None, flag: str, env: str):
+    from .db import Database, PgSettings
 
     if not url:
         raise ConfigError(
             f"no database given: pass {flag} postgresql://user:pass@host/db or set {env}"
         )
-    timeout = os.environ.get("ETL_STATEMENT_TIMEOUT_MS")
     return Database.from_settings(
-        PgSettings.from_url(url), statement_timeout_ms=int(timeout) if timeout else None
+        PgSettings.from_url(url),
+        statement_timeout_ms=settings.statement_timeout_ms,
+        connect_wait_seconds=settings.connect_wait_seconds,
     )
 
 
 def _source(args):
-    return _database(args.source_url, "--source-url", "ETL_SOURCE_URL")
+    return _database(args.settings, args.source_url, "--source-url", "ETL_SOURCE_URL")
 
 
 def _target(args):
-    return _database(args.target_url, "--target-url", "ETL_TARGET_URL")
+    return _database(args.settings, args.target_url, "--target-url", "ETL_TARGET_URL")
+
+
+def _open_stage(args, uri: str | None):
+    from .stage import open_stage
+
+    return open_stage(uri, s3_max_attempts=args.settings.s3_max_attempts)
 
 
 def _stage(args):
-    from .stage import open_stage
-
-    return open_stage(args.stage)
+    return _open_stage(args, args.stage)
 
 
-def _dbt():
+def _dbt(args):
     from .dbt_runner import DbtProject
 
-    return DbtProject()
+    return DbtProject(settings=args.settings)
 
 
 def split_manifest_uri(uri: str) -> tuple[str, str]:
     """``<stage>/etl-data/D/_manifest.json`` -> (stage URI, key)."""
-    from .stage import DATA_PREFIX
-
     marker = uri.rfind(DATA_PREFIX)
-    if marker < 0 or not uri.endswith("_manifest.json"):
+    if marker < 0 or not uri.endswith(MANIFEST_NAME):
         raise ConfigError(
             f"{uri!r} is not a manifest: give the path or s3:// URI ending in "
-            f"{DATA_PREFIX}YYYY-MM-DD/_manifest.json"
+            f"{DATA_PREFIX}YYYY-MM-DD/{MANIFEST_NAME}"
         )
     return uri[:marker] or ".", uri[marker:]
 
@@ -67,7 +66,7 @@ def split_manifest_uri(uri: str) -> tuple[str, str]:
 def cmd_dev_db(args) -> int:
     from . import devdb
 
-    result = devdb.prepare()
+    result = devdb.prepare(args.settings)
     inserted = ", ".join(f"{table} +{count}" for table, count in result.inserted.items())
     print(f"source database ready: {result.source.display} ({inserted})")
     print(f"analytics database:    {result.target.display}")
@@ -84,7 +83,7 @@ def cmd_init(args) -> int:
     from .pipeline import init
 
     result = init(
-        source=_source(args), target=_target(args), dbt=_dbt(), sample_data=args.sample_data
+        source=_source(args), target=_target(args), dbt=_dbt(args), sample_data=args.sample_data
     )
     if result.sample_rows is not None:
         print("sample data: " + ", ".join(f"{t} +{n}" for t, n in result.sample_rows.items()))
@@ -99,7 +98,12 @@ def cmd_extract(args) -> int:
 
     stage = _stage(args)
     result = extract(
-        args.date, source=_source(args), stage=stage, dbt=_dbt(), lookback_days=args.lookback_days
+        args.date,
+        source=_source(args),
+        stage=stage,
+        dbt=_dbt(args),
+        lookback_days=args.lookback_days,
+        gzip_level=args.settings.gzip_level,
     )
     print(
         f"{result.run_date}: {result.rows_extracted} rows in {result.seconds:.1f}s; "
@@ -110,17 +114,16 @@ def cmd_extract(args) -> int:
 
 def cmd_load(args) -> int:
     from .pipeline import load, raise_for_analytics, test_analytics
-    from .stage import open_stage
 
     stage_uri, key = split_manifest_uri(args.manifest)
     target = _target(args)
-    result = load(target=target, stage=open_stage(stage_uri), manifest=key)
+    result = load(target=target, stage=_open_stage(args, stage_uri), manifest=key)
     print(
         f"{result.run_date}: {result.status}, {result.rows_loaded} rows changed "
         f"in {result.seconds:.1f}s"
     )
     if result.status == "loaded" and not args.skip_tests:
-        raise_for_analytics(test_analytics(target=target, dbt=_dbt()))
+        raise_for_analytics(test_analytics(target=target, dbt=_dbt(args)))
     return 0
 
 
@@ -132,9 +135,10 @@ def cmd_run(args) -> int:
         source=_source(args),
         target=_target(args),
         stage=_stage(args),
-        dbt=_dbt(),
+        dbt=_dbt(args),
         lookback_days=args.lookback_days,
         run_tests=not args.skip_tests,
+        gzip_level=args.settings.gzip_level,
     )
     print(_night_line(night))
     raise_for_analytics(night.tests)
@@ -144,7 +148,8 @@ def cmd_run(args) -> int:
 def cmd_backfill(args) -> int:
     from rich.progress import Progress
 
-    from .pipeline import backfill, date_range, raise_for_analytics
+    from .business_calendar import date_range
+    from .pipeline import backfill, raise_for_analytics
 
     days = date_range(args.start, args.end)
     last = None
@@ -156,9 +161,10 @@ def cmd_backfill(args) -> int:
             source=_source(args),
             target=_target(args),
             stage=_stage(args),
-            dbt=_dbt(),
+            dbt=_dbt(args),
             lookback_days=args.lookback_days,
             run_tests=not args.skip_tests,
+            gzip_level=args.settings.gzip_level,
         ):
             progress.console.print(_night_line(night), soft_wrap=True, highlight=False)
             progress.advance(task)
@@ -186,88 +192,133 @@ def _night_line(night) -> str:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo()
+    return run_demo(args.settings)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _default(value: str | None) -> dict:
+    return {"default": value} if value else {}
+
+
+def _options(settings: Settings) -> dict:
+    """Each option by name: the arguments of ``add_argument``."""
+    return {
+        "date": (("--date",), {"required": True, "help": "business day, YYYY-MM-DD"}),
+        "start": (("--start",), {"required": True, "help": "first business day, YYYY-MM-DD"}),
+        "end": (("--end",), {"required": True, "help": "last business day, YYYY-MM-DD"}),
+        "source": (
+            ("--source-url",),
+            {
+                **_default(settings.source_url),
+                "help": "operational database URL (or ETL_SOURCE_URL)",
+            },
+        ),
+        "target": (
+            ("--target-url",),
+            {**_default(settings.target_url), "help": "analytics database URL (or ETL_TARGET_URL)"},
+        ),
+        "stage": (
+            ("--stage",),
+            {**_default(settings.stage), "help": "a folder or s3://bucket/prefix (or ETL_STAGE)"},
+        ),
+        "window": (
+            ("--lookback-days",),
+            {
+                "type": int,
+                "default": DEFAULT_LOOKBACK_DAYS,
+                "help": "business days each night recomputes, run date included "
+                f"(default {DEFAULT_LOOKBACK_DAYS})",
+            },
+        ),
+        "skip_tests": (
+            ("--skip-tests",),
+            {
+                "action": "store_true",
+                "help": "do not run the analytics-side dbt tests after the load",
+            },
+        ),
+        "sample_data": (
+            ("--sample-data",),
+            {
+                "action": "store_true",
+                "help": "also insert the sample rows that are missing (never overwrites)",
+            },
+        ),
+        "manifest": (
+            ("--manifest",),
+            {
+                "required": True,
+                "help": f"path or s3:// URI of an {DATA_PREFIX}YYYY-MM-DD/{MANIFEST_NAME}",
+            },
+        ),
+    }
+
+
+# name, function, help, options
+_COMMANDS = (
+    ("demo", cmd_demo, "run the whole pipeline on a local PostgreSQL with the sample data", ()),
+    (
+        "dev-db",
+        cmd_dev_db,
+        "start the local PostgreSQL with the sample data, for `dbt build`",
+        (),
+    ),
+    (
+        "init",
+        cmd_init,
+        "create the source and analytics schemas, ledger, roles and views",
+        ("source", "target", "sample_data"),
+    ),
+    (
+        "run",
+        cmd_run,
+        "extract and load one business day",
+        ("date", "source", "target", "stage", "window", "skip_tests"),
+    ),
+    (
+        "extract",
+        cmd_extract,
+        "build, test and unload one business day to the stage",
+        ("date", "source", "stage", "window"),
+    ),
+    (
+        "load",
+        cmd_load,
+        "load one manifest into the analytics database",
+        ("manifest", "target", "skip_tests"),
+    ),
+    (
+        "backfill",
+        cmd_backfill,
+        "run every business day of a range, in order",
+        ("start", "end", "source", "target", "stage", "window", "skip_tests"),
+    ),
+)
+
+
+def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
+    options = _options(settings or Settings.from_env())
     parser = argparse.ArgumentParser(
         prog="etl",
         description="Nightly dbt ETL from the shop database to the analytics database.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+    for name, function, help, wanted in _COMMANDS:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(func=func)
-        return sub
-
-    def source(sub):
-        sub.add_argument(
-            "--source-url",
-            **_env_default("ETL_SOURCE_URL"),
-            help="operational database URL (or ETL_SOURCE_URL)",
-        )
-
-    def target(sub):
-        sub.add_argument(
-            "--target-url",
-            **_env_default("ETL_TARGET_URL"),
-            help="analytics database URL (or ETL_TARGET_URL)",
-        )
-
-    def stage(sub):
-        sub.add_argument(
-            "--stage",
-            **_env_default("ETL_STAGE"),
-            help="a folder or s3://bucket/prefix (or ETL_STAGE)",
-        )
-
-    def window(sub):
-        sub.add_argument(
-            "--lookback-days",
-            type=int,
-            default=2,
-            help="business days each night recomputes, run date included (default 2)",
-        )
-
-    def tests(sub):
-        sub.add_argument(
-            "--skip-tests",
-            action="store_true",
-            help="do not run the analytics-side dbt tests after the load",
-        )
-
-    add("demo", cmd_demo, "run the whole pipeline on a local PostgreSQL with the sample data")
-    add("dev-db", cmd_dev_db, "start the local PostgreSQL with the sample data, for `dbt build`")
-    sub = add("init", cmd_init, "create the source and analytics schemas, ledger, roles and views")
-    source(sub), target(sub)
-    sub.add_argument(
-        "--sample-data",
-        action="store_true",
-        help="also insert the sample rows that are missing (never overwrites)",
-    )
-    sub = add("run", cmd_run, "extract and load one business day")
-    sub.add_argument("--date", required=True, help="business day, YYYY-MM-DD")
-    source(sub), target(sub), stage(sub), window(sub), tests(sub)
-    sub = add("extract", cmd_extract, "build, test and unload one business day to the stage")
-    sub.add_argument("--date", required=True, help="business day, YYYY-MM-DD")
-    source(sub), stage(sub), window(sub)
-    sub = add("load", cmd_load, "load one manifest into the analytics database")
-    sub.add_argument(
-        "--manifest",
-        required=True,
-        help="path or s3:// URI of an etl-data/YYYY-MM-DD/_manifest.json",
-    )
-    target(sub), tests(sub)
-    sub = add("backfill", cmd_backfill, "run every business day of a range, in order")
-    sub.add_argument("--start", required=True, help="first business day, YYYY-MM-DD")
-    sub.add_argument("--end", required=True, help="last business day, YYYY-MM-DD")
-    source(sub), target(sub), stage(sub), window(sub), tests(sub)
+        sub.set_defaults(func=function)
+        for option in wanted:
+            flags, kwargs = options[option]
+            sub.add_argument(*flags, **kwargs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except EtlError as exc:
+        print(f"etl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    args = build_parser(settings).parse_args(argv)
+    args.settings = settings
     try:
         return args.func(args)
     except EtlError as exc:

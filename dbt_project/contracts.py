@@ -16,7 +16,7 @@ import yaml
 from psycopg2 import sql
 
 from .errors import StageError
-from .paths import project_dir
+from .settings import current
 
 MARTS = ("customer_analytics", "product_sales_summary", "daily_sales_summary")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -132,14 +132,15 @@ def _model_contract(model: dict) -> TableContract:
 
 @cache
 def load_contracts(root: Path | None = None) -> dict[str, TableContract]:
-    """Every model under models/marts, by name.
+    """Every model under models/marts and models/load_keys, by name.
 
-    dbt_project.yml enforces contracts on the whole folder, so each of these models
+    dbt_project.yml enforces contracts on both folders, so each of these models
     declares its columns with data types and a primary key.
     """
-    root = root or project_dir()
+    root = root or current().project_dir
     contracts: dict[str, TableContract] = {}
-    for path in sorted((root / "models" / "marts").rglob("*.yml")):
+    model_folders = (root / "models" / "marts", root / "models" / "load_keys")
+    for path in sorted(p for folder in model_folders for p in folder.rglob("*.yml")):
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for model in document.get("models", []) or []:
             contracts[model["name"]] = _model_contract(model)

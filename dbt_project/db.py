@@ -1,8 +1,8 @@
-"""Connections: one settings type for URLs and secrets, one connect with a bounded retry."""
+"""Connections: one settings type for URLs and secrets, one connect with a bounded retry,
+and the reusable database handle the pipeline and the Lambda functions share."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -12,6 +12,7 @@ import psycopg2
 import psycopg2.extensions
 
 from .errors import ConfigError, CredentialsError, DatabaseUnavailable
+from .settings import current
 
 # SQLSTATE classes that mean "the server is not ready yet" rather than "you are wrong".
 _AUTH_FAILED = "28P01"
@@ -98,11 +99,12 @@ def connect(
     """Connect, retrying while the server is unreachable or starting, for at most ``wait_seconds``.
 
     Aurora Serverless v2 resuming from 0 ACU refuses or times out connections for
-    ~15 s, so the pipeline waits up to ``ETL_CONNECT_WAIT_SECONDS`` (default 60).
-    Authentication failures are not retried here: the caller may re-read the secret.
+    ~15 s, so the pipeline waits up to ``ETL_CONNECT_WAIT_SECONDS`` (default 60) when
+    the caller gives no bound. Authentication failures are not retried here: the
+    caller may re-read the secret.
     """
     if wait_seconds is None:
-        wait_seconds = float(os.environ.get("ETL_CONNECT_WAIT_SECONDS", "60"))
+        wait_seconds = current().connect_wait_seconds
     options = f"-c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else None
     deadline = time.monotonic() + wait_seconds
     attempt = 0
@@ -163,3 +165,67 @@ def ensure_database(server: PgSettings, dbname: str) -> None:
                 cur.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
     finally:
         conn.close()
+
+
+class Database:
+    """Settings plus one reusable connection; re-reads credentials once if they are refused.
+
+    ``resolve(force)`` returns the settings; with ``force=True`` it must bypass any
+    cache (a rotated secret). Warm Lambda invocations keep the connection.
+    """
+
+    def __init__(
+        self,
+        resolve: Callable[[bool], PgSettings],
+        *,
+        statement_timeout_ms: int | None = None,
+        connect_wait_seconds: float | None = None,
+    ):
+        self._resolve = resolve
+        self._settings: PgSettings | None = None
+        self._conn = None
+        self.statement_timeout_ms = statement_timeout_ms
+        self.connect_wait_seconds = connect_wait_seconds
+
+    @classmethod
+    def from_settings(cls, settings: PgSettings, **kwargs) -> Database:
+        return cls(lambda force: settings, **kwargs)
+
+    @property
+    def settings(self) -> PgSettings:
+        if self._settings is None:
+            self._settings = self._resolve(False)
+        return self._settings
+
+    def _connect(self, settings: PgSettings):
+        return connect(
+            settings,
+            wait_seconds=self.connect_wait_seconds,
+            statement_timeout_ms=self.statement_timeout_ms,
+        )
+
+    def connection(self):
+        if self._conn is not None and not self._conn.closed:
+            try:
+                with self._conn.cursor() as cur:
+                    cur.execute("select 1")
+                self._conn.rollback()
+                return self._conn
+            except Exception:
+                self.close()
+        try:
+            self._conn = self._connect(self.settings)
+        except CredentialsError:
+            fresh = self._resolve(True)
+            if fresh == self._settings:
+                raise
+            self._settings = fresh
+            self._conn = self._connect(fresh)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None

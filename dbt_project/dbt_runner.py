@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from .business_calendar import parse_date
 from .db import PgSettings
 from .errors import ConfigError, DatabaseUnavailable, DataTestsFailed
-from .paths import project_dir, work_dir
+from .settings import Settings, current, quiet_dbt_tracking, scoped_environ
 
 
 def _shm_usable() -> bool:
@@ -39,7 +40,7 @@ def _use_thread_locks() -> None:
 if not _shm_usable():
     _use_thread_locks()
 
-os.environ.setdefault("DO_NOT_TRACK", "1")
+quiet_dbt_tracking()
 
 
 @dataclass(frozen=True)
@@ -95,26 +96,6 @@ def run_vars(
     return values
 
 
-def parse_date(value: date | str, what: str = "date") -> date:
-    if isinstance(value, date):
-        return value
-    try:
-        return (
-            date.fromisoformat(str(value).strip())
-            if len(str(value).strip()) == 10
-            else _bad(value, what)
-        )
-    except ValueError:
-        return _bad(value, what)
-
-
-def _bad(value, what: str):
-    raise ConfigError(
-        f"{what} {value!r} is not a real calendar date; "
-        "use the ISO form YYYY-MM-DD, e.g. 2026-11-25"
-    )
-
-
 # Vars that only macros read while a node runs. Any other var may shape the parsed
 # project (the sources' schema does), so a change to it means a new parse.
 _RUNTIME_VARS = frozenset({"run_date", "lookback_days"})
@@ -134,8 +115,9 @@ class DbtProject:
     time (the functions that run dbt have reserved concurrency 1).
     """
 
-    def __init__(self, root: Path | None = None):
-        self.root = root or project_dir()
+    def __init__(self, root: Path | None = None, settings: Settings | None = None):
+        self.settings = settings or current()
+        self.root = root or self.settings.project_dir
         self._manifests: dict[tuple, object] = {}
         self._lock = threading.Lock()
 
@@ -161,6 +143,33 @@ class DbtProject:
             manifest.write(str(target_path / "manifest.json"))
         return dbtRunner(manifest=manifest), None
 
+    def target_path(self, target: str) -> Path:
+        """Where dbt writes the artifacts of ``target`` (its manifest, run results)."""
+        scratch = self.settings.work_dir / "dbt"
+        return self.settings.dbt_target_path or scratch / f"target-{target}"
+
+    def _paths_and_options(self, target: str, dbt_vars) -> tuple[Path, list[str]]:
+        target_path = self.target_path(target)
+        log_path = self.settings.dbt_log_path or self.settings.work_dir / "dbt" / "logs"
+        options = [
+            *("--project-dir", str(self.root), "--profiles-dir", str(self.root)),
+            *("--target", target, "--target-path", str(target_path), "--log-path", str(log_path)),
+        ]
+        if dbt_vars:
+            options += ["--vars", json.dumps(dbt_vars)]
+        return target_path, options
+
+    def _flags(self) -> list[str]:
+        flags = []
+        if self.settings.in_lambda:
+            flags += ["--log-format", "json"]
+        if not self.settings.dbt_verbose:
+            # Failures come back in the results and reach our own error messages.
+            # dbt's debug log file costs about a tenth of a warm build, and in Lambda
+            # it lands in a /tmp nobody reads: ETL_DBT_VERBOSE=1 brings both back.
+            flags += ["--quiet", "--log-level-file", "none"]
+        return flags
+
     def invoke(
         self,
         command: list[str],
@@ -169,35 +178,11 @@ class DbtProject:
         target: str,
         dbt_vars: dict[str, object] | None = None,
     ) -> DbtRun:
-        scratch = work_dir() / "dbt"
-        target_path = Path(os.environ.get("DBT_TARGET_PATH", scratch / f"target-{target}"))
-        log_path = Path(os.environ.get("DBT_LOG_PATH", scratch / "logs"))
-        options = [
-            "--project-dir",
-            str(self.root),
-            "--profiles-dir",
-            str(self.root),
-            "--target",
-            target,
-            "--target-path",
-            str(target_path),
-            "--log-path",
-            str(log_path),
-        ]
-        if dbt_vars:
-            options += ["--vars", json.dumps(dbt_vars)]
-        flags = []
-        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-            flags += ["--log-format", "json"]
-        if os.environ.get("ETL_DBT_VERBOSE") != "1":
-            # Failures come back in the results and reach our own error messages.
-            # dbt's debug log file costs about a tenth of a warm build, and in Lambda
-            # it lands in a /tmp nobody reads: ETL_DBT_VERBOSE=1 brings both back.
-            flags += ["--quiet", "--log-level-file", "none"]
+        target_path, options = self._paths_and_options(target, dbt_vars)
+        flags = self._flags()
         env = settings.dbt_env()
-        timeout = os.environ.get("ETL_STATEMENT_TIMEOUT_MS")
-        if timeout:
-            env["PGOPTIONS"] = f"-c statement_timeout={int(timeout)}"
+        if self.settings.statement_timeout_ms:
+            env["PGOPTIONS"] = f"-c statement_timeout={self.settings.statement_timeout_ms}"
         # What the parsed project depends on; the password and the runtime vars do not
         # change it.
         parse_key = (
@@ -206,20 +191,9 @@ class DbtProject:
             json.dumps({k: v for k, v in (dbt_vars or {}).items() if k not in _RUNTIME_VARS}),
             self._fingerprint(),
         )
-        with self._lock:
-            saved = {name: os.environ.get(name) for name in env}
-            os.environ.update(env)
-            try:
-                runner, failed_parse = self._runner(
-                    parse_key, [*flags, "parse", *options], target_path
-                )
-                result = failed_parse or runner.invoke([*flags, *command, *options])
-            finally:
-                for name, value in saved.items():
-                    if value is None:
-                        os.environ.pop(name, None)
-                    else:
-                        os.environ[name] = value
+        with self._lock, scoped_environ(env):
+            runner, failed_parse = self._runner(parse_key, [*flags, "parse", *options], target_path)
+            result = failed_parse or runner.invoke([*flags, *command, *options])
         return _summarise(result, target_path)
 
 

@@ -13,8 +13,11 @@ from datetime import timedelta
 from psycopg2 import sql
 
 from . import devdb
+from .business_calendar import BUSINESS_TIMEZONE
+from .db import Database
 from .dbt_runner import DbtProject
-from .pipeline import Database, init, raise_for_analytics, run_night
+from .pipeline import init, raise_for_analytics, run_night
+from .settings import Settings
 from .stage import LocalStage
 from .target_db import READER_ROLE
 
@@ -27,7 +30,7 @@ EXAMPLE_QUERIES = (
 REPLAYED_NIGHTS = 7
 
 
-def _history_bounds(source: Database, tz: str = "Asia/Tokyo"):
+def _history_bounds(source: Database, tz: str = BUSINESS_TIMEZONE):
     conn = source.connection()
     with conn.cursor() as cur:
         cur.execute(
@@ -75,25 +78,22 @@ def format_rows(columns: list[str], rows: list[tuple]) -> str:
     return "\n".join(out)
 
 
-def run_demo() -> int:
+def run_demo(settings: Settings | None = None) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(soft_wrap=True)
     started = time.perf_counter()
     with console.status("starting the local PostgreSQL and loading the sample data"):
-        dev = devdb.prepare()
+        dev = devdb.prepare(settings)
     source = Database.from_settings(dev.source)
     target = Database.from_settings(dev.target)
-    dbt = DbtProject()
+    dbt = DbtProject(settings=settings)
     stage = LocalStage(dev.server.data_dir.parent / "stage" if dev.server.data_dir else "stage")
     with console.status("creating the analytics tables, ledger, roles and views"):
         init(source=source, target=target, dbt=dbt, sample_data=True)
     first, last = _history_bounds(source)
     history_end = last - timedelta(days=REPLAYED_NIGHTS)
-    nights = [history_end + timedelta(days=i + 1) for i in range(REPLAYED_NIGHTS)]
-    console.print(f"sample history: {first} .. {last} (business days, Asia/Tokyo)")
-
+    console.print(f"sample history: {first} .. {last} (business days, {BUSINESS_TIMEZONE})")
     with console.status(f"loading the history up to {history_end} in one night"):
         history = run_night(
             history_end,
@@ -108,24 +108,8 @@ def run_demo() -> int:
         f"history: {history.extract.rows_extracted} rows extracted, "
         f"{history.load.rows_loaded} changed in the analytics database ({history.seconds:.1f}s)"
     )
-    with Progress(
-        TextColumn("[bold]nightly runs"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("nights", total=len(nights))
-        for day in nights:
-            night = run_night(
-                day, source=source, target=target, stage=stage, dbt=dbt, run_tests=day == last
-            )
-            changes = sum(t.inserted + t.updated + t.deleted for t in night.load.tables.values())
-            progress.console.print(
-                f"  {day}: extracted {night.extract.rows_extracted} rows, {night.load.status}, "
-                f"{changes} rows changed, {night.seconds:.1f}s"
-            )
-            progress.advance(task)
+    nights = [history_end + timedelta(days=i + 1) for i in range(REPLAYED_NIGHTS)]
+    night = _replay(console, nights, source=source, target=target, stage=stage, dbt=dbt)
     raise_for_analytics(night.tests)
     console.print(f"analytics-side dbt tests passed ({night.tests.seconds:.1f}s)")
 
@@ -140,3 +124,26 @@ def run_demo() -> int:
     console.print(f"  last manifest       {stage.describe(night.extract.manifest_key)}")
     console.print("  lineage             dbt docs generate --static  (target/static_index.html)")
     return 0
+
+
+def _replay(console, nights, **pipeline):
+    """The last nights one by one, as the schedule would run them; the last one tests."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]nightly runs"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("nights", total=len(nights))
+        for day in nights:
+            night = run_night(day, **pipeline, run_tests=day == nights[-1])
+            changes = sum(t.inserted + t.updated + t.deleted for t in night.load.tables.values())
+            progress.console.print(
+                f"  {day}: extracted {night.extract.rows_extracted} rows, {night.load.status}, "
+                f"{changes} rows changed, {night.seconds:.1f}s"
+            )
+            progress.advance(task)
+    return night

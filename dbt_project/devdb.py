@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from . import local_pg
 from .db import PgSettings, connect, ensure_database
-from .paths import work_dir
+from .settings import Settings, current
 from .source_db import create_source_tables, load_sample_data
 
 SOURCE_DB = "shop"
@@ -21,12 +21,15 @@ class DevDatabases:
     inserted: dict[str, int]
 
 
-def prepare() -> DevDatabases:
+def prepare(settings: Settings | None = None) -> DevDatabases:
     """Start or reuse the local server, create both databases, load the sample data.
 
     Safe to re-run: existing rows are kept, only missing sample rows are inserted.
     """
-    server = local_pg.server(work_dir() / "pg")
+    settings = settings or current()
+    server = local_pg.server(
+        settings.work_dir / "pg", url=settings.local_pg_url, port=settings.local_pg_port
+    )
     base = PgSettings.from_url(server.url)
     for name in (SOURCE_DB, TARGET_DB):
         ensure_database(base, name)

@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from urllib.parse import unquote_plus
 
-from .dbt_runner import parse_date
-from .errors import ConfigError
-from .manifest import MANIFEST_NAME
-from .pipeline import (
+from .business_calendar import (
     DEFAULT_LOOKBACK_DAYS,
     MAX_BACKFILL_DAYS_LAMBDA,
+    check_lookback,
     date_range,
+    parse_date,
     previous_business_day,
 )
-from .stage import DATA_PREFIX
+from .errors import ConfigError
+from .layout import DATA_PREFIX, MANIFEST_NAME
 
 EXTRACT_SHAPES = (
     'a schedule ({"scheduled_time": "<ISO time>"} or an EventBridge "Scheduled Event"), '
@@ -36,10 +36,7 @@ class ExtractRequest:
 
 
 def _lookback(event: dict) -> int:
-    value = event.get("lookback_days", DEFAULT_LOOKBACK_DAYS)
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 400:
-        raise ConfigError(f"lookback_days must be a whole number from 1 to 400, not {value!r}")
-    return value
+    return check_lookback(event.get("lookback_days", DEFAULT_LOOKBACK_DAYS))
 
 
 def _timestamp(value) -> datetime:

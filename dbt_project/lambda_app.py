@@ -6,34 +6,26 @@ client, secrets) live at module level so warm invocations reuse them.
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import contextmanager
+from functools import cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from .db import PgSettings
+from .db import Database, PgSettings
 from .dbt_runner import DbtProject
 from .errors import ConfigError, CredentialsError, DatabaseUnavailable
 from .events import parse_extract_event, parse_load_event
 from .observability import logger, metrics, tracer
-from .pipeline import Database, extract, init, load, raise_for_analytics, test_analytics
-from .stage import S3Stage
-
-_cache: dict[str, object] = {}
-
-
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise ConfigError(f"the function's environment lacks {name}; redeploy the stack")
-    return value
+from .pipeline import extract, init, load, raise_for_analytics, test_analytics
+from .settings import DbEndpoint, Settings
+from .stage import S3Stage, s3_client
 
 
-def _secret_settings(prefix: str, force: bool) -> PgSettings:
+def _secret_settings(prefix: str, endpoint: DbEndpoint, sslmode: str, force: bool) -> PgSettings:
     from aws_lambda_powertools.utilities import parameters
 
-    arn = _env(f"{prefix}_DB_SECRET_ARN")
+    arn = endpoint.secret_arn
     try:
         secret = parameters.get_secret(arn, transform="json", force_fetch=force)
     except Exception as exc:
@@ -49,36 +41,43 @@ def _secret_settings(prefix: str, force: bool) -> PgSettings:
             '{"username": ..., "password": ...}'
         )
     return PgSettings(
-        host=_env(f"{prefix}_DB_HOST"),
-        port=int(os.environ.get(f"{prefix}_DB_PORT", "5432")),
-        dbname=_env(f"{prefix}_DB_NAME"),
+        host=endpoint.host,
+        port=endpoint.port,
+        dbname=endpoint.dbname,
         user=secret["username"],
         password=secret["password"],
-        sslmode=os.environ.get("ETL_PG_SSLMODE", "require"),
+        sslmode=sslmode,
     )
 
 
-def database(prefix: str) -> Database:
-    key = f"db:{prefix}"
-    if key not in _cache:
-        timeout = os.environ.get("ETL_STATEMENT_TIMEOUT_MS")
-        _cache[key] = Database(
-            lambda force: _secret_settings(prefix, force),
-            statement_timeout_ms=int(timeout) if timeout else None,
-        )
-    return _cache[key]  # type: ignore[return-value]
+# Factories cached on the settings they are made from: a warm invocation with the
+# same environment reuses the connection, the parsed dbt project and the S3 client.
 
 
-def dbt() -> DbtProject:
-    if "dbt" not in _cache:
-        _cache["dbt"] = DbtProject()
-    return _cache["dbt"]  # type: ignore[return-value]
+@cache
+def database(settings: Settings, prefix: str) -> Database:
+    endpoint = settings.endpoint(prefix)
+    return Database(
+        lambda force: _secret_settings(prefix, endpoint, settings.function_sslmode, force),
+        statement_timeout_ms=settings.statement_timeout_ms,
+        connect_wait_seconds=settings.connect_wait_seconds,
+    )
 
 
-def stage() -> S3Stage:
-    if "stage" not in _cache:
-        _cache["stage"] = S3Stage(_env("S3_BUCKET"))
-    return _cache["stage"]  # type: ignore[return-value]
+@cache
+def dbt(settings: Settings) -> DbtProject:
+    return DbtProject(settings=settings)
+
+
+@cache
+def stage(settings: Settings) -> S3Stage:
+    return S3Stage(settings.require_bucket(), client=s3_client(settings.s3_max_attempts))
+
+
+def reset() -> None:
+    """Forget every cached object, as a cold start would."""
+    for factory in (database, dbt, stage):
+        factory.cache_clear()
 
 
 @contextmanager
@@ -93,16 +92,18 @@ def _count_connection_errors():
 @tracer.capture_method
 def handle_extract(event) -> dict:
     request = parse_extract_event(event)
+    settings = Settings.from_env()
     results = []
     with _count_connection_errors():
         for day in request.days:
             logger.append_keys(run_date=day.isoformat())
             result = extract(
                 day,
-                source=database("SOURCE"),
-                stage=stage(),
-                dbt=dbt(),
+                source=database(settings, "SOURCE"),
+                stage=stage(settings),
+                dbt=dbt(settings),
                 lookback_days=request.lookback_days,
+                gzip_level=settings.gzip_level,
             )
             metrics.add_metric(name="ExtractionTime", unit=MetricUnit.Seconds, value=result.seconds)
             metrics.add_metric(
@@ -130,14 +131,15 @@ def handle_extract(event) -> dict:
 
 @tracer.capture_method
 def handle_load(event) -> dict:
-    request = parse_load_event(event, _env("S3_BUCKET"))
+    settings = Settings.from_env()
+    request = parse_load_event(event, settings.require_bucket())
     for key in request.ignored:
         logger.info("ignored an object that is not a manifest", extra={"key": key})
     loads = []
-    target = database("TARGET")
+    target = database(settings, "TARGET")
     with _count_connection_errors():
         for key in request.manifest_keys:
-            result = load(target=target, stage=stage(), manifest=key)
+            result = load(target=target, stage=stage(settings), manifest=key)
             logger.append_keys(run_date=result.run_date.isoformat())
             metrics.add_metric(
                 name="S3ReadTime", unit=MetricUnit.Seconds, value=result.read_seconds
@@ -163,7 +165,7 @@ def handle_load(event) -> dict:
             )
         if any(item["status"] == "loaded" for item in loads):
             started = time.perf_counter()
-            tests = test_analytics(target=target, dbt=dbt())
+            tests = test_analytics(target=target, dbt=dbt(settings))
             logger.info(
                 "analytics tests",
                 extra={
@@ -188,10 +190,14 @@ def handle_init(event) -> dict:
     sample = event.get("sample_data", False)
     if not isinstance(sample, bool):
         raise ConfigError(f"sample_data must be true or false, not {sample!r}")
+    settings = Settings.from_env()
     started = time.perf_counter()
     with _count_connection_errors():
         result = init(
-            source=database("SOURCE"), target=database("TARGET"), dbt=dbt(), sample_data=sample
+            source=database(settings, "SOURCE"),
+            target=database(settings, "TARGET"),
+            dbt=dbt(settings),
+            sample_data=sample,
         )
     metrics.add_metric(
         name="InitTime", unit=MetricUnit.Seconds, value=time.perf_counter() - started

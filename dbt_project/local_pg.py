@@ -18,8 +18,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, DatabaseUnavailable
+from .settings import DEFAULT_LOCAL_PG_PORT
 
-DEFAULT_PORT = 54329
+DEFAULT_PORT = DEFAULT_LOCAL_PG_PORT
 _SYSTEM_USER = "embedded_postgres"  # the server refuses to run as root
 
 
@@ -96,6 +97,23 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _initdb(data_dir: Path, password: str | None) -> None:
+    args = [str(_bin("initdb")), "-D", str(data_dir), "--auth-local=trust"]
+    args += ["--encoding=UTF8", "--locale=C.UTF-8", "-U", "postgres"]
+    # initdb wants an empty data directory: the password file sits beside it.
+    pwfile = data_dir.parent / f".{data_dir.name}.pwfile"
+    if password:
+        pwfile.write_text(password)
+        pwfile.chmod(0o644)
+        args += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+    else:
+        args += ["--auth-host=trust"]
+    try:
+        _run_as_owner(args)
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
 def start_embedded(data_dir: Path, port: int = DEFAULT_PORT, password: str | None = None) -> Server:
     """Start (or reuse) an embedded server for ``data_dir`` listening on ``port``.
 
@@ -113,20 +131,7 @@ def start_embedded(data_dir: Path, port: int = DEFAULT_PORT, password: str | Non
     data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_for_root(data_dir)
     if not (data_dir / "PG_VERSION").exists():
-        args = [str(_bin("initdb")), "-D", str(data_dir), "--auth-local=trust"]
-        args += ["--encoding=UTF8", "--locale=C.UTF-8", "-U", "postgres"]
-        # initdb wants an empty data directory: the password file sits beside it.
-        pwfile = data_dir.parent / f".{data_dir.name}.pwfile"
-        if password:
-            pwfile.write_text(password)
-            pwfile.chmod(0o644)
-            args += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
-        else:
-            args += ["--auth-host=trust"]
-        try:
-            _run_as_owner(args)
-        finally:
-            pwfile.unlink(missing_ok=True)
+        _initdb(data_dir, password)
     if _port_open(port):
         raise ConfigError(
             f"port {port} is already taken by another program: stop it, or choose another "
@@ -174,10 +179,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server(data_dir: Path, port: int | None = None) -> Server:
-    """The server the local loop uses: ``ETL_PG_URL`` if set, else the embedded one."""
-    external = os.environ.get("ETL_PG_URL")
-    if external:
-        return Server(url=external, embedded=False)
-    port = port or int(os.environ.get("ETL_PG_PORT", DEFAULT_PORT))
+def server(data_dir: Path, *, url: str | None = None, port: int = DEFAULT_PORT) -> Server:
+    """The server the local loop uses: ``url`` (``ETL_PG_URL``) if set, else the embedded one."""
+    if url:
+        return Server(url=url, embedded=False)
     return start_embedded(data_dir, port)

@@ -13,22 +13,15 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 
+from .analytics_schema import REQUIRED_TABLES
 from .contracts import contract, normalise_type
 from .errors import StageError
-from .stage import DATA_PREFIX, check_key
+from .layout import day_prefix, manifest_key
+from .stage import check_key
+from .staged_format import FILE_FORMAT
 
 FORMAT_VERSION = 1
-FILE_FORMAT = "postgresql-text+gzip"
-MANIFEST_NAME = "_manifest.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def day_prefix(run_date: date) -> str:
-    return f"{DATA_PREFIX}{run_date.isoformat()}/"
-
-
-def manifest_key(run_date: date) -> str:
-    return day_prefix(run_date) + MANIFEST_NAME
 
 
 @dataclass(frozen=True)
@@ -137,12 +130,6 @@ class Manifest:
                     f"(file: {found}, pk {entry.primary_key}; contract: {wanted}, pk "
                     f"{list(expected.primary_key)}); deploy the same project version on both sides"
                 )
-        missing = set(_required_tables()) - seen
+        missing = set(REQUIRED_TABLES) - seen
         if missing:
             raise StageError(f"manifest {key} lacks files for {', '.join(sorted(missing))}")
-
-
-def _required_tables() -> tuple[str, ...]:
-    from .load import REQUIRED_TABLES
-
-    return REQUIRED_TABLES

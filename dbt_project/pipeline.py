@@ -5,80 +5,26 @@ The CLI and the Lambda handlers call these functions and nothing deeper.
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date
 
-from .contracts import MARTS, contract
-from .db import PgSettings, connect
-from .dbt_runner import DbtProject, DbtRun, parse_date, raise_for_failures, run_vars
-from .errors import ConfigError, CredentialsError, DataTestsFailed
-from .load import REQUIRED_TABLES, LoadResult, load_manifest
-from .manifest import Manifest, day_prefix, manifest_key
+from .business_calendar import DEFAULT_LOOKBACK_DAYS, date_range, parse_date
+from .contracts import MARTS
+from .db import Database
+from .dbt_runner import DbtProject, raise_for_failures, run_vars
+from .errors import DataTestsFailed
+from .layout import DBT_ARTIFACTS_FOLDER, day_prefix, manifest_key
+from .load import LoadResult, load_manifest
+from .settings import DEFAULT_GZIP_LEVEL
 from .source_db import create_source_tables, load_sample_data
 from .stage import Stage
 from .target_db import create_roles, create_target_tables
-from .unload import Relation, unload_table
+from .unload import built_relations, unload_night
 
-BUSINESS_TIMEZONE = "Asia/Tokyo"
-DEFAULT_LOOKBACK_DAYS = 2
-MAX_BACKFILL_DAYS_LAMBDA = 31
 EXTRACT_SELECTOR = "extract"
 ANALYTICS_SELECTOR = "analytics_side"
-
-
-class Database:
-    """Settings plus one reusable connection; re-reads credentials once if they are refused.
-
-    ``resolve(force)`` returns the settings; with ``force=True`` it must bypass any
-    cache (a rotated secret). Warm Lambda invocations keep the connection.
-    """
-
-    def __init__(self, resolve: Callable[[bool], PgSettings], *, statement_timeout_ms=None):
-        self._resolve = resolve
-        self._settings: PgSettings | None = None
-        self._conn = None
-        self.statement_timeout_ms = statement_timeout_ms
-
-    @classmethod
-    def from_settings(cls, settings: PgSettings, **kwargs) -> Database:
-        return cls(lambda force: settings, **kwargs)
-
-    @property
-    def settings(self) -> PgSettings:
-        if self._settings is None:
-            self._settings = self._resolve(False)
-        return self._settings
-
-    def connection(self):
-        if self._conn is not None and not self._conn.closed:
-            try:
-                with self._conn.cursor() as cur:
-                    cur.execute("select 1")
-                self._conn.rollback()
-                return self._conn
-            except Exception:
-                self.close()
-        try:
-            self._conn = connect(self.settings, statement_timeout_ms=self.statement_timeout_ms)
-        except CredentialsError:
-            fresh = self._resolve(True)
-            if fresh == self._settings:
-                raise
-            self._settings = fresh
-            self._conn = connect(fresh, statement_timeout_ms=self.statement_timeout_ms)
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
 
 
 @dataclass
@@ -114,35 +60,6 @@ class NightResult:
     seconds: float
 
 
-def previous_business_day(moment: datetime, tz: str = BUSINESS_TIMEZONE) -> date:
-    """The business day before the one ``moment`` falls in (a 02:00 Tokyo run loads yesterday)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)
-
-
-def date_range(start: date | str, end: date | str, *, limit: int | None = None) -> list[date]:
-    first, last = parse_date(start, "start date"), parse_date(end, "end date")
-    if last < first:
-        raise ConfigError(f"the range ends ({last}) before it starts ({first}); swap the dates")
-    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    if limit is not None and len(days) > limit:
-        raise ConfigError(
-            f"a backfill of {len(days)} days ({first}..{last}) is over the limit of {limit}; "
-            f"split it into ranges of at most {limit} days"
-        )
-    return days
-
-
-def _relations(run: DbtRun) -> dict[str, Relation]:
-    nodes = json.loads(run.manifest.read_text())["nodes"]
-    found = {}
-    for node in nodes.values():
-        if node.get("resource_type") == "model" and node["name"] in REQUIRED_TABLES:
-            found[node["name"]] = Relation(node["schema"], node.get("alias") or node["name"])
-    return found
-
-
 def extract(
     run_date: date | str,
     *,
@@ -150,6 +67,7 @@ def extract(
     stage: Stage,
     dbt: DbtProject,
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+    gzip_level: int = DEFAULT_GZIP_LEVEL,
 ) -> ExtractResult:
     """Build the run window of ``run_date`` on the source, test it, unload it, manifest last."""
     started = time.perf_counter()
@@ -175,18 +93,19 @@ def extract(
 
     unload_started = time.perf_counter()
     artifacts = {
-        f"{day_prefix(day)}_dbt/{path.name}": path.read_bytes()
+        f"{day_prefix(day)}{DBT_ARTIFACTS_FOLDER}{path.name}": path.read_bytes()
         for path in (run.run_results, run.manifest)
     }
     manifest = unload_night(
         source.connection(),
-        _relations(run),
+        built_relations(run.manifest),
         stage,
         run_date=day,
         lookback_days=lookback_days,
         extracted_at=extracted_at,
         dbt_invocation_id=run.invocation_id,
         artifacts=artifacts,
+        gzip_level=gzip_level,
     )
     files = manifest.files
     key = manifest_key(day)
@@ -201,56 +120,6 @@ def extract(
         seconds=time.perf_counter() - started,
         dbt_invocation_id=run.invocation_id,
     )
-
-
-def unload_night(
-    conn,
-    relations: dict[str, Relation],
-    stage: Stage,
-    *,
-    run_date: date,
-    lookback_days: int,
-    extracted_at: datetime,
-    dbt_invocation_id: str | None = None,
-    artifacts: dict[str, bytes] | None = None,
-) -> Manifest:
-    """Unload the five built relations of one night, then write its manifest, last."""
-    run_id = str(uuid.uuid4())
-    # Files of each run sit in their own folder: a re-run never overwrites the files
-    # an earlier manifest (perhaps being loaded right now) points to.
-    files_prefix = f"{day_prefix(run_date)}{run_id}/"
-    # One snapshot for all five files, and nothing written on the source.
-    conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
-    try:
-        files = [
-            unload_table(
-                conn, relations[name], contract(name), stage, f"{files_prefix}{name}.tsv.gz"
-            )
-            for name in REQUIRED_TABLES
-        ]
-    finally:
-        # End the snapshot whatever happened (set_session is refused inside a
-        # transaction, which would hide the real error); a dead connection has
-        # nothing left to reset.
-        if not conn.closed:
-            conn.rollback()
-            conn.set_session(isolation_level="DEFAULT", readonly=False)
-    for key, body in (artifacts or {}).items():
-        stage.put_bytes(key, body)
-    manifest = Manifest(
-        run_id=run_id,
-        run_date=run_date,
-        lookback_days=lookback_days,
-        window_start_date=run_date - timedelta(days=lookback_days - 1),
-        business_timezone=BUSINESS_TIMEZONE,
-        extracted_at=extracted_at,
-        dbt_invocation_id=dbt_invocation_id,
-        files=files,
-        created_at=datetime.now(UTC),
-        dbt_artifacts=sorted(artifacts or {}),
-    )
-    stage.put_bytes(manifest_key(run_date), manifest.to_json())
-    return manifest
 
 
 def load(*, target: Database, stage: Stage, manifest: str) -> LoadResult:
@@ -291,9 +160,17 @@ def run_night(
     dbt: DbtProject,
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     run_tests: bool = True,
+    gzip_level: int = DEFAULT_GZIP_LEVEL,
 ) -> NightResult:
     started = time.perf_counter()
-    extracted = extract(run_date, source=source, stage=stage, dbt=dbt, lookback_days=lookback_days)
+    extracted = extract(
+        run_date,
+        source=source,
+        stage=stage,
+        dbt=dbt,
+        lookback_days=lookback_days,
+        gzip_level=gzip_level,
+    )
     loaded = load(target=target, stage=stage, manifest=extracted.manifest_key)
     tests = test_analytics(target=target, dbt=dbt) if run_tests else None
     return NightResult(extracted.run_date, extracted, loaded, tests, time.perf_counter() - started)
@@ -310,6 +187,7 @@ def backfill(
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     limit: int | None = None,
     run_tests: bool = True,
+    gzip_level: int = DEFAULT_GZIP_LEVEL,
 ) -> Iterator[NightResult]:
     """Every day in order; the analytics tests run once, after the last day."""
     days = date_range(start, end, limit=limit)
@@ -323,6 +201,7 @@ def backfill(
             dbt=dbt,
             lookback_days=lookback_days,
             run_tests=run_tests and last,
+            gzip_level=gzip_level,
         )
 
 

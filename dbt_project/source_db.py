@@ -6,7 +6,7 @@ from pathlib import Path
 
 from psycopg2 import sql
 
-from .paths import project_dir
+from .settings import current
 
 # Creation order respects the foreign keys; loading uses the same order.
 SOURCE_TABLES = ("customers", "products", "orders", "order_items")
@@ -61,7 +61,7 @@ def create_source_tables(conn, schema: str = "public") -> None:
 
 
 def seeds_dir() -> Path:
-    return project_dir() / "seeds"
+    return current().project_dir / "seeds"
 
 
 def load_sample_data(conn, schema: str = "public") -> dict[str, int]:

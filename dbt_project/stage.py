@@ -19,10 +19,11 @@ from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, StageError
+from .layout import DATA_PREFIX
+from .settings import current
 
 # S3 multipart parts must be >= 5 MiB (but the last); 8 MiB keeps memory small.
 PART_SIZE = 8 * 1024 * 1024
-DATA_PREFIX = "etl-data/"
 
 
 class Writer(Protocol):
@@ -119,15 +120,16 @@ class LocalStage:
         shutil.rmtree(self.root / check_key(prefix), ignore_errors=True)
 
 
-def s3_client():
+def s3_client(max_attempts: int | None = None):
     """An S3 client with exponential backoff and jitter on every call.
 
+    ``max_attempts`` counts every try (``ETL_S3_MAX_ATTEMPTS`` when not given).
     botocore reads AWS_ENDPOINT_URL itself (the moto server in tests).
     """
     import boto3
     from botocore.config import Config
 
-    attempts = int(os.environ.get("ETL_S3_MAX_ATTEMPTS", "8"))
+    attempts = max_attempts or current().s3_max_attempts
     return boto3.client(
         "s3",
         config=Config(
@@ -310,7 +312,7 @@ class S3Stage:
         return sorted(keys)
 
 
-def open_stage(uri: str) -> LocalStage | S3Stage:
+def open_stage(uri: str | None, *, s3_max_attempts: int | None = None) -> Stage:
     """``s3://bucket/prefix`` or a local folder path (``file://`` accepted)."""
     if not uri:
         raise ConfigError(
@@ -318,7 +320,7 @@ def open_stage(uri: str) -> LocalStage | S3Stage:
         )
     parts = urlsplit(uri)
     if parts.scheme == "s3":
-        return S3Stage(parts.netloc, parts.path)
+        return S3Stage(parts.netloc, parts.path, client=s3_client(s3_max_attempts))
     if parts.scheme == "file":
         return LocalStage(Path(parts.path))
     if parts.scheme:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from psycopg2 import sql
 
-from .contracts import MARTS, contract
-from .load import (
+from .analytics_schema import (
     ANALYTICS_SCHEMA,
     EXTRA_COLUMNS,
     FILLFACTOR,
@@ -13,6 +12,7 @@ from .load import (
     VERSION_COLUMN,
     ledger_ddl,
 )
+from .contracts import MARTS, contract
 
 LOADER_ROLE = "etl_loader"
 READER_ROLE = "etl_reader"

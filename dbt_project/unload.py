@@ -1,61 +1,28 @@
-"""Unload: stream a built model out of PostgreSQL into the stage, compressed and hashed.
+"""Unload: stream the night's built relations out of PostgreSQL into the stage.
 
-``COPY (SELECT ...) TO STDOUT`` in PostgreSQL's text format writes exactly one line
-per row (newlines inside values are escaped), so counting newlines counts rows, and
-the loader can ``COPY ... FROM STDIN`` the same bytes back with no parsing in Python.
+Each relation goes out through ``COPY (SELECT ...) TO STDOUT`` into the staged
+format's compressing sink (``staged_format.py``); the manifest naming every file
+is written last, so its presence means the night's files are complete.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import zlib
+import json
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from psycopg2 import sql
 
-from .contracts import TableContract
-from .manifest import FILE_FORMAT, FileEntry
+from .analytics_schema import REQUIRED_TABLES
+from .business_calendar import BUSINESS_TIMEZONE
+from .contracts import TableContract, contract
+from .layout import day_prefix, manifest_key
+from .manifest import FileEntry, Manifest
+from .settings import DEFAULT_GZIP_LEVEL
 from .stage import Stage
-
-_CHUNK = 1024 * 1024
-# gzip level 1 compresses ~4x faster than the default 6 for a slightly larger file;
-# the unload is bound by compression, the stage by bytes: 1 is the better trade here.
-GZIP_LEVEL = int(os.environ.get("ETL_GZIP_LEVEL", "1"))
-
-
-class _CompressingSink:
-    """Receives COPY output row by row, emits gzip chunks, counts rows and hashes bytes."""
-
-    def __init__(self, out, level: int = GZIP_LEVEL):
-        self.out = out
-        self.compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: gzip container
-        self.sha256 = hashlib.sha256()
-        self.buffer = bytearray()
-        self.rows = 0
-        self.bytes = 0
-
-    def write(self, data: bytes) -> int:
-        self.buffer += data
-        if len(self.buffer) >= _CHUNK:
-            self._compress()
-        return len(data)
-
-    def _compress(self) -> None:
-        chunk = bytes(self.buffer)
-        self.buffer.clear()
-        self.rows += chunk.count(b"\n")
-        self._emit(self.compressor.compress(chunk))
-
-    def _emit(self, data: bytes) -> None:
-        if data:
-            self.sha256.update(data)
-            self.bytes += len(data)
-            self.out.write(data)
-
-    def finish(self) -> None:
-        self._compress()
-        self._emit(self.compressor.flush())
+from .staged_format import CHUNK, FILE_FORMAT, CompressingSink
 
 
 @dataclass(frozen=True)
@@ -64,8 +31,24 @@ class Relation:
     name: str
 
 
+def built_relations(dbt_manifest: Path) -> dict[str, Relation]:
+    """Where dbt built each table the night stages, from its manifest.json."""
+    nodes = json.loads(dbt_manifest.read_text())["nodes"]
+    found = {}
+    for node in nodes.values():
+        if node.get("resource_type") == "model" and node["name"] in REQUIRED_TABLES:
+            found[node["name"]] = Relation(node["schema"], node.get("alias") or node["name"])
+    return found
+
+
 def unload_table(
-    conn, relation: Relation, table: TableContract, stage: Stage, key: str
+    conn,
+    relation: Relation,
+    table: TableContract,
+    stage: Stage,
+    key: str,
+    *,
+    gzip_level: int = DEFAULT_GZIP_LEVEL,
 ) -> FileEntry:
     """Stream ``relation`` (built to ``table``'s contract) into ``key`` on the stage."""
     query = sql.SQL("copy (select {columns} from {relation}) to stdout").format(
@@ -73,8 +56,8 @@ def unload_table(
         relation=sql.Identifier(relation.schema, relation.name),
     )
     with stage.writer(key) as out, conn.cursor() as cur:
-        sink = _CompressingSink(out)
-        cur.copy_expert(query.as_string(conn), sink, size=_CHUNK)
+        sink = CompressingSink(out, gzip_level)
+        cur.copy_expert(query.as_string(conn), sink, size=CHUNK)
         sink.finish()
     return FileEntry(
         table=table.name,
@@ -85,3 +68,63 @@ def unload_table(
         format=FILE_FORMAT,
         **table.as_manifest(),
     )
+
+
+def _unload_files(conn, relations, stage: Stage, prefix: str, gzip_level: int) -> list[FileEntry]:
+    # One snapshot for all five files, and nothing written on the source.
+    conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+    try:
+        return [
+            unload_table(
+                conn,
+                relations[name],
+                contract(name),
+                stage,
+                f"{prefix}{name}.tsv.gz",
+                gzip_level=gzip_level,
+            )
+            for name in REQUIRED_TABLES
+        ]
+    finally:
+        # End the snapshot whatever happened (set_session is refused inside a
+        # transaction, which would hide the real error); a dead connection has
+        # nothing left to reset.
+        if not conn.closed:
+            conn.rollback()
+            conn.set_session(isolation_level="DEFAULT", readonly=False)
+
+
+def unload_night(
+    conn,
+    relations: dict[str, Relation],
+    stage: Stage,
+    *,
+    run_date: date,
+    lookback_days: int,
+    extracted_at: datetime,
+    dbt_invocation_id: str | None = None,
+    artifacts: dict[str, bytes] | None = None,
+    gzip_level: int = DEFAULT_GZIP_LEVEL,
+) -> Manifest:
+    """Unload the five built relations of one night, then write its manifest, last."""
+    run_id = str(uuid.uuid4())
+    # Files of each run sit in their own folder: a re-run never overwrites the files
+    # an earlier manifest (perhaps being loaded right now) points to.
+    prefix = f"{day_prefix(run_date)}{run_id}/"
+    files = _unload_files(conn, relations, stage, prefix, gzip_level)
+    for key, body in (artifacts or {}).items():
+        stage.put_bytes(key, body)
+    manifest = Manifest(
+        run_id=run_id,
+        run_date=run_date,
+        lookback_days=lookback_days,
+        window_start_date=run_date - timedelta(days=lookback_days - 1),
+        business_timezone=BUSINESS_TIMEZONE,
+        extracted_at=extracted_at,
+        dbt_invocation_id=dbt_invocation_id,
+        files=files,
+        created_at=datetime.now(UTC),
+        dbt_artifacts=sorted(artifacts or {}),
+    )
+    stage.put_bytes(manifest_key(run_date), manifest.to_json())
+    return manifest

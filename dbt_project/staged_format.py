@@ -1,0 +1,149 @@
+"""The staged file format: PostgreSQL's COPY text format, gzip-compressed.
+
+Its two halves live here together: the sink that the unload streams ``COPY ... TO
+STDOUT`` into (compressing, counting rows, hashing the compressed bytes) and the
+reader that the load streams into ``COPY ... FROM STDIN`` (decompressing while it
+checks size, hash and row count against what the manifest promised).
+
+The text format writes exactly one line per row (newlines inside values are
+escaped), so counting newlines counts rows on both sides, and the bytes go back
+into PostgreSQL with no parsing in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from typing import Protocol
+
+from .errors import StageError
+from .settings import DEFAULT_GZIP_LEVEL
+
+# The name a manifest gives the format, so that a loader can refuse one it cannot read.
+FILE_FORMAT = "postgresql-text+gzip"
+CHUNK = 1024 * 1024
+_GZIP_CONTAINER = 31  # zlib's wbits for a gzip header and trailer
+
+
+class PromisedFile(Protocol):
+    """What a manifest says of one file."""
+
+    key: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class CompressingSink:
+    """Receives COPY output row by row, emits gzip chunks, counts rows and hashes bytes."""
+
+    def __init__(self, out, level: int = DEFAULT_GZIP_LEVEL):
+        self.out = out
+        self.compressor = zlib.compressobj(level, zlib.DEFLATED, _GZIP_CONTAINER)
+        self.sha256 = hashlib.sha256()
+        self.buffer = bytearray()
+        self.rows = 0
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        if len(self.buffer) >= CHUNK:
+            self._compress()
+        return len(data)
+
+    def _compress(self) -> None:
+        chunk = bytes(self.buffer)
+        self.buffer.clear()
+        self.rows += chunk.count(b"\n")
+        self._emit(self.compressor.compress(chunk))
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.sha256.update(data)
+            self.bytes += len(data)
+            self.out.write(data)
+
+    def finish(self) -> None:
+        self._compress()
+        self._emit(self.compressor.flush())
+
+
+class VerifyingReader:
+    """Feeds COPY FROM STDIN with decompressed bytes while checking what was promised."""
+
+    def __init__(self, raw, entry: PromisedFile):
+        self.raw = raw
+        self.entry = entry
+        self.sha256 = hashlib.sha256()
+        self.decompressor = zlib.decompressobj(_GZIP_CONTAINER)
+        self.bytes = 0
+        self.rows = 0
+        self.read_seconds = 0.0
+        self.pending = b""
+        # psycopg2 turns an exception raised in read() into QueryCanceled: keep the
+        # original so the caller can report what really went wrong.
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._read()
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def _read(self) -> bytes:
+        while True:
+            if self.pending:
+                out, self.pending = self.pending, b""
+                self.rows += out.count(b"\n")
+                return out
+            started = time.perf_counter()
+            chunk = self.raw.read(CHUNK)
+            self.read_seconds += time.perf_counter() - started
+            if not chunk:
+                return self._finish()
+            self.bytes += len(chunk)
+            if self.bytes > self.entry.bytes:
+                raise StageError(
+                    f"{self.entry.key} is larger than its manifest says ({self.entry.bytes} "
+                    "bytes): it was changed after the extract; re-run the extract for that day"
+                )
+            self.sha256.update(chunk)
+            try:
+                self.pending = self.decompressor.decompress(chunk)
+            except zlib.error as exc:
+                raise StageError(
+                    f"{self.entry.key} is corrupted ({exc}); re-run the extract for that day"
+                ) from exc
+
+    readline = read
+
+    def drain(self) -> None:
+        """Read what COPY left unread, so that verify() judges the whole file."""
+        self.pending = b""
+        while self._read():
+            self.pending = b""
+
+    def _finish(self) -> bytes:
+        tail = self.decompressor.flush()
+        if tail:
+            self.rows += tail.count(b"\n")
+            return tail
+        return b""
+
+    def verify(self) -> None:
+        problems = []
+        if self.bytes != self.entry.bytes:
+            problems.append(f"{self.bytes} bytes instead of {self.entry.bytes}")
+        if self.sha256.hexdigest() != self.entry.sha256:
+            problems.append("its SHA-256 differs from the manifest's")
+        if not self.decompressor.eof:
+            problems.append("its gzip stream is cut short")
+        if self.rows != self.entry.rows:
+            problems.append(f"{self.rows} rows instead of {self.entry.rows}")
+        if problems:
+            raise StageError(
+                f"{self.entry.key} does not match its manifest: {'; '.join(problems)}. "
+                "It was changed or damaged after the extract; re-run the extract for that day"
+            )
