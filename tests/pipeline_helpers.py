@@ -6,11 +6,10 @@ from datetime import date, datetime
 
 from psycopg2 import sql
 
+from dbt_project.analytics_schema import ANALYTICS_SCHEMA, META_SCHEMA, REQUIRED_TABLES
 from dbt_project.contracts import contract
 from dbt_project.db import PgSettings, connect
-from dbt_project.load import ANALYTICS_SCHEMA, META_SCHEMA, REQUIRED_TABLES
-from dbt_project.pipeline import unload_night
-from dbt_project.unload import Relation
+from dbt_project.unload import Relation, unload_night
 
 BUILD_SCHEMA = "etl"
 

@@ -20,11 +20,12 @@ from datetime import date, timedelta
 import pytest
 from psycopg2 import sql
 
-from dbt_project.db import PgSettings, connect
+from dbt_project.db import Database, PgSettings, connect
 from dbt_project.dbt_runner import DbtProject
-from dbt_project.manifest import day_prefix
-from dbt_project.pipeline import Database, extract
+from dbt_project.layout import day_prefix
+from dbt_project.pipeline import extract
 from dbt_project.source_db import create_source_tables
+from tests import reference
 from tests.datagen import Shop
 from tests.faults import harness
 from tests.faults.proxy import FaultProxy
@@ -174,6 +175,10 @@ class Nights:
     objects: dict[str, bytes]
     clean: list[dict]
     seconds: float
+    lookbacks: list[int] = field(default_factory=list)  # each night's lookback_days
+    # Orders counted by an earlier night and cancelled on a day after their own day left
+    # the night's lookback window: the late-update path.
+    late_cancelled: list[int] = field(default_factory=list)
 
     @property
     def final(self) -> dict:
@@ -225,14 +230,18 @@ def nights(pg_server, moto_endpoint, dbt, private_work_dir) -> Nights:
     bucket = harness.new_bucket()
     stage = harness.stage_for(bucket)
     database = Database.from_settings(source)
-    days, keys, run_ids = [], [], []
+    days, keys, run_ids, lookbacks, late_cancelled = [], [], [], [], []
     for index in range(max(harness.soak_nights(), FAULT_NIGHTS) + 1):
         day = HISTORY_END + timedelta(days=index)
-        if index:
-            shop_night(shop, day)
         lookback = (HISTORY_END - FIRST).days + 1 if index == 0 else 2
+        if index:
+            before = reference.order_states(source)
+            shop_night(shop, day)
+            after = reference.order_states(source)
+            late_cancelled += reference.late_cancellations(before, after, day, lookback)
         result = extract(day, source=database, stage=stage, dbt=dbt, lookback_days=lookback)
         days.append(day)
+        lookbacks.append(lookback)
         keys.append(result.manifest_key)
         run_ids.append(result.run_id)
     database.close()
@@ -245,7 +254,7 @@ def nights(pg_server, moto_endpoint, dbt, private_work_dir) -> Nights:
         harness.load_all(target, stage, [key])
         clean.append(snapshot(target))
     harness.drop_databases(pg_server, [target.dbname])
-    yield Nights(source, days, keys, run_ids, objects, clean, seconds)
+    yield Nights(source, days, keys, run_ids, objects, clean, seconds, lookbacks, late_cancelled)
     harness.drop_databases(pg_server, [source.dbname])
 
 

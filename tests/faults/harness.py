@@ -109,11 +109,20 @@ def drop_databases(server: PgSettings, names: Iterable[str]) -> None:
 
 
 def wait_for_backend(
-    conn, *, query_like: str, waiting: str | None = None, count: int = 1, timeout: float = 60
+    conn,
+    *,
+    query_like: str,
+    waiting: str | None = None,
+    count: int = 1,
+    timeout: float = 60,
+    state: str | None = None,
 ) -> list[tuple]:
     """Wait until ``count`` loader sessions run a statement like ``query_like``.
 
-    ``waiting`` is a pg_stat_activity wait_event_type ("Lock") or wait_event ("ClientRead").
+    ``waiting`` is a pg_stat_activity wait_event_type ("Lock") or wait_event ("ClientRead");
+    ``state`` its state: "active" tells a session inside the statement from one idle in
+    its transaction after it (which waits on ClientRead too, showing its last query).
+    Each row is (pid, state, wait_event_type, wait_event, query).
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -122,8 +131,9 @@ def wait_for_backend(
                 "select pid, state, wait_event_type, wait_event, query from pg_stat_activity "
                 "where datname = current_database() and application_name = %s "
                 "and pid <> pg_backend_pid() and query ilike %s "
-                "and (%s::text is null or wait_event_type = %s or wait_event = %s)",
-                (LOADER_APPLICATION, query_like, waiting, waiting, waiting),
+                "and (%s::text is null or wait_event_type = %s or wait_event = %s) "
+                "and (%s::text is null or state = %s)",
+                (LOADER_APPLICATION, query_like, waiting, waiting, waiting, state, state),
             )
             rows = cur.fetchall()
         if len(rows) >= count:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_project.load import _LOAD_LOCK
+from dbt_project.analytics_schema import LOAD_LOCK
 from tests.faults import harness
 from tests.pipeline_helpers import snapshot
 
@@ -30,7 +30,7 @@ def test_two_loads_of_one_manifest_apply_it_once(mode, fault, nights, new_target
     gated = mode == "released together"
     if gated:
         with conn.cursor() as cur:
-            cur.execute("select pg_advisory_lock(%s)", (_LOAD_LOCK,))
+            cur.execute("select pg_advisory_lock(%s)", (LOAD_LOCK,))
 
     loaders = [harness.start_etl(*harness.load_args(bucket, key, target), env=env) for _ in "ab"]
     try:
@@ -40,7 +40,7 @@ def test_two_loads_of_one_manifest_apply_it_once(mode, fault, nights, new_target
             )
             record.check("both seen waiting at the load lock")
             with conn.cursor() as cur:
-                cur.execute("select pg_advisory_unlock(%s)", (_LOAD_LOCK,))
+                cur.execute("select pg_advisory_unlock(%s)", (LOAD_LOCK,))
         results = [harness.finish(p) for p in loaders]
     finally:
         for p in loaders:

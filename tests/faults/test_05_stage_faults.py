@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_project.pipeline import Database, extract
+from dbt_project.db import Database
+from dbt_project.pipeline import extract
 from tests.faults import harness
 from tests.pipeline_helpers import snapshot
 

@@ -13,7 +13,7 @@ import pytest
 from psycopg2 import sql
 
 from dbt_project.errors import CredentialsError
-from dbt_project.manifest import day_prefix
+from dbt_project.layout import day_prefix
 from tests.faults import harness
 from tests.integration.test_lambda import Context, aws, load_handler, s3_event  # noqa: F401
 from tests.pipeline_helpers import snapshot

@@ -14,8 +14,9 @@ import time
 
 import pytest
 
+from dbt_project.analytics_schema import LOAD_LOCK
 from dbt_project.errors import StageError
-from dbt_project.load import _LOAD_LOCK, load_manifest
+from dbt_project.load import load_manifest
 from dbt_project.stage import s3_client
 from tests.faults import harness
 from tests.pipeline_helpers import snapshot
@@ -86,7 +87,7 @@ def test_a_tampered_manifest_is_rejected_before_any_sql(
     before = snapshot(target)
     conn = harness.admin(target)
     with conn.cursor() as cur:
-        cur.execute("select pg_advisory_lock(%s)", (_LOAD_LOCK,))
+        cur.execute("select pg_advisory_lock(%s)", (LOAD_LOCK,))
     try:
         started = time.monotonic()
         # A loader that reached SQL would wait on the lock until this timeout cancels it.
@@ -95,7 +96,7 @@ def test_a_tampered_manifest_is_rejected_before_any_sql(
         elapsed = time.monotonic() - started
     finally:
         with conn.cursor() as cur:
-            cur.execute("select pg_advisory_unlock(%s)", (_LOAD_LOCK,))
+            cur.execute("select pg_advisory_unlock(%s)", (LOAD_LOCK,))
     assert code == 5, (out, err)
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     record.check(f"rejected in {elapsed:.1f}s with the load lock held, exit 5: {harness.said(err)}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_project.db import connect
+from dbt_project.db import Database, connect
 from dbt_project.errors import DataTestsFailed
-from dbt_project.pipeline import Database, extract
+from dbt_project.pipeline import extract
 from tests.faults import harness
 
 ORPHAN_ORDER, MISSING_CUSTOMER = 990001, 424242

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import time
 
-from dbt_project.load import _LOAD_LOCK
+from dbt_project.analytics_schema import LOAD_LOCK
 from tests import reference
 from tests.faults import harness
 from tests.pipeline_helpers import snapshot
@@ -36,15 +36,29 @@ def test_soak_nights_in_order_equal_the_reference(fault, nights, new_target):
     assert all(row[2] for row in ledger)
     record.check(f"{len(ledger)} ledger rows, one per night, all loaded ({seconds:.1f}s of loads)")
 
-    expected = reference.marts(reference.fetch_source(nights.source), as_of=nights.days[-1])
+    # The generated traffic holds the path under test: a counted order cancelled after
+    # its day left the lookback window.
+    assert nights.late_cancelled, "no order was cancelled after its day left the lookback window"
+    shop = reference.fetch_source(nights.source)
+    expected = reference.marts(shop, as_of=nights.days[-1])
     actual = reference.read_marts(target)
     for table in expected:
         missing = expected[table].keys() - actual[table].keys()
         extra = actual[table].keys() - expected[table].keys()
         assert not missing and not extra, (table, sorted(missing)[:5], sorted(extra)[:5])
     assert harness.without_as_of(actual) == harness.without_as_of(expected)
+    customers = actual["customer_analytics"]
+    touched = reference.as_of_dates(shop, list(zip(nights.days, nights.lookbacks, strict=True)))
+    assert {c: row["as_of_date"] for c, row in customers.items()} == {
+        c: touched.get(c) for c in customers
+    }
+    assert all(row["last_order_date"] <= row["as_of_date"] for row in customers.values())
     sizes = ", ".join(f"{len(rows)} {table}" for table, rows in actual.items())
-    record.check(f"every row equals the reference computed from the source ({sizes})")
+    record.check(
+        f"every row equals the reference computed from the source ({sizes}); each "
+        f"customer as of the last night that touched it; "
+        f"{len(nights.late_cancelled)} cancellations older than the lookback window"
+    )
 
 
 def test_soak_nights_loaded_by_overlapping_processes(fault, nights, new_target, moto_endpoint):
@@ -67,7 +81,7 @@ def test_soak_nights_loaded_by_overlapping_processes(fault, nights, new_target, 
     env = harness.cli_env(moto_endpoint)
     gate = harness.admin(target)
     with gate.cursor() as cur:
-        cur.execute("select pg_advisory_lock(%s)", (_LOAD_LOCK,))
+        cur.execute("select pg_advisory_lock(%s)", (LOAD_LOCK,))
     pending = list(deliveries)
     running: list = []
     results: list[tuple[int, int, str, str]] = []
@@ -87,7 +101,7 @@ def test_soak_nights_loaded_by_overlapping_processes(fault, nights, new_target, 
                     count=PROCESSES,
                 )
                 with gate.cursor() as cur:
-                    cur.execute("select pg_advisory_unlock(%s)", (_LOAD_LOCK,))
+                    cur.execute("select pg_advisory_unlock(%s)", (LOAD_LOCK,))
                 released = True
             for item in list(running):
                 index, process = item

@@ -23,6 +23,7 @@ import pytest
 
 from dbt_project.db import connect
 from dbt_project.source_db import create_source_tables, load_sample_data
+from tests import reference
 from tests.integration._dbt_helpers import (
     PROJECT_DIR,
     TOKYO,
@@ -382,6 +383,21 @@ def test_windowed_builds_equal_full_builds_restricted_to_their_days(new_database
                 key: row for key, row in full[mart].items() if key[0] in owned_days
             }, (run_date, mart)
         assert windowed["daily_sales_summary"], run_date
+
+        # and each window equals the reference's computation of the keys it owns (a
+        # mistake shared by the windowed and the full build shows here)
+        assert owned_days == reference.owned_days(shop, run_date, lookback_days), run_date
+        assert owned_customers == reference.touched_customers(shop, run_date, lookback_days)
+        computed = expected_marts(shop.through(run_date))
+        assert windowed["customer_analytics"] == {
+            key: {**row, "as_of_date": run_date}
+            for key, row in computed["customer_analytics"].items()
+            if key[0] in owned_customers
+        }, run_date
+        for mart in ("product_sales_summary", "daily_sales_summary"):
+            assert windowed[mart] == {
+                key: row for key, row in computed[mart].items() if key[0] in owned_days
+            }, (run_date, mart)
 
         # and the cases the data was made for did occur
         if n == 0:

@@ -15,10 +15,10 @@ import pytest
 from psycopg2 import sql
 
 from dbt_project import lambda_app, observability
-from dbt_project.db import connect
+from dbt_project.db import Database, connect
 from dbt_project.demo import EXAMPLE_QUERIES, run_example_queries
 from dbt_project.errors import ConfigError, CredentialsError
-from dbt_project.pipeline import Database
+from dbt_project.settings import Settings
 from tests import reference
 from tests.pipeline_helpers import snapshot
 
@@ -90,7 +90,7 @@ def aws(new_database, s3_bucket, monkeypatch, tmp_path, pg_server):
     # environment is set before any import.
     monkeypatch.setattr(observability.metrics, "namespace", "ShopEtl")
     monkeypatch.setattr(observability.metrics, "service", "shop-etl")
-    lambda_app._cache.clear()
+    lambda_app.reset()
     from aws_lambda_powertools.utilities import parameters
 
     parameters.clear_caches()
@@ -102,10 +102,7 @@ def aws(new_database, s3_bucket, monkeypatch, tmp_path, pg_server):
         "bucket": s3_bucket,
         "secrets": secrets,
     }
-    for item in lambda_app._cache.values():
-        if isinstance(item, Database):
-            item.close()
-    lambda_app._cache.clear()
+    lambda_app.reset()
 
 
 def s3_event(bucket, key):
@@ -189,7 +186,7 @@ def test_duplicate_s3_delivery_is_a_no_op(aws):
     assert snapshot(aws["target"]) == before
 
 
-def test_a_rotated_password_is_re_read_once_and_the_night_succeeds(aws):
+def test_a_rotated_password_is_re_read_once_and_the_night_succeeds(aws, monkeypatch):
     init, extract = load_handler("db_initializer"), load_handler("extract")
     init({"sample_data": True}, Context("db_initializer"))  # caches the first secret
     conn = connect(aws["source"])
@@ -204,12 +201,27 @@ def test_a_rotated_password_is_re_read_once_and_the_night_succeeds(aws):
             SecretId=arn,
             SecretString=json.dumps({"username": aws["user"], "password": "second-password"}),
         )
-    for (
-        item
-    ) in lambda_app._cache.values():  # a new container: no open connection, warm secret cache
-        if isinstance(item, Database):
-            item.close()
+    # As in a container whose connections were dropped: warm secret cache, no connection.
+    for prefix in ("SOURCE", "TARGET"):
+        lambda_app.database(Settings.from_env(), prefix).close()
+    # Every GetSecretValue from here on (a cache hit never reaches the provider's _get).
+    from aws_lambda_powertools.utilities.parameters.secrets import SecretsProvider
+
+    reads: list[str] = []
+    fetch = SecretsProvider._get
+
+    def counted(self, name, **sdk_options):
+        reads.append(name)
+        return fetch(self, name, **sdk_options)
+
+    monkeypatch.setattr(SecretsProvider, "_get", counted)
     assert extract({"run_date": "2026-11-25"}, Context("extract"))["status"] == "extracted"
+    # The stale cached password is refused once; the secret is read again exactly once.
+    assert reads == [aws["arns"]["SOURCE"]]
+    # and the fresh secret is cached: a new connection reads nothing
+    lambda_app.database(Settings.from_env(), "SOURCE").close()
+    assert extract({"run_date": "2026-11-25"}, Context("extract"))["status"] == "extracted"
+    assert reads == [aws["arns"]["SOURCE"]]
 
 
 def test_a_wrong_or_missing_secret_fails_clearly_before_any_work(aws, monkeypatch):
@@ -220,7 +232,7 @@ def test_a_wrong_or_missing_secret_fails_clearly_before_any_work(aws, monkeypatc
     )
     with pytest.raises(CredentialsError, match="rejected the credentials"):
         extract({"run_date": "2026-11-25"}, Context("extract"))
-    lambda_app._cache.clear()
+    lambda_app.reset()
     monkeypatch.setenv("SOURCE_DB_SECRET_ARN", aws["arns"]["SOURCE"] + "-missing")
     with pytest.raises(CredentialsError, match="cannot read the source database secret"):
         extract({"run_date": "2026-11-25"}, Context("extract"))

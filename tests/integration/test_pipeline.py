@@ -7,9 +7,9 @@ from datetime import date, timedelta
 import pytest
 
 from dbt_project.cli import main
-from dbt_project.db import connect
+from dbt_project.db import Database, connect
 from dbt_project.dbt_runner import DbtProject
-from dbt_project.pipeline import Database, init, run_night
+from dbt_project.pipeline import init, run_night
 from dbt_project.source_db import create_source_tables
 from dbt_project.stage import LocalStage
 from tests import reference
@@ -18,7 +18,9 @@ from tests.pipeline_helpers import snapshot
 
 FIRST = date(2026, 3, 1)
 HISTORY_END = date(2026, 3, 15)
+HISTORY_LOOKBACK = (HISTORY_END - FIRST).days + 1
 NIGHTS = 4
+LOOKBACK_DAYS = 2
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def prepare_shop(databases, tmp_path, dbt):
     def night(day, **kwargs):
         return run_night(day, source=source, target=target, stage=stage, dbt=dbt, **kwargs)
 
-    night(HISTORY_END, lookback_days=(HISTORY_END - FIRST).days + 1, run_tests=False)
+    night(HISTORY_END, lookback_days=HISTORY_LOOKBACK, run_tests=False)
     return shop, night, source_settings, target_settings, stage
 
 
@@ -70,20 +72,40 @@ def without_as_of(marts):
 def test_nights_with_late_cancellations_reproduce_a_full_rebuild(shop_env):
     shop, night, source, target, _ = shop_env
     last = HISTORY_END
+    nights = [(HISTORY_END, HISTORY_LOOKBACK)]
+    late_cancelled = []
     for i in range(1, NIGHTS + 1):
         day = HISTORY_END + timedelta(days=i)
+        before = reference.order_states(source)
         shop.orders_on(day, 12)
         shop.late_changes(day, 5)  # cancellations and status changes of older orders
         shop.orders_on(
             day + timedelta(days=1), 2
         )  # already in the source at 02:00, not yet counted
-        result = night(day, run_tests=i == NIGHTS)
+        late_cancelled += reference.late_cancellations(
+            before, reference.order_states(source), day, LOOKBACK_DAYS
+        )
+        result = night(day, lookback_days=LOOKBACK_DAYS, run_tests=i == NIGHTS)
+        nights.append((day, LOOKBACK_DAYS))
         last = day
+    # The data holds the path under test: a counted order cancelled after its day left
+    # the lookback window, so only the night's late-update rule can fix that day.
+    assert late_cancelled, "no order was cancelled after its day left the lookback window"
     assert result.tests is not None and result.tests.passed, result.tests
-    expected = reference.marts(reference.fetch_source(source), as_of=last)
+    shop_rows = reference.fetch_source(source)
+    expected = reference.marts(shop_rows, as_of=last)
     actual = reference.read_marts(target)
     assert without_as_of(actual) == without_as_of(expected)
     assert len(actual["daily_sales_summary"]) > 20
+    # Each customer's row is as of the last night that touched it, never before its
+    # last order.
+    customers = actual["customer_analytics"]
+    touched = reference.as_of_dates(shop_rows, nights)
+    assert {c: row["as_of_date"] for c, row in customers.items()} == {
+        c: touched.get(c) for c in customers
+    }
+    assert all(row["last_order_date"] <= row["as_of_date"] for row in customers.values())
+    assert len(set(touched.values())) > 1  # not every customer as of the last night
 
 
 def test_rerun_duplicate_delivery_and_an_empty_day_change_nothing(shop_env):

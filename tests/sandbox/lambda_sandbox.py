@@ -3,13 +3,19 @@
 Lambda runs the handler from ``/var/task`` with its layers merged into ``/opt``; the
 whole file system is read-only except ``/tmp``, there is no ``/dev/shm`` (so
 multiprocessing locks fail), and a function in a VPC without NAT reaches nothing
-outside it. This module reproduces that with Linux mount and network namespaces
-(``unshare -m -n``, needs root):
+outside it; the code runs as an unprivileged user. This module reproduces that with
+Linux mount, pid and network namespaces (``unshare -m -p -n``, needs root):
 
+* the root is a minimal tree of its own: the host's ``/usr`` (libraries and tools)
+  and this interpreter's prefix, an ``/etc`` of a few copied files, and nothing else
+  of the host (no checkout, no ``/run``, no host Unix socket);
 * ``/dev`` is a fresh tmpfs holding null, zero, random, urandom, full and tty only;
 * ``/var`` shows the assembled ``var/`` (``/var/task`` the code, ``/var/runtime`` any
   packages the Lambda runtime would provide) and ``/opt`` the merged layers;
-* every mount is remounted read-only, then a fresh tmpfs goes on ``/tmp``;
+* every mount but ``/tmp`` (a fresh tmpfs), ``/proc`` and ``/dev`` is read-only, checked
+  in ``/proc/self/mountinfo`` before the code starts;
+* the code runs as uid 993 / gid 990 with no capabilities (``setpriv``), so it can
+  neither remount nor write outside ``/tmp``;
 * the network namespace has loopback only (for moto or a local PostgreSQL, reached
   through a Unix socket or a port opened inside). A ``NetworkNamespace`` is one such
   loopback-only network that outlives a single run: servers started in it (and code
@@ -54,32 +60,91 @@ T = TypeVar("T")
 RESULT_MARKER = "\x1esandbox-result:"
 DEFAULT_REGION = "ap-northeast-1"
 
-# Runs as root inside the new namespaces; "$1" is the assembled root, then the argv.
+# Lambda's sandbox user (sbx_user1051): the function never runs as root.
+SANDBOX_UID = 993
+SANDBOX_GID = 990
+# Mount points that stay writable; every other mount must be read-only.
+WRITABLE_MOUNTS = ("/tmp", "/proc", "/sys", "/dev")  # noqa: S108 - the sandbox's own /tmp
+# What the runtime needs from the host's /etc (copied into the sandbox's own /etc).
+_ETC_FILES = ("ld.so.cache", "ld.so.conf", "nsswitch.conf", "host.conf", "hosts", "localtime")
+
+# Runs as root inside the new namespaces (mount, pid, and network unless joined):
+# "$1" is the assembled root, "$2" the interpreter's prefix, then the argv. It builds
+# a minimal root on a tmpfs (the host's /usr and the interpreter read-only, an /etc of
+# a few copied files, the function's /var and /opt, fresh /dev, /proc and /tmp),
+# pivots into it and detaches the host's tree, so no host path (nor a Unix socket on
+# one) is left; checks every mount, then drops to the sandbox user without capabilities.
 _SETUP = r"""
 set -eu
-root="$1"; shift
-mount -t tmpfs -o mode=755,nosuid,size=1m sandbox-dev "$root/dev"
+root="$1"; prefix="$2"; shift 2
+new="$root/rootfs"
+mount -t tmpfs -o mode=755,nosuid,nodev,size=16m sandbox-root "$new"
+binds=""
+bind_ro() {  # bind_ro SOURCE TARGET: remounted read-only once the root is assembled
+    mkdir -p "$2"
+    mount --bind "$1" "$2"
+    binds="$binds $2"
+}
+for top in bin sbin lib lib32 lib64 libx32 usr; do
+    if [ -L "/$top" ]; then cp -P "/$top" "$new/$top"
+    elif [ -d "/$top" ]; then bind_ro "/$top" "$new/$top"
+    fi
+done
+case "$prefix" in /usr|/usr/*) ;; *) bind_ro "$prefix" "$new$prefix" ;; esac
+bind_ro "$root/var" "$new/var"
+bind_ro "$root/opt" "$new/opt"
+mkdir -p "$new/etc"
+for name in @ETC_FILES@; do
+    if [ -e "/etc/$name" ]; then cp -L "/etc/$name" "$new/etc/$name"; fi
+done
+for name in alternatives ssl; do  # symlinks into /usr (awk, the CA bundle)
+    if [ -d "/etc/$name" ]; then cp -a "/etc/$name" "$new/etc/$name"; fi
+done
+printf 'root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:@UID@:@GID@::/tmp:/sbin/nologin\n' \
+    > "$new/etc/passwd"
+printf 'root:x:0:\nsbx_user1051:x:@GID@:\n' > "$new/etc/group"
+mkdir "$new/dev" "$new/proc" "$new/tmp" "$new/.host"
+mount -t tmpfs -o mode=755,nosuid,size=1m sandbox-dev "$new/dev"
 for name in null zero random urandom full tty; do
     [ -e "/dev/$name" ] || continue
-    touch "$root/dev/$name"
-    mount --bind "/dev/$name" "$root/dev/$name"
+    touch "$new/dev/$name"
+    mount --bind "/dev/$name" "$new/dev/$name"
 done
-ln -s /proc/self/fd "$root/dev/fd"
-ln -s /proc/self/fd/0 "$root/dev/stdin"
-ln -s /proc/self/fd/1 "$root/dev/stdout"
-ln -s /proc/self/fd/2 "$root/dev/stderr"
-mount --bind "$root/opt" /opt
-mount --bind "$root/var" /var
-mount --move "$root/dev" /dev
-awk '{print $5}' /proc/self/mountinfo | while read -r point; do
-    case "$point" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue ;; esac
-    mount -o remount,bind,ro "$point" 2>/dev/null || true
+ln -s /proc/self/fd "$new/dev/fd"
+ln -s /proc/self/fd/0 "$new/dev/stdin"
+ln -s /proc/self/fd/1 "$new/dev/stdout"
+ln -s /proc/self/fd/2 "$new/dev/stderr"
+mount -t proc -o nosuid,nodev,noexec proc "$new/proc"
+mount -t tmpfs -o mode=1777,nosuid,nodev,size=512m sandbox-tmp "$new/tmp"
+for point in $binds; do
+    mount -o remount,bind,ro "$point"
 done
-mount -t tmpfs -o mode=1777,nosuid,nodev,size=512m sandbox-tmp /tmp
 ip link set lo up
+cd "$new"
+pivot_root . .host
+umount -l /.host
+rmdir /.host
+mount -o remount,bind,ro /
+awk -v writable="@WRITABLE@" '
+    BEGIN { split(writable, allowed, " ") }
+    {
+        exempt = 0
+        for (i in allowed)
+            if ($5 == allowed[i] || index($5, allowed[i] "/") == 1) exempt = 1
+        if (!exempt && $6 !~ /^ro(,|$)/) { print "lambda-sandbox: " $5 " is writable"; bad = 1 }
+    }
+    END { exit bad }
+' /proc/self/mountinfo >&2
 cd /var/task
-exec "$@"
+exec setpriv --reuid=@UID@ --regid=@GID@ --clear-groups --inh-caps=-all --bounding-set=-all \
+    --no-new-privs -- "$@"
 """
+_SETUP = (
+    _SETUP.replace("@ETC_FILES@", " ".join(_ETC_FILES))
+    .replace("@WRITABLE@", " ".join(WRITABLE_MOUNTS))
+    .replace("@UID@", str(SANDBOX_UID))
+    .replace("@GID@", str(SANDBOX_GID))
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -196,7 +261,7 @@ def assemble_function(
             _copy_tree(origin.parent, function.runtime / package)
         else:
             _link_or_copy(str(origin), str(function.runtime / origin.name))
-    (destination / "dev").mkdir(exist_ok=True)
+    (destination / "rootfs").mkdir(exist_ok=True)
     return function
 
 
@@ -206,7 +271,14 @@ def _interpreter() -> Path:
     for path in (python, stdlib):
         if path.is_relative_to("/tmp"):  # noqa: S108 - the sandbox mounts over /tmp
             raise SandboxUnavailable(f"{path} lies under /tmp, which the sandbox replaces")
+        if not path.is_relative_to(_interpreter_prefix()):
+            raise SandboxUnavailable(f"{path} lies outside {_interpreter_prefix()}")
     return python
+
+
+def _interpreter_prefix() -> Path:
+    """The folder the sandbox's root shows the interpreter from (its runtime)."""
+    return Path(sys.base_prefix).resolve()
 
 
 def unavailable_reason() -> str | None:
@@ -215,7 +287,7 @@ def unavailable_reason() -> str | None:
         return "needs Linux namespaces"
     if os.geteuid() != 0:
         return "needs root for mount namespaces"
-    for tool in ("unshare", "mount", "ip", "awk"):
+    for tool in ("unshare", "mount", "ip", "awk", "setpriv", "pivot_root"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     if not Path("/opt").is_dir():
@@ -225,7 +297,7 @@ def unavailable_reason() -> str | None:
     except SandboxUnavailable as error:
         return str(error)
     probe = subprocess.run(
-        ["unshare", "--mount", "--net", "--propagation", "private", "true"],
+        ["unshare", "--mount", "--net", "--pid", "--fork", "--propagation", "private", "true"],
         capture_output=True,
         text=True,
         check=False,
@@ -349,17 +421,16 @@ def run_python(
     reason = unavailable_reason()
     if reason:
         raise SandboxUnavailable(reason)
+    # A pid namespace of its own: its /proc shows no host process (nor their roots).
+    private = ["--mount", "--pid", "--fork", "--kill-child", "--propagation", "private"]
     if network is None:
-        namespaces = ["unshare", "--mount", "--net", "--propagation", "private"]
+        namespaces = ["unshare", "--net", *private]
     else:
-        namespaces = [
-            "nsenter", f"--net={network.path}",
-            "unshare", "--mount", "--propagation", "private",
-        ]  # fmt: skip
+        namespaces = ["nsenter", f"--net={network.path}", "unshare", *private]
     command = [
         *namespaces,
         "/bin/sh", "-c", _SETUP, "lambda-sandbox", str(function.root),
-        str(_interpreter()), "-S", "-c", code,
+        str(_interpreter_prefix()), str(_interpreter()), "-S", "-c", code,
     ]  # fmt: skip
     return subprocess.run(
         command,

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
+import socket
 import sysconfig
+import tempfile
 from pathlib import Path
 
-from .lambda_sandbox import run_python
+from infra.layers import REPO_ROOT
+
+from .lambda_sandbox import SANDBOX_GID, SANDBOX_UID, WRITABLE_MOUNTS, run_python
 
 DBT_ENVIRONMENT = {
     "ETL_DBT_PROJECT_DIR": "/opt/dbt",
@@ -76,6 +83,143 @@ say("loopback", "works")
         "internet": "unreachable",
         "loopback": "works",
     }
+
+
+def test_the_code_runs_unprivileged_and_cannot_remount(bare_function):
+    completed = run_python(
+        bare_function,
+        SAY
+        + """
+import errno, os, subprocess
+say("ids", os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups())
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+say("caps", *(status[name].strip() for name in ("CapPrm", "CapEff", "CapBnd", "CapAmb")))
+for point in ("/var", "/opt", "/"):
+    remount = subprocess.run(["mount", "-o", "remount,bind,rw", point], capture_output=True)
+    say("remount" + point, remount.returncode)
+for path in ("/var/task/x", "/opt/x"):
+    try:
+        open(path, "w").close()
+        say("write" + path, "writable")
+    except OSError as error:
+        say("write" + path, errno.errorcode[error.errno])
+""",
+    )
+    seen = outcome(completed)
+    assert seen.pop("ids") == f"{SANDBOX_UID} {SANDBOX_UID} {SANDBOX_GID} {SANDBOX_GID} []"
+    no_capabilities = "0000000000000000"
+    assert seen.pop("caps") == " ".join([no_capabilities] * 4)
+    # mount(8) exits 32 when the mount call fails (here: EPERM without CAP_SYS_ADMIN).
+    assert seen == {
+        "remount/var": "32",
+        "remount/opt": "32",
+        "remount/": "32",
+        "write/var/task/x": "EROFS",
+        "write/opt/x": "EROFS",
+    }
+
+
+def test_every_mount_but_tmp_proc_and_dev_is_read_only_and_none_is_the_host_s(bare_function):
+    completed = run_python(
+        bare_function,
+        SAY + "say('mountinfo', open('/proc/self/mountinfo').read().replace(chr(10), '|'))\n",
+    )
+    mounts = {
+        fields[4]: fields[5].split(",")
+        for fields in (line.split() for line in outcome(completed)["mountinfo"].split("|") if line)
+    }
+
+    def exempt(point: str) -> bool:
+        return any(point == top or point.startswith(top + "/") for top in WRITABLE_MOUNTS)
+
+    writable = sorted(
+        point for point, options in mounts.items() if not exempt(point) and "ro" not in options
+    )
+    assert not writable, f"writable mounts in the sandbox: {writable}"
+    assert "rw" in mounts["/tmp"]  # noqa: S108 - the sandbox's own /tmp
+    # The minimal root: the runtime (/usr, the interpreter), the function, /tmp, /proc,
+    # /dev; no other host folder (the checkout, /run, /work) is mounted.
+    interpreter_prefix = str(Path(sysconfig.get_paths()["stdlib"]).resolve().parent.parent)
+    assert {point for point in mounts if not point.startswith("/dev/")} == {
+        "/", "/usr", interpreter_prefix, "/var", "/opt", "/dev", "/proc", "/tmp",  # noqa: S108
+    }  # fmt: skip
+
+
+def test_the_network_is_loopback_only_and_the_host_s_loopback_is_out_of_reach(bare_function):
+    # given a TCP listener on the host's loopback and an abstract Unix socket (both
+    # live in the host's network namespace), each reachable from the host
+    host_listener = socket.create_server(("127.0.0.1", 0))
+    abstract_name = f"\0shop-etl-sandbox-probe-{secrets.token_hex(4)}"
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    abstract.bind(abstract_name)
+    abstract.listen()
+    port = host_listener.getsockname()[1]
+    with host_listener, abstract:
+        socket.create_connection(("127.0.0.1", port), timeout=3).close()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(abstract_name)
+        # when the sandboxed code tries them
+        completed = run_python(
+            bare_function,
+            SAY
+            + f"""
+import errno, socket
+say("interfaces", *sorted(name for _, name in socket.if_nameindex()))
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=3).close()
+    say("host-loopback", "reachable")
+except OSError as error:
+    say("host-loopback", errno.errorcode.get(error.errno, error))
+try:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect({abstract_name!r})
+    say("host-abstract", "reachable")
+except OSError as error:
+    say("host-abstract", errno.errorcode.get(error.errno, error))
+""",
+        )
+    # then only its own loopback exists, and nothing of the host's answers there
+    assert outcome(completed) == {
+        "interfaces": "lo",
+        "host-loopback": "ECONNREFUSED",
+        "host-abstract": "ECONNREFUSED",
+    }
+
+
+def test_a_host_unix_socket_is_out_of_reach(bare_function):
+    # given a socket anyone may connect to, in a folder of the checkout (where the
+    # local PostgreSQL keeps its socket), reachable from the host
+    folder = Path(tempfile.mkdtemp(prefix=".sandbox-probe-", dir=REPO_ROOT))
+    try:
+        folder.chmod(0o755)
+        path = folder / "s"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen()
+        # open to every user: only the sandbox's root can keep it out of reach
+        os.chmod(path, 0o777)  # noqa: S103
+        with listener:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.connect(str(path))
+            # when the sandboxed code tries it
+            completed = run_python(
+                bare_function,
+                SAY
+                + f"""
+import errno, os, socket
+say("exists", os.path.exists({str(path)!r}))
+try:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect({str(path)!r})
+    say("connect", "reachable")
+except OSError as error:
+    say("connect", errno.errorcode.get(error.errno, error))
+""",
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    # then the host path is not there at all
+    assert outcome(completed) == {"exists": "False", "connect": "ENOENT"}
 
 
 def test_dbt_fails_there_without_the_lock_patch(bare_function):

@@ -31,9 +31,8 @@ import pytest
 
 from dbt_project import local_pg
 from dbt_project.contracts import MARTS
-from dbt_project.db import PgSettings, ensure_database
+from dbt_project.db import Database, PgSettings, ensure_database
 from dbt_project.demo import EXAMPLE_QUERIES, run_example_queries
-from dbt_project.pipeline import Database
 from infra import lambda_defaults as defaults  # noqa: E402
 from infra.constructs import functions as functions_module  # noqa: E402
 from infra.constructs.functions import (  # noqa: E402
@@ -150,6 +149,7 @@ def stack_environment(spec: FunctionSpec, own: dict[str, str]) -> dict[str, str]
     assert len(calls) == 1, "Functions._function should make every function"
     (argument,) = (keyword.value for keyword in calls[0].keywords if keyword.arg == "environment")
     names = {
+        **vars(functions_module),  # the module's helpers the argument may call
         "defaults": defaults,
         "spec": spec,
         "statement_timeout": spec.timeout.minus(defaults.STATEMENT_TIMEOUT_MARGIN),
