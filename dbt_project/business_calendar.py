@@ -18,7 +18,16 @@ BUSINESS_TIMEZONE = "Asia/Tokyo"
 # so that an order updated after yesterday's night still lands in its day.
 DEFAULT_LOOKBACK_DAYS = 2
 MAX_LOOKBACK_DAYS = 400
+# A Lambda invocation must end within 15 minutes. The CLI keeps the same bound: a
+# mistyped year in --start would otherwise queue thousands of nights.
 MAX_BACKFILL_DAYS_LAMBDA = 31
+# How far another clock (the extract's, the database's) may run ahead of the loader's.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def utc_now() -> datetime:
+    """The clock every "not in the future" check reads; tests replace it."""
+    return datetime.now(UTC)
 
 
 def parse_date(value: date | str, what: str = "date") -> date:
@@ -47,11 +56,31 @@ def _bad(value, what: str):
     )
 
 
-def previous_business_day(moment: datetime, tz: str = BUSINESS_TIMEZONE) -> date:
-    """The business day before the one ``moment`` falls in (a 02:00 Tokyo run loads yesterday)."""
+def business_date(moment: datetime, tz: str = BUSINESS_TIMEZONE) -> date:
+    """The business day ``moment`` falls in (a naive moment is taken as UTC)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)
+    return moment.astimezone(ZoneInfo(tz)).date()
+
+
+def previous_business_day(moment: datetime, tz: str = BUSINESS_TIMEZONE) -> date:
+    """The business day before the one ``moment`` falls in (a 02:00 Tokyo run loads yesterday)."""
+    return business_date(moment, tz) - timedelta(days=1)
+
+
+def check_run_date(day: date, what: str = "run_date", *, now: datetime | None = None) -> date:
+    """A night runs for a business day that is over: the previous business day or earlier.
+
+    A later day would build partial numbers for today, or none for a day to come, and its
+    manifest would make the real night look stale when it arrives.
+    """
+    latest = previous_business_day(now or utc_now())
+    if day > latest:
+        raise ConfigError(
+            f"{what} {day} is later than {latest}, the last business day that is over "
+            f"({BUSINESS_TIMEZONE}); run a day once it has ended"
+        )
+    return day
 
 
 def date_range(start: date | str, end: date | str, *, limit: int | None = None) -> list[date]:

@@ -8,7 +8,14 @@ import sys
 import psycopg2
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .business_calendar import DEFAULT_LOOKBACK_DAYS
+from .business_calendar import (
+    DEFAULT_LOOKBACK_DAYS,
+    MAX_BACKFILL_DAYS_LAMBDA,
+    check_lookback,
+    check_run_date,
+    date_range,
+    parse_date,
+)
 from .errors import ConfigError, EtlError, StageError
 from .layout import DATA_PREFIX, MANIFEST_NAME
 from .settings import Settings
@@ -23,7 +30,7 @@ def _database(settings: Settings, url: str | None, flag: str, env: str):
         )
     return Database.from_settings(
         PgSettings.from_url(url),
-        statement_timeout_ms=settings.statement_timeout_ms,
+        limits=settings.limits,
         connect_wait_seconds=settings.connect_wait_seconds,
     )
 
@@ -44,6 +51,12 @@ def _open_stage(args, uri: str | None):
 
 def _stage(args):
     return _open_stage(args, args.stage)
+
+
+def _night_inputs(args) -> tuple:
+    """The checked run date and lookback, before any connection: the Lambda's bounds."""
+    day = check_run_date(parse_date(args.date, "--date"), "--date")
+    return day, check_lookback(args.lookback_days)
 
 
 def _dbt(args):
@@ -96,13 +109,14 @@ def cmd_init(args) -> int:
 def cmd_extract(args) -> int:
     from .pipeline import extract
 
+    day, lookback_days = _night_inputs(args)
     stage = _stage(args)
     result = extract(
-        args.date,
+        day,
         source=_source(args),
         stage=stage,
         dbt=_dbt(args),
-        lookback_days=args.lookback_days,
+        lookback_days=lookback_days,
         gzip_level=args.settings.gzip_level,
     )
     print(
@@ -130,13 +144,14 @@ def cmd_load(args) -> int:
 def cmd_run(args) -> int:
     from .pipeline import raise_for_analytics, run_night
 
+    day, lookback_days = _night_inputs(args)
     night = run_night(
-        args.date,
+        day,
         source=_source(args),
         target=_target(args),
         stage=_stage(args),
         dbt=_dbt(args),
-        lookback_days=args.lookback_days,
+        lookback_days=lookback_days,
         run_tests=not args.skip_tests,
         gzip_level=args.settings.gzip_level,
     )
@@ -148,21 +163,22 @@ def cmd_run(args) -> int:
 def cmd_backfill(args) -> int:
     from rich.progress import Progress
 
-    from .business_calendar import date_range
     from .pipeline import backfill, raise_for_analytics
 
-    days = date_range(args.start, args.end)
+    days = date_range(args.start, args.end, limit=MAX_BACKFILL_DAYS_LAMBDA)
+    check_run_date(days[-1], "--end")
+    lookback_days = check_lookback(args.lookback_days)
     last = None
     with Progress(transient=True) as progress:
         task = progress.add_task("backfill", total=len(days))
         for night in backfill(
-            args.start,
-            args.end,
+            days[0],
+            days[-1],
             source=_source(args),
             target=_target(args),
             stage=_stage(args),
             dbt=_dbt(args),
-            lookback_days=args.lookback_days,
+            lookback_days=lookback_days,
             run_tests=not args.skip_tests,
             gzip_level=args.settings.gzip_level,
         ):

@@ -14,6 +14,7 @@ from .business_calendar import (
     DEFAULT_LOOKBACK_DAYS,
     MAX_BACKFILL_DAYS_LAMBDA,
     check_lookback,
+    check_run_date,
     date_range,
     parse_date,
     previous_business_day,
@@ -46,20 +47,23 @@ def _timestamp(value) -> datetime:
         raise ConfigError(f"the schedule time {value!r} is not an ISO timestamp") from exc
 
 
-def parse_extract_event(event) -> ExtractRequest:
+def parse_extract_event(event, *, now: datetime | None = None) -> ExtractRequest:
+    """``now`` (the clock by default) bounds every day: none after the previous business day."""
     if not isinstance(event, dict):
         raise ConfigError(f"the extract event must be a JSON object: {EXTRACT_SHAPES}")
     keys = set(event)
     if "scheduled_time" in event:
         day = previous_business_day(_timestamp(event["scheduled_time"]))
-        return ExtractRequest((day,), trigger="schedule")
+        return ExtractRequest((check_run_date(day, now=now),), trigger="schedule")
     if event.get("detail-type") == "Scheduled Event" and "time" in event:
         day = previous_business_day(_timestamp(event["time"]))
-        return ExtractRequest((day,), trigger="schedule")
+        return ExtractRequest((check_run_date(day, now=now),), trigger="schedule")
     if keys <= {"run_date", "lookback_days"} and "run_date" in keys:
-        return ExtractRequest((parse_date(event["run_date"], "run_date"),), _lookback(event))
+        day = check_run_date(parse_date(event["run_date"], "run_date"), now=now)
+        return ExtractRequest((day,), _lookback(event))
     if keys <= {"start_date", "end_date", "lookback_days"} and {"start_date", "end_date"} <= keys:
         days = date_range(event["start_date"], event["end_date"], limit=MAX_BACKFILL_DAYS_LAMBDA)
+        check_run_date(days[-1], "end_date", now=now)
         return ExtractRequest(tuple(days), _lookback(event), trigger="backfill")
     raise ConfigError(f"unrecognised extract event with keys {sorted(keys)}; send {EXTRACT_SHAPES}")
 

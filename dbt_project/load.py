@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 import psycopg2
 import psycopg2.errors
@@ -38,9 +38,10 @@ from .analytics_schema import (
     STAGED_WITHOUT_KEY,
     Ownership,
 )
+from .business_calendar import utc_now
 from .contracts import MARTS, TableContract, contract
 from .errors import ConfigError, StageError
-from .manifest import FileEntry, Manifest
+from .manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
 from .stage import Stage
 from .staged_format import CHUNK, VerifyingReader
 
@@ -209,10 +210,25 @@ def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
         ) from exc
 
 
+def _check_as_of_dates(cur, manifest: Manifest, entry: FileEntry, table: TableContract) -> None:
+    """Rows stamped with another day than the night's would pass the version check as
+    that day (a far-future as_of_date would win over every later night)."""
+    cur.execute(load_sql.count_other_as_of_dates(table), (manifest.run_date,))
+    other, first, last = cur.fetchone()
+    if other:
+        raise StageError(
+            f"{entry.key} has {other} rows whose as_of_date is not the run date "
+            f"{manifest.run_date} ({first}..{last}); the file does not belong to that night: "
+            "re-run the extract for that day"
+        )
+
+
 def _stage_files(cur, stage: Stage, manifest: Manifest, result: LoadResult) -> None:
     for name in REQUIRED_TABLES:
         entry = manifest.file(name)
         result.read_seconds += _copy_into_stage(cur, stage, entry, contract(name))
+        if load_sql.AS_OF_DATE in contract(name).column_names:
+            _check_as_of_dates(cur, manifest, entry, contract(name))
         if name not in STAGED_WITHOUT_KEY:
             # Joined to the analytics tables: the planner needs their size.
             cur.execute(load_sql.analyze(load_sql.stage_table(name)))
@@ -220,11 +236,18 @@ def _stage_files(cur, stage: Stage, manifest: Manifest, result: LoadResult) -> N
             result.tables[name] = TableLoad(rows_in_file=entry.rows)
 
 
-def load_manifest(conn, stage: Stage, manifest_key: str) -> LoadResult:
-    """Apply one manifest. Any failure rolls the whole night back."""
+def load_manifest(
+    conn, stage: Stage, manifest_key: str, *, now: datetime | None = None
+) -> LoadResult:
+    """Apply one manifest. Any failure rolls the whole night back.
+
+    ``now`` is the moment of loading (the clock by default): a manifest that claims a
+    later one is refused.
+    """
     started = time.perf_counter()
-    raw = stage.get_bytes(manifest_key)
+    raw = stage.get_bytes(manifest_key, max_bytes=MAX_MANIFEST_BYTES)
     manifest = Manifest.from_json(raw, manifest_key)
+    manifest.check_not_from_the_future(manifest_key, now or utc_now())
     result = LoadResult(manifest_key, manifest.run_id, manifest.run_date, "loaded")
     try:
         with conn, conn.cursor() as cur:

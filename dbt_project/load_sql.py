@@ -23,6 +23,8 @@ _LEDGER = sql.Identifier(META_SCHEMA, "load_ledger")
 _REMOVED = sql.Identifier(META_SCHEMA, "removed_customers")
 _CUSTOMERS = sql.Identifier(ANALYTICS_SCHEMA, "customer_analytics")
 _VERSION = sql.Identifier(VERSION_COLUMN)
+# The day a cumulative row is as of; a night's rows must all carry its run date.
+AS_OF_DATE = "as_of_date"
 # Closes a `with upserted as (insert ... on conflict ...` and counts what it did.
 _COUNT_UPSERTED = sql.SQL(
     "returning (xmax = 0) as inserted) "
@@ -96,6 +98,18 @@ def copy_into_stage(table: TableContract) -> sql.Composed:
 
 def analyze(table: sql.Identifier) -> sql.Composed:
     return sql.SQL("analyze {}").format(table)
+
+
+def count_other_as_of_dates(table: TableContract) -> sql.Composed:
+    """Staged rows as of another day than the run date: count, earliest, latest.
+
+    One scan of the staged rows, no index. Parameter: the run date.
+    """
+    as_of = sql.Identifier(AS_OF_DATE)
+    return sql.SQL(
+        "select count(*), min({as_of}), max({as_of}) from {staged} "
+        "where {as_of} is distinct from %s"
+    ).format(as_of=as_of, staged=stage_table(table.name))
 
 
 # -- keys a night owns: business days -----------------------------------------------

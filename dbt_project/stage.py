@@ -36,11 +36,24 @@ class Stage(Protocol):
     def writer(self, key: str) -> AbstractContextManager[Writer]: ...
     def reader(self, key: str) -> AbstractContextManager[BinaryIO]: ...
     def put_bytes(self, key: str, data: bytes) -> None: ...
-    def get_bytes(self, key: str) -> bytes: ...
+    def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
     def list(self, prefix: str) -> list[str]: ...
     def describe(self, key: str) -> str: ...
+
+
+def _read_whole(handle: BinaryIO, where: str, max_bytes: int | None) -> bytes:
+    """The whole object, or StageError once it is over ``max_bytes``: never more is read."""
+    if max_bytes is None:
+        return handle.read()
+    data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise StageError(
+            f"stage file {where} is larger than {max_bytes} bytes, the most read of it; "
+            "it is not what the extract writes: re-run the extract for that day"
+        )
+    return data
 
 
 def check_key(key: str) -> str:
@@ -100,9 +113,9 @@ class LocalStage:
         with self.writer(key) as handle:
             handle.write(data)
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
         with self.reader(key) as handle:
-            return handle.read()
+            return _read_whole(handle, self.describe(key), max_bytes)
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
@@ -286,9 +299,9 @@ class S3Stage:
     def put_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
         with self.reader(key) as handle:
-            return handle.read()
+            return _read_whole(handle, self.describe(key), max_bytes)
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

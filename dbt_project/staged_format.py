@@ -5,6 +5,11 @@ STDOUT`` into (compressing, counting rows, hashing the compressed bytes) and the
 reader that the load streams into ``COPY ... FROM STDIN`` (decompressing while it
 checks size, hash and row count against what the manifest promised).
 
+A file is input from the stage, not trusted: gzip inflates up to about 1000:1, so the
+reader inflates at most one chunk per read and stops as soon as the file inflates to
+more than the manifest's ``uncompressed_bytes``. Its memory is a few chunks, whatever
+the file holds.
+
 The text format writes exactly one line per row (newlines inside values are
 escaped), so counting newlines counts rows on both sides, and the bytes go back
 into PostgreSQL with no parsing in Python.
@@ -32,11 +37,12 @@ class PromisedFile(Protocol):
     key: str
     rows: int
     bytes: int
+    uncompressed_bytes: int
     sha256: str
 
 
 class CompressingSink:
-    """Receives COPY output row by row, emits gzip chunks, counts rows and hashes bytes."""
+    """Receives COPY output row by row, emits gzip chunks, counts rows and bytes, hashes."""
 
     def __init__(self, out, level: int = DEFAULT_GZIP_LEVEL):
         self.out = out
@@ -45,6 +51,7 @@ class CompressingSink:
         self.buffer = bytearray()
         self.rows = 0
         self.bytes = 0
+        self.uncompressed_bytes = 0
 
     def write(self, data: bytes) -> int:
         self.buffer += data
@@ -56,6 +63,7 @@ class CompressingSink:
         chunk = bytes(self.buffer)
         self.buffer.clear()
         self.rows += chunk.count(b"\n")
+        self.uncompressed_bytes += len(chunk)
         self._emit(self.compressor.compress(chunk))
 
     def _emit(self, data: bytes) -> None:
@@ -78,59 +86,73 @@ class VerifyingReader:
         self.sha256 = hashlib.sha256()
         self.decompressor = zlib.decompressobj(_GZIP_CONTAINER)
         self.bytes = 0
+        self.uncompressed_bytes = 0
         self.rows = 0
         self.read_seconds = 0.0
-        self.pending = b""
+        self.ended = False
         # psycopg2 turns an exception raised in read() into QueryCanceled: keep the
         # original so the caller can report what really went wrong.
         self.error: BaseException | None = None
 
     def read(self, size: int = -1) -> bytes:
         try:
-            return self._read()
+            return self._read(CHUNK if size <= 0 else min(size, CHUNK))
         except BaseException as exc:
             self.error = exc
             raise
 
-    def _read(self) -> bytes:
+    def _read(self, limit: int = CHUNK) -> bytes:
+        """At most ``limit`` decompressed bytes; b"" at the end of the file."""
         while True:
-            if self.pending:
-                out, self.pending = self.pending, b""
-                self.rows += out.count(b"\n")
-                return out
-            started = time.perf_counter()
-            chunk = self.raw.read(CHUNK)
-            self.read_seconds += time.perf_counter() - started
-            if not chunk:
-                return self._finish()
-            self.bytes += len(chunk)
-            if self.bytes > self.entry.bytes:
-                raise StageError(
-                    f"{self.entry.key} is larger than its manifest says ({self.entry.bytes} "
-                    "bytes): it was changed after the extract; re-run the extract for that day"
-                )
-            self.sha256.update(chunk)
+            # Input left over from a read cut at ``limit`` comes before new input.
+            data = self.decompressor.unconsumed_tail or self._next_chunk()
+            if not data:
+                if self.ended:
+                    return b""
+                self.ended = True
+                # All input is consumed: only what a cut read left inside zlib remains.
+                return self._counted(self.decompressor.flush())
             try:
-                self.pending = self.decompressor.decompress(chunk)
+                out = self.decompressor.decompress(data, limit)
             except zlib.error as exc:
                 raise StageError(
                     f"{self.entry.key} is corrupted ({exc}); re-run the extract for that day"
                 ) from exc
+            if out:
+                return self._counted(out)
+
+    def _next_chunk(self) -> bytes:
+        if self.ended:
+            return b""
+        started = time.perf_counter()
+        chunk = self.raw.read(CHUNK)
+        self.read_seconds += time.perf_counter() - started
+        self.bytes += len(chunk)
+        if self.bytes > self.entry.bytes:
+            raise StageError(
+                f"{self.entry.key} is larger than its manifest says ({self.entry.bytes} "
+                "bytes): it was changed after the extract; re-run the extract for that day"
+            )
+        self.sha256.update(chunk)
+        return chunk
+
+    def _counted(self, out: bytes) -> bytes:
+        self.uncompressed_bytes += len(out)
+        if self.uncompressed_bytes > self.entry.uncompressed_bytes:
+            raise StageError(
+                f"{self.entry.key} inflates to more than the {self.entry.uncompressed_bytes} "
+                "bytes its manifest says; it was changed after the extract (or is built to "
+                "exhaust memory): re-run the extract for that day"
+            )
+        self.rows += out.count(b"\n")
+        return out
 
     readline = read
 
     def drain(self) -> None:
         """Read what COPY left unread, so that verify() judges the whole file."""
-        self.pending = b""
         while self._read():
-            self.pending = b""
-
-    def _finish(self) -> bytes:
-        tail = self.decompressor.flush()
-        if tail:
-            self.rows += tail.count(b"\n")
-            return tail
-        return b""
+            pass
 
     def verify(self) -> None:
         problems = []
@@ -140,6 +162,11 @@ class VerifyingReader:
             problems.append("its SHA-256 differs from the manifest's")
         if not self.decompressor.eof:
             problems.append("its gzip stream is cut short")
+        elif self.uncompressed_bytes != self.entry.uncompressed_bytes:
+            problems.append(
+                f"it inflates to {self.uncompressed_bytes} bytes instead of "
+                f"{self.entry.uncompressed_bytes}"
+            )
         if self.rows != self.entry.rows:
             problems.append(f"{self.rows} rows instead of {self.entry.rows}")
         if problems:

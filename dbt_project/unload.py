@@ -64,6 +64,7 @@ def unload_table(
         key=key,
         rows=sink.rows,
         bytes=sink.bytes,
+        uncompressed_bytes=sink.uncompressed_bytes,
         sha256=sink.sha256.hexdigest(),
         format=FILE_FORMAT,
         **table.as_manifest(),

@@ -41,9 +41,14 @@ def _append_rows(body: bytes, manifest: dict, entry: dict) -> bytes:
 
 def _rows_added_and_manifest_resealed(body: bytes, manifest: dict, entry: dict) -> bytes:
     # A customer the night did not remove, appended; the file recompressed and the
-    # manifest's size and SHA-256 rewritten to match: only the row count is left.
-    changed = gzip.compress(gzip.decompress(body) + b"987654\n")
-    entry.update(bytes=len(changed), sha256=hashlib.sha256(changed).hexdigest())
+    # manifest's sizes and SHA-256 rewritten to match: only the row count is left.
+    rows = gzip.decompress(body) + b"987654\n"
+    changed = gzip.compress(rows)
+    entry.update(
+        bytes=len(changed),
+        sha256=hashlib.sha256(changed).hexdigest(),
+        uncompressed_bytes=len(rows),
+    )
     return changed
 
 

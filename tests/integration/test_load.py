@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import subprocess
+import sys
+import tracemalloc
+import zlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg2
 import pytest
 
 from dbt_project.db import connect
 from dbt_project.errors import ConfigError, StageError
+from dbt_project.layout import manifest_key
 from dbt_project.load import load_manifest
-from dbt_project.manifest import manifest_key
+from dbt_project.manifest import MAX_MANIFEST_BYTES
 from dbt_project.stage import LocalStage
+from dbt_project.staged_format import CHUNK
 from dbt_project.target_db import LOADER_ROLE, READER_ROLE, create_roles, create_target_tables
 from tests.pipeline_helpers import snapshot, table_rows, write_night
 
@@ -474,3 +482,171 @@ def test_analytics_tables_from_before_row_versions_are_upgraded_by_init(env):
     assert [(r[0], r[5]) for r in table_rows(env.target, "customer_analytics")] == [
         (1, Decimal("20.00"))
     ]
+
+
+def _loaded_night_before(env):
+    """A night loaded three days before D, so that an unchanged target is not empty."""
+    prev = D - timedelta(days=3)
+    env.load(
+        env.extract(
+            prev,
+            night(
+                prev,
+                customers=[customer(1, "10.00", 1, prev)],
+                products=[product(prev, 7, "10.00")],
+                regions=[region(prev, "大阪", "10.00")],
+            ),
+        )
+    )
+
+
+def _refused_before_any_sql(env, key, message, now=None):
+    """The error ``load_manifest`` raises given a closed connection: it ran no SQL."""
+    closed = connect(env.target)
+    closed.close()
+    with pytest.raises(StageError, match=message) as refused:
+        load_manifest(closed, env.stage, key, now=now)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_manifest_from_the_future_is_refused_before_any_sql_and_real_nights_still_load(env):
+    # given a loaded night, and a self-consistent night whose extracted_at is in 2099
+    _loaded_night_before(env)
+    key = env.extract(
+        D, night(D, customers=[customer(1, "99.00", 9, D)]), at=datetime(2099, 1, 1, tzinfo=UTC)
+    )
+    before = snapshot(env.target)
+    # when it is loaded, then it is refused, before any SQL, and nothing changes
+    with pytest.raises(StageError, match="extracted_at 2099-01-01T00:00:00[+]00:00 is later"):
+        env.load(key)
+    _refused_before_any_sql(env, key, "extracted_at 2099-01-01")
+    assert snapshot(env.target) == before
+    # and the real night of that day, extracted later, is not skipped as stale
+    real = env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)]))
+    assert env.load(real).tables["customer_analytics"].updated == 1
+
+
+def test_a_run_date_that_has_not_begun_is_refused(env):
+    # given a night of D extracted at 19:00 on D-1 in Tokyo, loaded at 21:00 the same evening
+    extracted = datetime(2026, 11, 19, 10, 0, tzinfo=UTC)
+    key = env.extract(D, night(D, customers=[customer(1, "10.00", 1, D)]), at=extracted)
+    before = snapshot(env.target)
+    message = r"run_date 2026-11-20 is later than today \(2026-11-19 in Asia/Tokyo\)"
+    _refused_before_any_sql(env, key, message, now=extracted + timedelta(hours=2))
+    assert snapshot(env.target) == before
+
+
+def test_rows_as_of_another_day_are_refused_and_change_nothing(env):
+    # given a night of D whose file stamps a customer as of a day thirty days later
+    _loaded_night_before(env)
+    later = D + timedelta(days=30)
+    rows = night(D, customers=[customer(1, "30.00", 2, D), customer(3, "5.00", 1, later)])
+    key = env.extract(D, rows)
+    before = snapshot(env.target)
+    # when, then
+    with pytest.raises(StageError, match="has 1 rows whose as_of_date is not the run date"):
+        env.load(key)
+    assert snapshot(env.target) == before
+
+
+def test_a_manifest_over_one_mib_is_refused_unread(env):
+    # given a manifest of 64 MiB (sparse: nothing written but its length)
+    key = env.extract(D, night(D))
+    path = Path(env.stage.describe(key))
+    with path.open("r+b") as handle:
+        handle.truncate(64 * MAX_MANIFEST_BYTES)
+    before = snapshot(env.target)
+    # when it is loaded, then it is refused without reading more than the bound
+    tracemalloc.start()
+    try:
+        _refused_before_any_sql(env, key, f"is larger than {MAX_MANIFEST_BYTES} bytes")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * MAX_MANIFEST_BYTES
+    assert snapshot(env.target) == before
+
+
+# 1.5 GiB of one byte: about 1.5 MB of gzip, 1:1000.
+BOMB_INFLATED = 1536 * CHUNK
+# Runs the load in a fresh interpreter and reports its peak resident memory.
+# ru_maxrss of a child counts the pages of the parent it was forked from (a 420 MB
+# parent gives 420 MB for `python -c pass`); VmHWM is the peak of the child's own
+# address space after exec, zlib's C buffers included.
+_LOAD_IN_A_CHILD = """
+import json, sys
+from dbt_project.db import PgSettings, connect
+from dbt_project.errors import StageError
+from dbt_project.load import load_manifest
+from dbt_project.stage import LocalStage
+conn = connect(PgSettings.from_url(sys.argv[1]))
+try:
+    load_manifest(conn, LocalStage(sys.argv[2]), sys.argv[3])
+    outcome = "loaded"
+except StageError as exc:
+    outcome = str(exc)
+status = open("/proc/self/status").read()
+peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
+print(json.dumps({"outcome": outcome, "peak_bytes": peak}))
+"""
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb(tmp_path_factory) -> tuple[Path, int, str]:
+    """The bomb's path, size and SHA-256, compressed as it is written (never held whole)."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.tsv.gz"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    digest, size = hashlib.sha256(), 0
+    piece = b"\n" * CHUNK
+
+    def pieces():
+        for _ in range(BOMB_INFLATED // CHUNK):
+            yield compressor.compress(piece)
+        yield compressor.flush()
+
+    with path.open("wb") as out:
+        for data in pieces():
+            digest.update(data)
+            size += len(data)
+            out.write(data)
+    assert size * 900 < BOMB_INFLATED
+    return path, size, digest.hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("promised", "message"),
+    [
+        # the manifest promises what a small file inflates to: stopped at once
+        (5000, "inflates to more than the 5000 bytes its manifest says"),
+        # the manifest tells the truth: streamed a chunk at a time, refused by the table
+        (BOMB_INFLATED, "does not fit the customer_analytics contract"),
+    ],
+    ids=["small-promise", "true-promise"],
+)
+def test_a_gzip_bomb_is_refused_in_bounded_memory(env, gzip_bomb, promised, message):
+    # given a loaded night, and the next night's customer file swapped for a 1:1000 gzip
+    # bomb, its manifest rewritten to match (size, SHA-256, rows)
+    _loaded_night_before(env)
+    env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)]))
+    bomb, size, sha256 = gzip_bomb
+    _corrupt_file(env, "customer_analytics", lambda _: bomb.read_bytes())
+
+    def reseal(entry):
+        entry.update(bytes=size, sha256=sha256, rows=BOMB_INFLATED, uncompressed_bytes=promised)
+
+    _rewrite_manifest(env, lambda d: reseal(_file_entry(d, "customer_analytics")))
+    before = snapshot(env.target)
+    # when a fresh loader process loads it
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_IN_A_CHILD, env.target.url, env.stage.uri, manifest_key(D)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    report = json.loads(done.stdout)
+    print(f"gzip bomb, {promised} bytes promised: peak {report['peak_bytes'] / 2**20:.0f} MiB")
+    # then it is refused, the target is unchanged, and the loader stayed small
+    assert message in report["outcome"] and "\n" not in report["outcome"]
+    assert snapshot(env.target) == before
+    assert report["peak_bytes"] < 200 * 2**20

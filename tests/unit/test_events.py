@@ -1,6 +1,6 @@
 """Lambda events: what each handler accepts, and the clear refusal of everything else."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -96,3 +96,41 @@ def test_manual_manifest_key():
 def test_bad_load_events_are_refused(event, message):
     with pytest.raises(ConfigError, match=message):
         parse_load_event(event, "stage-bucket")
+
+
+# 12:00 on 25 November in Tokyo: the last business day that is over is the 24th.
+NOON_25TH = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+
+
+def test_the_previous_business_day_is_the_latest_a_payload_may_name():
+    assert parse_extract_event({"run_date": "2026-11-24"}, now=NOON_25TH).days == (
+        date(2026, 11, 24),
+    )
+    backfill = parse_extract_event(
+        {"start_date": "2026-11-20", "end_date": "2026-11-24"}, now=NOON_25TH
+    )
+    assert backfill.days[-1] == date(2026, 11, 24)
+    schedule = parse_extract_event({"scheduled_time": "2026-11-24T17:00:00Z"}, now=NOON_25TH)
+    assert schedule.days == (date(2026, 11, 24),)
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"run_date": "2026-11-25"}, "run_date 2026-11-25 is later than 2026-11-24"),
+        ({"run_date": "2099-01-01", "lookback_days": 2}, "run_date 2099-01-01 is later than"),
+        (
+            {"start_date": "2026-11-20", "end_date": "2026-11-26"},
+            "end_date 2026-11-26 is later than 2026-11-24",
+        ),
+        ({"scheduled_time": "2099-01-01T17:00:00Z"}, "run_date 2099-01-01 is later than"),
+        (
+            {"detail-type": "Scheduled Event", "time": "2026-11-25T17:00:00Z"},
+            "run_date 2026-11-25 is later than",
+        ),
+    ],
+)
+def test_a_day_that_is_not_over_is_refused_in_one_line(event, message):
+    with pytest.raises(ConfigError, match=message) as refused:
+        parse_extract_event(event, now=NOON_25TH)
+    assert "\n" not in str(refused.value)

@@ -10,6 +10,7 @@ import pytest
 
 from dbt_project.business_calendar import (
     check_lookback,
+    check_run_date,
     date_range,
     parse_date,
     previous_business_day,
@@ -62,6 +63,16 @@ def test_dates_ranges_and_the_business_day():
     # 02:00 in Tokyo is 17:00 UTC the day before; it loads the Tokyo day before it.
     assert previous_business_day(datetime(2026, 11, 25, 17, 0, tzinfo=UTC)) == date(2026, 11, 25)
     assert previous_business_day(datetime(2026, 11, 25, 14, 59, tzinfo=UTC)) == date(2026, 11, 24)
+
+
+def test_a_run_date_is_at_latest_the_previous_business_day_in_tokyo():
+    # 23:59 on the 25th in Tokyo: the 24th is the last day that is over
+    late = datetime(2026, 11, 25, 14, 59, tzinfo=UTC)
+    assert check_run_date(date(2026, 11, 24), now=late) == date(2026, 11, 24)
+    with pytest.raises(ConfigError, match="--date 2026-11-25 is later than 2026-11-24, the last"):
+        check_run_date(date(2026, 11, 25), "--date", now=late)
+    # a minute later it is the 26th in Tokyo, and the 25th is over
+    assert check_run_date(date(2026, 11, 25), now=datetime(2026, 11, 25, 15, 0, tzinfo=UTC))
 
 
 @pytest.mark.parametrize("value", [0, -1, 401, 2.0, "2", True, None])

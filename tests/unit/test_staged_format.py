@@ -4,7 +4,9 @@ reader refuses any byte that is not what the manifest promised."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import zlib
 from dataclasses import dataclass
 
 import pytest
@@ -20,6 +22,7 @@ class Promise:
     key: str
     rows: int
     bytes: int
+    uncompressed_bytes: int
     sha256: str
 
 
@@ -31,7 +34,11 @@ def written(data: bytes = ROWS, *, piece: int = 4096) -> tuple[bytes, Promise]:
     sink.finish()
     body = out.getvalue()
     return body, Promise(
-        "etl-data/2026-11-25/r/t.tsv.gz", sink.rows, sink.bytes, sink.sha256.hexdigest()
+        "etl-data/2026-11-25/r/t.tsv.gz",
+        sink.rows,
+        sink.bytes,
+        sink.uncompressed_bytes,
+        sink.sha256.hexdigest(),
     )
 
 
@@ -47,6 +54,7 @@ def test_what_the_sink_writes_the_reader_returns_verified():
     body, promise = written()
     assert gzip.decompress(body) == ROWS  # a plain gzip file, readable by any tool
     assert promise.rows == ROWS.count(b"\n") and promise.bytes == len(body)
+    assert promise.uncompressed_bytes == len(ROWS)
     reader = VerifyingReader(io.BytesIO(body), promise)
     assert read_all(reader) == ROWS
     assert reader.rows == promise.rows
@@ -94,3 +102,56 @@ def test_the_sink_compresses_in_chunks_not_per_write():
     assert out.getvalue() == b""  # held until a chunk is full or the file ends
     sink.write(b"b\n" * CHUNK)
     assert out.getvalue() != b""
+
+
+def bomb(inflated: int, byte: bytes = b"\n") -> tuple[bytes, Promise]:
+    """A gzip of ``inflated`` repeated bytes (about 1000:1), with an honest promise."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    piece = byte * CHUNK
+    body = b"".join(compressor.compress(piece) for _ in range(inflated // CHUNK))
+    body += compressor.flush()
+    rows = inflated if byte == b"\n" else 0
+    digest = hashlib.sha256(body).hexdigest()
+    return body, Promise("etl-data/2026-11-25/r/t.tsv.gz", rows, len(body), inflated, digest)
+
+
+def test_each_read_inflates_at_most_one_chunk():
+    # given 64 MiB that compress into less than one chunk of input
+    body, promise = bomb(64 * CHUNK)
+    assert len(body) < CHUNK // 10
+    reader = VerifyingReader(io.BytesIO(body), promise)
+    sizes = []
+    while chunk := reader.read(CHUNK):
+        sizes.append(len(chunk))
+    reader.verify()
+    assert max(sizes) <= CHUNK and sum(sizes) == 64 * CHUNK
+    assert max(len(reader.read(100)) for _ in range(3)) == 0  # and nothing after the end
+
+
+def test_a_file_that_inflates_beyond_its_promise_is_stopped_at_once():
+    # given a manifest that promises a few KB, for a file that inflates to 64 MiB
+    body, promise = bomb(64 * CHUNK)
+    promise.uncompressed_bytes = 5000
+    reader = VerifyingReader(io.BytesIO(body), promise)
+    with pytest.raises(StageError, match="inflates to more than the 5000 bytes its manifest says"):
+        read_all(reader)
+    # one read of at most a chunk was inflated, then the reader stopped
+    assert reader.uncompressed_bytes <= CHUNK
+
+
+def test_a_promise_of_a_larger_inflated_size_is_refused():
+    body, promise = written()
+    promise.uncompressed_bytes += 1
+    with pytest.raises(StageError, match=f"inflates to {len(ROWS)} bytes instead of"):
+        read_all(VerifyingReader(io.BytesIO(body), promise))
+
+
+def test_small_reads_stay_small_and_lose_nothing():
+    body, promise = written()
+    reader = VerifyingReader(io.BytesIO(body), promise)
+    parts = []
+    while chunk := reader.read(1000):
+        assert len(chunk) <= 1000
+        parts.append(chunk)
+    reader.verify()
+    assert b"".join(parts) == ROWS
