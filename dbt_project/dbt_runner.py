@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .business_calendar import parse_date
 from .db import PgSettings
-from .errors import ConfigError, DatabaseUnavailable, DataTestsFailed
+from .errors import ConfigError, CredentialsError, DatabaseUnavailable, DataTestsFailed
 from .settings import Settings, current, quiet_dbt_tracking, scoped_environ
 
 
@@ -181,8 +181,7 @@ class DbtProject:
         target_path, options = self._paths_and_options(target, dbt_vars)
         flags = self._flags()
         env = settings.dbt_env()
-        if self.settings.statement_timeout_ms:
-            env["PGOPTIONS"] = f"-c statement_timeout={self.settings.statement_timeout_ms}"
+        env["PGOPTIONS"] = self.settings.limits.options() or ""
         # What the parsed project depends on; the password and the runtime vars do not
         # change it.
         parse_key = (
@@ -241,10 +240,24 @@ _CONNECTION_LOST = (
 )
 
 
+# Messages of credentials refused to one of dbt's connections (a password rotated while
+# the pipeline's own session stayed open, an expired IAM token).
+_CREDENTIALS_REFUSED = ("password authentication failed", "pam authentication failed")
+
+
+def credentials_refused(run: DbtRun) -> bool:
+    return any(p in f.message.lower() for f in run.failures for p in _CREDENTIALS_REFUSED)
+
+
 def raise_for_failures(run: DbtRun, what: str) -> None:
     if run.success:
         return
     names = "; ".join(str(f) for f in run.failures) or "dbt reported failure"
+    if credentials_refused(run):
+        raise CredentialsError(
+            f"{what} could not log in, nothing was unloaded or loaded: {names}. Check the "
+            "login's password or secret (it may have been rotated), then re-run the same day"
+        )
     if any(p in f.message.lower() for f in run.failures for p in _CONNECTION_LOST):
         raise DatabaseUnavailable(
             f"{what} lost its database connection, nothing was unloaded or loaded: {names}. "

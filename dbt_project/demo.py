@@ -17,9 +17,9 @@ from .business_calendar import BUSINESS_TIMEZONE
 from .db import Database
 from .dbt_runner import DbtProject
 from .pipeline import init, raise_for_analytics, run_night
+from .roles import READER_ROLE
 from .settings import Settings
 from .stage import LocalStage
-from .target_db import READER_ROLE
 
 EXAMPLE_QUERIES = (
     "SELECT * FROM top_customers LIMIT 10;",

@@ -22,7 +22,7 @@ from .settings import DbEndpoint, Settings
 from .stage import S3Stage, s3_client
 
 
-def _secret_settings(prefix: str, endpoint: DbEndpoint, sslmode: str, force: bool) -> PgSettings:
+def _secret_settings(prefix: str, endpoint: DbEndpoint, settings: Settings, force: bool):
     from aws_lambda_powertools.utilities import parameters
 
     arn = endpoint.secret_arn
@@ -40,14 +40,54 @@ def _secret_settings(prefix: str, endpoint: DbEndpoint, sslmode: str, force: boo
             f"the secret {arn} has no username/password JSON; store the RDS-style "
             '{"username": ..., "password": ...}'
         )
+    return _endpoint_settings(endpoint, settings, secret["username"], secret["password"])
+
+
+def _iam_settings(prefix: str, endpoint: DbEndpoint, settings: Settings, force: bool):
+    """A fresh IAM authentication token (valid 15 minutes) as the login's password.
+
+    The token is signed locally with the function's role credentials; the database
+    checks it against ``rds-db:connect`` on this exact login.
+    """
+    try:
+        token = _rds_client(settings.region).generate_db_auth_token(
+            DBHostname=endpoint.host,
+            Port=endpoint.port,
+            DBUsername=endpoint.iam_user,
+            Region=settings.region,
+        )
+    except Exception as exc:
+        metrics.add_metric(name="SecretRetrievalError", unit=MetricUnit.Count, value=1)
+        raise CredentialsError(
+            f"cannot make an IAM authentication token for {endpoint.iam_user} on the "
+            f"{prefix.lower()} database ({exc.__class__.__name__}: {exc}); check the "
+            "function's role credentials and AWS_REGION"
+        ) from exc
+    return _endpoint_settings(endpoint, settings, endpoint.iam_user, token)
+
+
+def _endpoint_settings(endpoint: DbEndpoint, settings: Settings, user: str, password: str):
     return PgSettings(
         host=endpoint.host,
         port=endpoint.port,
         dbname=endpoint.dbname,
-        user=secret["username"],
-        password=secret["password"],
-        sslmode=sslmode,
+        user=user,
+        password=password,
+        sslmode=settings.function_sslmode,
+        sslrootcert=str(settings.sslrootcert) if settings.sslrootcert else None,
     )
+
+
+@cache
+def _rds_client(region: str | None):
+    import boto3
+
+    return boto3.client("rds", region_name=region)
+
+
+# IAM tokens last 15 minutes: a connection opened later (dbt's, a warm invocation's)
+# gets a new one.
+IAM_TOKEN_REFRESH_SECONDS = 600
 
 
 # Factories cached on the settings they are made from: a warm invocation with the
@@ -57,10 +97,12 @@ def _secret_settings(prefix: str, endpoint: DbEndpoint, sslmode: str, force: boo
 @cache
 def database(settings: Settings, prefix: str) -> Database:
     endpoint = settings.endpoint(prefix)
+    resolve = _iam_settings if endpoint.iam_user else _secret_settings
     return Database(
-        lambda force: _secret_settings(prefix, endpoint, settings.function_sslmode, force),
-        statement_timeout_ms=settings.statement_timeout_ms,
+        lambda force: resolve(prefix, endpoint, settings, force),
+        limits=settings.limits,
         connect_wait_seconds=settings.connect_wait_seconds,
+        refresh_after_seconds=IAM_TOKEN_REFRESH_SECONDS if endpoint.iam_user else None,
     )
 
 
@@ -76,7 +118,7 @@ def stage(settings: Settings) -> S3Stage:
 
 def reset() -> None:
     """Forget every cached object, as a cold start would."""
-    for factory in (database, dbt, stage):
+    for factory in (database, dbt, stage, _rds_client):
         factory.cache_clear()
 
 

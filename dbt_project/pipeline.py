@@ -13,12 +13,13 @@ from datetime import date
 from .business_calendar import DEFAULT_LOOKBACK_DAYS, date_range, parse_date
 from .contracts import MARTS
 from .db import Database
-from .dbt_runner import DbtProject, raise_for_failures, run_vars
+from .dbt_runner import DbtProject, DbtRun, credentials_refused, raise_for_failures, run_vars
 from .errors import DataTestsFailed
 from .layout import DBT_ARTIFACTS_FOLDER, day_prefix, manifest_key
 from .load import LoadResult, load_manifest
+from .logins import create_extract_login, create_load_login
 from .settings import DEFAULT_GZIP_LEVEL
-from .source_db import create_source_tables, load_sample_data
+from .source_db import create_source_tables, load_sample_data, source_is_empty
 from .stage import Stage
 from .target_db import create_roles, create_target_tables
 from .unload import built_relations, unload_night
@@ -60,6 +61,25 @@ class NightResult:
     seconds: float
 
 
+def invoke_dbt(dbt: DbtProject, database: Database, command: list[str], **kwargs) -> DbtRun:
+    """dbt logs in with its own connections: if the credentials it was given are refused
+    (rotated since the pipeline's session opened), re-read them once and run again."""
+    run = dbt.invoke(command, settings=database.settings, **kwargs)
+    if credentials_refused(run) and database.refresh_credentials():
+        run = dbt.invoke(command, settings=database.settings, **kwargs)
+    return run
+
+
+def _source_now(source: Database):
+    """Taken before dbt reads anything: every row in the files is at least this fresh."""
+    conn = source.connection()
+    with conn.cursor() as cur:
+        cur.execute("select now()")
+        (moment,) = cur.fetchone()
+    conn.rollback()
+    return moment
+
+
 def extract(
     run_date: date | str,
     *,
@@ -73,18 +93,13 @@ def extract(
     started = time.perf_counter()
     day = parse_date(run_date, "run_date")
     dbt_vars = run_vars(day, lookback_days)
-    conn = source.connection()
-    with conn.cursor() as cur:
-        # Taken before dbt reads anything: every row in the files is at least this fresh.
-        cur.execute("select now()")
-        (extracted_at,) = cur.fetchone()
-    conn.rollback()
-
-    run = dbt.invoke(
+    extracted_at = _source_now(source)
+    run = invoke_dbt(
+        dbt,
+        source,
         # Unit tests check the model logic at development time, on fixed inputs;
         # a night runs the data tests, which check the data.
         ["build", "--selector", EXTRACT_SELECTOR, "--exclude-resource-type", "unit_test"],
-        settings=source.settings,
         target="source",
         dbt_vars=dbt_vars,
     )
@@ -107,14 +122,12 @@ def extract(
         artifacts=artifacts,
         gzip_level=gzip_level,
     )
-    files = manifest.files
-    key = manifest_key(day)
     return ExtractResult(
         run_id=manifest.run_id,
         run_date=day,
-        manifest_key=key,
-        rows={f.table: f.rows for f in files},
-        bytes=sum(f.bytes for f in files),
+        manifest_key=manifest_key(day),
+        rows={f.table: f.rows for f in manifest.files},
+        bytes=sum(f.bytes for f in manifest.files),
         dbt_seconds=dbt_seconds,
         unload_seconds=time.perf_counter() - unload_started,
         seconds=time.perf_counter() - started,
@@ -129,11 +142,9 @@ def load(*, target: Database, stage: Stage, manifest: str) -> LoadResult:
 def test_analytics(*, target: Database, dbt: DbtProject) -> AnalyticsTests:
     """The data tests of the analytics side, run against the loaded tables and views."""
     started = time.perf_counter()
-    run = dbt.invoke(
-        ["test", "--selector", ANALYTICS_SELECTOR],
-        settings=target.settings,
-        target="analytics",
-    )
+    run = invoke_dbt(dbt, target, ["test", "--selector", ANALYTICS_SELECTOR], target="analytics")
+    if credentials_refused(run):  # not the data's fault: say what it is
+        raise_for_failures(run, "the analytics-side dbt tests")
     return AnalyticsTests(
         passed=run.success,
         failures=[str(f) for f in run.failures],
@@ -209,6 +220,11 @@ def backfill(
 class InitResult:
     sample_rows: dict[str, int] | None
     views_built: int
+    # Why no sample rows were added, when they were asked for.
+    sample_note: str | None = None
+
+
+SOURCE_HAS_ROWS = "the source tables already hold rows: no sample data was added"
 
 
 def init(
@@ -217,21 +233,28 @@ def init(
     target: Database,
     dbt: DbtProject,
     sample_data: bool = False,
+    sample_end_date: date | None = None,
     source_schema: str = "public",
 ) -> InitResult:
-    """Create what is missing on both sides; never deletes or overwrites operational rows."""
+    """Create what is missing on both sides; never deletes or overwrites operational rows.
+
+    Sample rows go only into a source whose tables are all empty, so a real shop's data
+    is never mixed with them; ``sample_end_date`` moves the sample history to end then.
+    """
+    inserted, note = None, None
     conn = source.connection()
     with conn:
         create_source_tables(conn, source_schema)
-        inserted = load_sample_data(conn, source_schema) if sample_data else None
+        if sample_data and source_is_empty(conn, source_schema):
+            inserted = load_sample_data(conn, source_schema, end_date=sample_end_date)
+        elif sample_data:
+            note = SOURCE_HAS_ROWS
+        create_extract_login(conn, source.settings.dbname, source_schema)
     conn = target.connection()
     with conn:
         create_target_tables(conn)
         create_roles(conn, target.settings.dbname)
-    run = dbt.invoke(
-        ["run", "--select", "path:models/analytics"],
-        settings=target.settings,
-        target="analytics",
-    )
+        create_load_login(conn, target.settings.dbname)
+    run = invoke_dbt(dbt, target, ["run", "--select", "path:models/analytics"], target="analytics")
     raise_for_failures(run, "building the analytic views")
-    return InitResult(inserted, run.models)
+    return InitResult(inserted, run.models, note)

@@ -24,18 +24,43 @@ DEFAULT_CONNECT_WAIT_SECONDS = 60.0
 DEFAULT_GZIP_LEVEL = 1
 DEFAULT_S3_MAX_ATTEMPTS = 8
 DEFAULT_LOCAL_PG_PORT = 54329
-# Deployed functions reach RDS and Aurora over TLS.
-DEFAULT_FUNCTION_SSLMODE = "require"
+# Deployed functions reach RDS and Aurora over TLS, checking the server's certificate
+# and host name against the RDS CA bundle (ETL_PG_SSLROOTCERT).
+DEFAULT_FUNCTION_SSLMODE = "verify-full"
+# Session limits every connection gets (dbt's too, through PGOPTIONS): a lock wait or
+# a transaction left open ends with an error instead of holding a function (and the
+# locks it holds) until Lambda kills it.
+DEFAULT_LOCK_TIMEOUT_MS = 600_000
+DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 600_000
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Server-side limits of every session: ``-c`` options at connect time."""
+
+    statement_timeout_ms: int | None = None
+    lock_timeout_ms: int | None = DEFAULT_LOCK_TIMEOUT_MS
+    idle_in_transaction_timeout_ms: int | None = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS
+
+    def options(self) -> str | None:
+        values = {
+            "statement_timeout": self.statement_timeout_ms,
+            "lock_timeout": self.lock_timeout_ms,
+            "idle_in_transaction_session_timeout": self.idle_in_transaction_timeout_ms,
+        }
+        return " ".join(f"-c {k}={int(v)}" for k, v in values.items() if v) or None
 
 
 @dataclass(frozen=True)
 class DbEndpoint:
-    """Where a function finds one database, and the secret that holds its login."""
+    """Where a function finds one database, and how it logs in: as ``iam_user`` with an
+    IAM authentication token, or with the username and password in ``secret_arn``."""
 
     host: str
     port: int
     dbname: str
-    secret_arn: str
+    secret_arn: str | None = None
+    iam_user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +69,8 @@ class Settings:
     work_dir: Path
     in_lambda: bool = False
     statement_timeout_ms: int | None = None
+    lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
+    idle_in_transaction_timeout_ms: int = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS
     connect_wait_seconds: float = DEFAULT_CONNECT_WAIT_SECONDS
     gzip_level: int = DEFAULT_GZIP_LEVEL
     s3_max_attempts: int = DEFAULT_S3_MAX_ATTEMPTS
@@ -60,6 +87,9 @@ class Settings:
     # The Lambda functions' wiring, set by the stack.
     bucket: str | None = None
     function_sslmode: str = DEFAULT_FUNCTION_SSLMODE
+    # The CA bundle that verify-full checks the server's certificate against.
+    sslrootcert: Path | None = None
+    region: str | None = None
     endpoints: tuple[tuple[str, DbEndpoint | str], ...] = ()
 
     @classmethod
@@ -73,6 +103,12 @@ class Settings:
             work_dir=Path(work) if work else LAMBDA_WORK_DIR if in_lambda else root / ".etl",
             in_lambda=in_lambda,
             statement_timeout_ms=env.integer("ETL_STATEMENT_TIMEOUT_MS", None, minimum=1),
+            lock_timeout_ms=env.integer("ETL_LOCK_TIMEOUT_MS", DEFAULT_LOCK_TIMEOUT_MS, minimum=1),
+            idle_in_transaction_timeout_ms=env.integer(
+                "ETL_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+                minimum=1,
+            ),
             connect_wait_seconds=env.number(
                 "ETL_CONNECT_WAIT_SECONDS", DEFAULT_CONNECT_WAIT_SECONDS
             ),
@@ -92,7 +128,15 @@ class Settings:
             ),
             bucket=env.text("S3_BUCKET"),
             function_sslmode=env.text("ETL_PG_SSLMODE") or DEFAULT_FUNCTION_SSLMODE,
+            sslrootcert=env.path("ETL_PG_SSLROOTCERT"),
+            region=env.text("AWS_REGION") or env.text("AWS_DEFAULT_REGION"),
             endpoints=tuple((prefix, env.endpoint(prefix)) for prefix in ("SOURCE", "TARGET")),
+        )
+
+    @property
+    def limits(self) -> SessionLimits:
+        return SessionLimits(
+            self.statement_timeout_ms, self.lock_timeout_ms, self.idle_in_transaction_timeout_ms
         )
 
     def endpoint(self, prefix: str) -> DbEndpoint:
@@ -149,15 +193,18 @@ class _Reader:
 
     def endpoint(self, prefix: str) -> DbEndpoint | str:
         """The endpoint, or the name of the first variable it lacks."""
-        names = [f"{prefix}_DB_SECRET_ARN", f"{prefix}_DB_HOST", f"{prefix}_DB_NAME"]
-        for name in names:
+        secret, iam_user = self.text(f"{prefix}_DB_SECRET_ARN"), self.text(f"{prefix}_DB_IAM_USER")
+        if not (secret or iam_user):
+            return f"{prefix}_DB_SECRET_ARN"
+        for name in (f"{prefix}_DB_HOST", f"{prefix}_DB_NAME"):
             if not self.text(name):
                 return name
         return DbEndpoint(
             host=self.environ[f"{prefix}_DB_HOST"],
             port=self.integer(f"{prefix}_DB_PORT", 5432, minimum=1, maximum=65535),
             dbname=self.environ[f"{prefix}_DB_NAME"],
-            secret_arn=self.environ[f"{prefix}_DB_SECRET_ARN"],
+            secret_arn=secret,
+            iam_user=iam_user,
         )
 
 

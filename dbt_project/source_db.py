@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from psycopg2 import sql
 
+from .business_calendar import BUSINESS_TIMEZONE
 from .settings import current
 
 # Creation order respects the foreign keys; loading uses the same order.
@@ -64,38 +66,97 @@ def seeds_dir() -> Path:
     return current().project_dir / "seeds"
 
 
-def load_sample_data(conn, schema: str = "public") -> dict[str, int]:
+# The sample's timestamps, moved together so that its history ends on a chosen day.
+_SAMPLE_TIMESTAMPS = {"customers": ("created_at",), "orders": ("ordered_at", "updated_at")}
+
+
+def source_is_empty(conn, schema: str = "public") -> bool:
+    """True when no operational table holds a row: the only source sample rows may enter."""
+    with conn.cursor() as cur:
+        for table in SOURCE_TABLES:
+            cur.execute(
+                sql.SQL("select exists (select from {})").format(sql.Identifier(schema, table))
+            )
+            if cur.fetchone()[0]:
+                return False
+    return True
+
+
+def load_sample_data(
+    conn, schema: str = "public", *, end_date: date | None = None
+) -> dict[str, int]:
     """Insert the sample rows that are not there yet; existing rows are never touched.
 
+    With ``end_date`` every timestamp moves by the same whole number of days so that
+    the last sample business day (in the business time zone) is ``end_date``: a
+    deployment initialised today gets a history that ends today, and its first night
+    has a real day to load. Without it the rows keep the dates of the CSV files.
     Returns the number of rows inserted per table.
     """
     inserted: dict[str, int] = {}
     with conn.cursor() as cur:
-        for table in SOURCE_TABLES:
-            path = seeds_dir() / f"{table}.csv"
-            staging = sql.Identifier(f"_sample_{table}")
-            target = sql.Identifier(schema, table)
-            cur.execute(
-                sql.SQL(
-                    "create temporary table {staging} (like {target} including defaults) "
-                    "on commit drop"
-                ).format(staging=staging, target=target)
-            )
-            with path.open(encoding="utf-8") as handle:
-                header = handle.readline().strip().split(",")
-                columns = sql.SQL(", ").join(sql.Identifier(c) for c in header)
-                handle.seek(0)
-                cur.copy_expert(
-                    sql.SQL("copy {staging} ({columns}) from stdin with (format csv, header true)")
-                    .format(staging=staging, columns=columns)
-                    .as_string(conn),
-                    handle,
-                )
+        staged = {table: _stage_sample(conn, cur, schema, table) for table in SOURCE_TABLES}
+        if end_date is not None:
+            _shift_sample(cur, end_date)
+        for table, columns in staged.items():
             cur.execute(
                 sql.SQL(
                     "insert into {target} ({columns}) select {columns} from {staging} "
                     "on conflict do nothing"
-                ).format(target=target, columns=columns, staging=staging)
+                ).format(
+                    target=sql.Identifier(schema, table),
+                    columns=columns,
+                    staging=_sample_table(table),
+                )
             )
             inserted[table] = cur.rowcount
     return inserted
+
+
+def _sample_table(table: str) -> sql.Identifier:
+    return sql.Identifier(f"_sample_{table}")
+
+
+def _stage_sample(conn, cur, schema: str, table: str) -> sql.Composed:
+    """Copy one CSV into a temporary table shaped like the source table; its columns."""
+    staging, target = _sample_table(table), sql.Identifier(schema, table)
+    cur.execute(
+        sql.SQL(
+            "create temporary table {staging} (like {target} including defaults) on commit drop"
+        ).format(staging=staging, target=target)
+    )
+    with (seeds_dir() / f"{table}.csv").open(encoding="utf-8") as handle:
+        header = handle.readline().strip().split(",")
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in header)
+        handle.seek(0)
+        cur.copy_expert(
+            sql.SQL("copy {staging} ({columns}) from stdin with (format csv, header true)")
+            .format(staging=staging, columns=columns)
+            .as_string(conn),
+            handle,
+        )
+    return columns
+
+
+def _shift_sample(cur, end_date: date) -> None:
+    cur.execute(
+        sql.SQL("select max((ordered_at at time zone %s)::date) from {}").format(
+            _sample_table("orders")
+        ),
+        (BUSINESS_TIMEZONE,),
+    )
+    (last,) = cur.fetchone()
+    days = (end_date - last).days
+    for table, columns in _SAMPLE_TIMESTAMPS.items():
+        cur.execute(
+            sql.SQL("update {} set {}").format(
+                _sample_table(table),
+                sql.SQL(", ").join(
+                    sql.SQL("{c} = {c} + make_interval(days => %(days)s)").format(
+                        c=sql.Identifier(c)
+                    )
+                    for c in columns
+                ),
+            ),
+            {"days": days},
+        )

@@ -13,9 +13,7 @@ from .analytics_schema import (
     ledger_ddl,
 )
 from .contracts import MARTS, contract
-
-LOADER_ROLE = "etl_loader"
-READER_ROLE = "etl_reader"
+from .roles import LOADER_ROLE, READER_ROLE
 
 
 def create_target_tables(conn) -> None:
