@@ -6,6 +6,7 @@ The embedded server starts in under a second; set ETL_TEST_PG_URL to a server UR
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
@@ -128,3 +129,55 @@ def s3_bucket(moto_endpoint):
         Bucket=name, CreateBucketConfiguration={"LocationConstraint": "ap-northeast-1"}
     )
     return name
+
+
+@pytest.fixture
+def aws(new_database, s3_bucket, monkeypatch, tmp_path, pg_server):
+    """The Lambda functions' environment: two databases whose login is in moto's Secrets
+    Manager, a stage bucket, Powertools configured, and no object cached from before."""
+    import boto3
+
+    from dbt_project import lambda_app, observability
+    from tests.lambda_helpers import login_role
+
+    source, target = new_database("src"), new_database("tgt")
+    user = login_role(pg_server, "first-password")
+    secrets = boto3.client("secretsmanager")
+    arns = {}
+    for prefix, settings in (("SOURCE", source), ("TARGET", target)):
+        arns[prefix] = secrets.create_secret(
+            Name=f"{prefix.lower()}-{uuid.uuid4().hex[:6]}",
+            SecretString=json.dumps({"username": user, "password": "first-password"}),
+        )["ARN"]
+        monkeypatch.setenv(f"{prefix}_DB_HOST", settings.host)
+        monkeypatch.setenv(f"{prefix}_DB_PORT", str(settings.port))
+        monkeypatch.setenv(f"{prefix}_DB_NAME", settings.dbname)
+        monkeypatch.setenv(f"{prefix}_DB_SECRET_ARN", arns[prefix])
+    for key, value in {
+        "S3_BUCKET": s3_bucket,
+        "POWERTOOLS_SERVICE_NAME": "shop-etl",
+        "POWERTOOLS_METRICS_NAMESPACE": "ShopEtl",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "ETL_PG_SSLMODE": "prefer",
+        "ETL_WORK_DIR": str(tmp_path / "work"),
+        "ETL_CONNECT_WAIT_SECONDS": "3",
+        "ETL_STATEMENT_TIMEOUT_MS": "120000",
+    }.items():
+        monkeypatch.setenv(key, value)
+    # The Powertools objects were made when this module was imported; in Lambda the
+    # environment is set before any import.
+    monkeypatch.setattr(observability.metrics, "namespace", "ShopEtl")
+    monkeypatch.setattr(observability.metrics, "service", "shop-etl")
+    lambda_app.reset()
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()
+    yield {
+        "source": source,
+        "target": target,
+        "user": user,
+        "arns": arns,
+        "bucket": s3_bucket,
+        "secrets": secrets,
+    }
+    lambda_app.reset()

@@ -15,7 +15,7 @@ from psycopg2 import sql
 from dbt_project.errors import CredentialsError
 from dbt_project.layout import day_prefix
 from tests.faults import harness
-from tests.integration.test_lambda import Context, aws, load_handler, s3_event  # noqa: F401
+from tests.lambda_helpers import Context, load_handler, s3_event
 from tests.pipeline_helpers import snapshot
 
 GET_SECRET = "secretsmanager.GetSecretValue"
@@ -27,7 +27,7 @@ COLD_START_FLAGS = (
 
 
 @pytest.fixture
-def lambdas(aws, nights, pg_server, proxy, private_work_dir, monkeypatch):  # noqa: F811
+def lambdas(aws, nights, pg_server, proxy, private_work_dir, monkeypatch):
     """The Lambda suite's handler environment, pointed at the generated shop's source, a
     bucket holding its nights, and the fault proxy in front of S3 and Secrets Manager."""
     from aws_lambda_powertools.utilities.parameters import base

@@ -3,123 +3,23 @@ S3 / Secrets Manager server over HTTP."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import uuid
 from datetime import date
-from pathlib import Path
-from urllib.parse import quote_plus
 
 import boto3
 import pytest
 from psycopg2 import sql
 
-from dbt_project import lambda_app, observability
+from dbt_project import lambda_app
 from dbt_project.db import Database, connect
 from dbt_project.demo import EXAMPLE_QUERIES, run_example_queries
 from dbt_project.errors import ConfigError, CredentialsError
 from dbt_project.settings import Settings
 from tests import reference
+from tests.lambda_helpers import Context, load_handler, s3_event
 from tests.pipeline_helpers import snapshot
 
-ROOT = Path(__file__).resolve().parents[2]
 LAST_SAMPLE_DAY = date(2026, 11, 25)
-
-
-def load_handler(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"lambda_{name}", ROOT / "lambdas" / name / "handler.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.handler
-
-
-class Context:
-    def __init__(self, name):
-        self.function_name = name
-        self.memory_limit_in_mb = 512
-        self.invoked_function_arn = f"arn:aws:lambda:ap-northeast-1:123456789012:function:{name}"
-        self.aws_request_id = str(uuid.uuid4())
-
-    def get_remaining_time_in_millis(self):
-        return 600_000
-
-
-def login_role(admin, password):
-    """A password-authenticated owner for one test, so its password can be rotated."""
-    name = f"etl_{uuid.uuid4().hex[:8]}"
-    conn = connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("create role {} login superuser password %s").format(sql.Identifier(name)),
-            (password,),
-        )
-    conn.close()
-    return name
-
-
-@pytest.fixture
-def aws(new_database, s3_bucket, monkeypatch, tmp_path, pg_server):
-    source, target = new_database("src"), new_database("tgt")
-    user = login_role(pg_server, "first-password")
-    secrets = boto3.client("secretsmanager")
-    arns = {}
-    for prefix, settings in (("SOURCE", source), ("TARGET", target)):
-        arns[prefix] = secrets.create_secret(
-            Name=f"{prefix.lower()}-{uuid.uuid4().hex[:6]}",
-            SecretString=json.dumps({"username": user, "password": "first-password"}),
-        )["ARN"]
-        monkeypatch.setenv(f"{prefix}_DB_HOST", settings.host)
-        monkeypatch.setenv(f"{prefix}_DB_PORT", str(settings.port))
-        monkeypatch.setenv(f"{prefix}_DB_NAME", settings.dbname)
-        monkeypatch.setenv(f"{prefix}_DB_SECRET_ARN", arns[prefix])
-    for key, value in {
-        "S3_BUCKET": s3_bucket,
-        "POWERTOOLS_SERVICE_NAME": "shop-etl",
-        "POWERTOOLS_METRICS_NAMESPACE": "ShopEtl",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "ETL_PG_SSLMODE": "prefer",
-        "ETL_WORK_DIR": str(tmp_path / "work"),
-        "ETL_CONNECT_WAIT_SECONDS": "3",
-        "ETL_STATEMENT_TIMEOUT_MS": "120000",
-    }.items():
-        monkeypatch.setenv(key, value)
-    # The Powertools objects were made when this module was imported; in Lambda the
-    # environment is set before any import.
-    monkeypatch.setattr(observability.metrics, "namespace", "ShopEtl")
-    monkeypatch.setattr(observability.metrics, "service", "shop-etl")
-    lambda_app.reset()
-    from aws_lambda_powertools.utilities import parameters
-
-    parameters.clear_caches()
-    yield {
-        "source": source,
-        "target": target,
-        "user": user,
-        "arns": arns,
-        "bucket": s3_bucket,
-        "secrets": secrets,
-    }
-    lambda_app.reset()
-
-
-def s3_event(bucket, key):
-    return {
-        "Records": [
-            {
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": "ap-northeast-1",
-                "eventName": "ObjectCreated:Put",
-                "s3": {
-                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-                    "object": {"key": quote_plus(key), "size": 1234},
-                },
-            }
-        ]
-    }
 
 
 def test_a_whole_night_through_the_handlers(aws, capsys):
@@ -155,8 +55,18 @@ def test_a_whole_night_through_the_handlers(aws, capsys):
     actual = reference.read_marts(aws["target"])
     assert actual["product_sales_summary"] == expected["product_sales_summary"]
     assert actual["daily_sales_summary"] == expected["daily_sales_summary"]
-    drop = lambda m: {k: {c: v for c, v in r.items() if c != "as_of_date"} for k, r in m.items()}  # noqa: E731
-    assert drop(actual["customer_analytics"]) == drop(expected["customer_analytics"])
+    # Each customer is as of the last of the two nights that touched it.
+    shop = reference.fetch_source(aws["source"])
+    as_of = reference.as_of_dates(shop, [(date(2026, 11, 24), 90), (LAST_SAMPLE_DAY, 2)])
+    customers = actual["customer_analytics"]
+    assert customers.keys() == expected["customer_analytics"].keys()
+    assert {c: row["as_of_date"] for c, row in customers.items()} == {
+        c: as_of[c] for c in customers
+    }
+    for c, row in customers.items():
+        assert row == {**expected["customer_analytics"][c], "as_of_date": as_of[c]}
+        assert row["last_order_date"] <= row["as_of_date"]
+    assert set(as_of.values()) == {date(2026, 11, 24), LAST_SAMPLE_DAY}
 
     answers = run_example_queries(Database.from_settings(aws["target"]))
     assert [q for q, _, _ in answers] == list(EXAMPLE_QUERIES)
