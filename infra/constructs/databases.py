@@ -1,14 +1,16 @@
 """The two PostgreSQL databases: the operational source and the analytics target."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from infra.nag import acknowledge
+from infra.nag import acknowledge, skip_checkov
 
 POSTGRES_PORT = 5432
 BACKUP_RETENTION = Duration.days(7)
@@ -16,17 +18,25 @@ BACKUP_RETENTION = Duration.days(7)
 AUTO_PAUSE_AFTER = Duration.seconds(300)
 # TLS only; RDS for PostgreSQL 15+ defaults to it, Aurora PostgreSQL does not.
 FORCE_TLS = {"rds.force_ssl": "1"}
+# A minor version: a bare "17" is no longer accepted for new instances. Later minors
+# arrive through auto_minor_version_upgrade.
+SOURCE_ENGINE_VERSION = rds.PostgresEngineVersion.VER_17_9
 
 
 @dataclass(frozen=True)
 class DatabaseEndpoint:
-    """What a function needs to reach one database: address, database, secret, network."""
+    """What a function needs to reach one database: address, database, secret, network.
+
+    ``secret`` is the master secret; ``grant_connect(grantee, login)`` allows
+    ``rds-db:connect`` as exactly ``login`` (IAM database authentication).
+    """
 
     host: str
     port: int
     name: str
     secret: secretsmanager.ISecret
     connections: ec2.Connections
+    grant_connect: Callable[[iam.IGrantable, str], iam.Grant]
 
 
 class Databases(Construct):
@@ -66,6 +76,8 @@ class Databases(Construct):
             name=source_database_name,
             secret=_managed_secret(self.source_instance.secret),
             connections=self.source_instance.connections,
+            # dbuser:<DbiResourceId>/<login>
+            grant_connect=self.source_instance.grant_connect,
         )
         self.target = DatabaseEndpoint(
             host=self.target_cluster.cluster_endpoint.hostname,
@@ -73,6 +85,8 @@ class Databases(Construct):
             name=target_database_name,
             secret=_managed_secret(self.target_cluster.secret),
             connections=self.target_cluster.connections,
+            # dbuser:<cluster resource id>/<login>
+            grant_connect=self.target_cluster.grant_connect,
         )
 
     @property
@@ -83,7 +97,7 @@ class Databases(Construct):
         instance = rds.DatabaseInstance(
             self,
             "Source",
-            engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_17),
+            engine=rds.DatabaseInstanceEngine.postgres(version=SOURCE_ENGINE_VERSION),
             instance_type=ec2.InstanceType.of(
                 ec2.InstanceClass.BURSTABLE4_GRAVITON, ec2.InstanceSize.MICRO
             ),
@@ -122,6 +136,13 @@ class Databases(Construct):
             "internet and its security group admits only the extract and db_initializer "
             "security groups. A non-default port adds obscurity, not access control.",
         )
+        skip_checkov(
+            instance,
+            "CKV_AWS_157",
+            "Single-AZ on purpose, as for AwsSolutions-RDS3: a micro instance standing in for "
+            "an operational database; backups allow point-in-time restore.",
+        )
+        self._skip_enhanced_monitoring(instance)
         self._acknowledge_no_deletion_protection(instance)
         return instance
 
@@ -152,8 +173,19 @@ class Databases(Construct):
             removal_policy=self._removal_policy,
             copy_tags_to_snapshot=True,
         )
+        self._skip_enhanced_monitoring(cluster.node.find_child("Writer"))
         self._acknowledge_no_deletion_protection(cluster)
         return cluster
+
+    @staticmethod
+    def _skip_enhanced_monitoring(instance: Construct) -> None:
+        skip_checkov(
+            instance,
+            "CKV_AWS_118",
+            "A nightly batch of minutes: the CloudWatch metrics RDS publishes anyway are "
+            "enough. Enhanced monitoring would add an IAM role with an AWS managed policy "
+            "and OS metrics ingested into CloudWatch Logs around the clock.",
+        )
 
     def _acknowledge_no_deletion_protection(self, database: Construct) -> None:
         if self._retain:

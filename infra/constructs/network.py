@@ -1,9 +1,15 @@
 """The private network: isolated subnets, endpoints instead of a NAT gateway, flow logs."""
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
+from aws_cdk import custom_resources as cr
 from constructs import Construct
+
+from infra.nag import acknowledge, skip_checkov, skip_helper_function_checks
+
+# CDK's fixed id of the one function behind every AwsCustomResource of a stack.
+AWS_CUSTOM_RESOURCE_HANDLER = "AWS679f53fac002430cb0da5b7982bd2287"
 
 
 class Network(Construct):
@@ -12,6 +18,8 @@ class Network(Construct):
     The functions reach S3 through a gateway endpoint (free) and Secrets Manager
     through an interface endpoint; nothing else leaves the VPC, so there is no NAT
     gateway to pay for or to secure. Flow logs record every accepted and rejected flow.
+    ``s3`` is the S3 prefix list, the one destination a security group may name for the
+    gateway endpoint; the stage bucket limits the endpoint's policy to itself.
     """
 
     def __init__(
@@ -36,9 +44,11 @@ class Network(Construct):
             ],
             restrict_default_security_group=True,
         )
-        self.vpc.add_gateway_endpoint(
+        self._skip_helper_function_checks("Custom::VpcRestrictDefaultSGCustomResourceProvider")
+        self.s3_endpoint = self.vpc.add_gateway_endpoint(
             "S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[self.subnets]
         )
+        self.s3 = ec2.Peer.prefix_list(self._s3_prefix_list_id(removal_policy))
         # open=False: no ingress from the whole VPC; the functions construct opens 443
         # to each function's security group only. An endpoint never starts connections.
         endpoint_security_group = ec2.SecurityGroup(
@@ -59,8 +69,84 @@ class Network(Construct):
         flow_logs = logs.LogGroup(
             self, "FlowLogs", retention=flow_log_retention, removal_policy=removal_policy
         )
+        skip_checkov(
+            flow_logs,
+            "CKV_AWS_158",
+            "CloudWatch Logs encrypts every log group at rest; flow records hold addresses "
+            "and ports only. A customer-managed key would add cost and a key policy to "
+            "maintain without protecting anything these records carry.",
+        )
         self.vpc.add_flow_log(
             "FlowLog",
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
             traffic_type=ec2.FlowLogTrafficType.ALL,
+        )
+
+    def _s3_prefix_list_id(self, removal_policy: RemovalPolicy) -> str:
+        """The id of the region's S3 prefix list, looked up at deployment.
+
+        CloudFormation cannot name an AWS-managed prefix list, and a synth-time lookup
+        would tie the template to one account's context.
+        """
+        region = Stack.of(self).region
+        # Its own log group, so that its logs follow the stack's retention and deletion.
+        log_group = logs.LogGroup(
+            self,
+            "S3PrefixListLogs",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=removal_policy,
+        )
+        skip_checkov(
+            log_group,
+            "CKV_AWS_158",
+            "CloudWatch Logs encrypts every log group at rest; this one holds a deployment-"
+            "time lookup of a public prefix-list id. A customer-managed key adds nothing.",
+        )
+        lookup = cr.AwsCustomResource(
+            self,
+            "S3PrefixList",
+            on_update=cr.AwsSdkCall(
+                service="EC2",
+                action="describeManagedPrefixLists",
+                parameters={
+                    "Filters": [
+                        {"Name": "prefix-list-name", "Values": [f"com.amazonaws.{region}.s3"]}
+                    ]
+                },
+                physical_resource_id=cr.PhysicalResourceId.of("s3-prefix-list"),
+                output_paths=["PrefixLists.0.PrefixListId"],
+            ),
+            policy=cr.AwsCustomResourcePolicy.from_sdk_calls(
+                resources=cr.AwsCustomResourcePolicy.ANY_RESOURCE
+            ),
+            install_latest_aws_sdk=False,
+            log_group=log_group,
+        )
+        acknowledge(
+            lookup,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Its one action, ec2:DescribeManagedPrefixLists, is a read that supports no "
+            "resource-level permissions; the role belongs to CDK's deployment-time handler "
+            "that looks up the S3 prefix list for the functions' security groups.",
+        )
+        # The handler is one function per stack, at the stack's root.
+        handler = Stack.of(self).node.find_child(AWS_CUSTOM_RESOURCE_HANDLER)
+        acknowledge(
+            handler,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+            "service-role/AWSLambdaBasicExecutionRole]",
+            "CDK's own handler of the S3 prefix-list lookup, run during deployment only; the "
+            "managed policy only lets it write its own logs, and its one other permission "
+            "is ec2:DescribeManagedPrefixLists.",
+        )
+        skip_helper_function_checks(handler, "it looks up the S3 prefix list")
+        return lookup.get_response_field("PrefixLists.0.PrefixListId")
+
+    def _skip_helper_function_checks(self, provider_id: str) -> None:
+        """checkov's Lambda checks on a CDK deployment-time helper this construct causes."""
+        provider = Stack.of(self).node.try_find_child(provider_id)
+        if provider is None:
+            return
+        skip_helper_function_checks(
+            provider.node.find_child("Handler"), "the VPC's default security group"
         )

@@ -9,7 +9,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from dbt_project.business_calendar import BUSINESS_TIMEZONE
-from infra.nag import acknowledge
+from infra.nag import acknowledge, skip_checkov
 
 NIGHTLY = "cron(0 2 * * ? *)"
 TIME_ZONE = TimeZone.of(BUSINESS_TIMEZONE)
@@ -65,6 +65,13 @@ class NightlySchedule(Construct):
             enforce_ssl=True,
             retention_period=Duration.days(14),
             removal_policy=removal_policy,
+        )
+        skip_checkov(
+            self.dead_letter_queue,
+            "CKV_AWS_27",
+            "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which CKV_AWS_27 "
+            "does not recognise. A KMS key would have to admit EventBridge Scheduler in its "
+            "policy, only to protect undelivered schedule events of this same account.",
         )
         acknowledge(
             self.dead_letter_queue,

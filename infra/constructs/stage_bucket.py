@@ -1,6 +1,7 @@
 """The stage bucket between extract and load, and the bucket of its access logs."""
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import CfnResource, Duration, RemovalPolicy, Stack, Token
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
@@ -8,19 +9,34 @@ from aws_cdk import aws_s3_notifications as s3_notifications
 from constructs import Construct
 
 from dbt_project.layout import DATA_PREFIX, MANIFEST_NAME
-from infra.nag import acknowledge, logical_id
+from infra.nag import acknowledge, logical_id, skip_checkov, skip_helper_function_checks
 
 STAGE_EXPIRY = Duration.days(30)
 ACCESS_LOG_EXPIRY = Duration.days(90)
 
+# What the functions do with stage objects: the extract writes, the load reads.
+WRITE_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
+READ_ACTIONS = ("s3:GetObject",)
+# Kept from everyone but the one writer by the bucket policy (multipart uploads are
+# s3:PutObject too; replication could write from another bucket).
+EXCLUSIVE_WRITE_ACTIONS = (*WRITE_ACTIONS, "s3:ReplicateObject")
+# Kept from everyone but the stack's own emptying on deletion: removing a staged file
+# or one of its versions would sabotage or hide a night.
+PROTECTED_DELETE_ACTIONS = ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:ReplicateDelete")
+AUTO_DELETE_PROVIDER = "Custom::S3AutoDeleteObjectsCustomResourceProvider"
+
 
 class StageBucket(Construct):
-    """Private, TLS-only, S3-encrypted bucket whose staged files expire on their own.
+    """Private, TLS-only, S3-encrypted, versioned bucket whose staged files expire on
+    their own.
 
     The extract writes ``etl-data/YYYY-MM-DD/`` files (``dbt_project.layout``) and the
     manifest last; only the manifest's creation triggers the load. Access to the bucket
     is granted per function and per prefix through the ``grant_*`` methods, which also
-    acknowledge the prefix wildcard they put in the grantee's policy.
+    acknowledge the prefix wildcard they put in the grantee's policy. The bucket policy
+    lets only the one writer put staged objects, and no one delete them but the stack's
+    own emptying; versioning keeps an overwritten manifest recoverable for as long as
+    the files themselves are kept.
     """
 
     def __init__(
@@ -52,14 +68,25 @@ class StageBucket(Construct):
             ],
             **common,
         )
+        self._skip_access_log_bucket_checks()
         self.bucket = s3.Bucket(
             self,
             "Bucket",
             server_access_logs_bucket=self.access_log_bucket,
             server_access_logs_prefix="stage-bucket/",
+            versioned=True,
             lifecycle_rules=[
                 s3.LifecycleRule(
-                    id="expire-stage-files", prefix=DATA_PREFIX, expiration=stage_expiry
+                    id="expire-stage-files",
+                    prefix=DATA_PREFIX,
+                    expiration=stage_expiry,
+                    noncurrent_version_expiration=stage_expiry,
+                ),
+                # Separate rule: S3 refuses it beside an expiration in days.
+                s3.LifecycleRule(
+                    id="remove-expired-delete-markers",
+                    prefix=DATA_PREFIX,
+                    expired_object_delete_marker=True,
                 ),
                 s3.LifecycleRule(
                     id="abort-incomplete-uploads",
@@ -67,6 +94,80 @@ class StageBucket(Construct):
                 ),
             ],
             **common,
+        )
+        self._writer_arn: str | None = None
+        self._deny_deletes()
+        provider = Stack.of(self).node.try_find_child(AUTO_DELETE_PROVIDER)
+        if provider is not None:
+            skip_helper_function_checks(
+                provider.node.find_child("Handler"), "it empties the buckets on stack deletion"
+            )
+
+    @property
+    def _stage_objects(self) -> str:
+        return self.bucket.arn_for_objects(f"{DATA_PREFIX}*")
+
+    def _auto_delete_role_arn(self) -> str | None:
+        """The role of CDK's bucket-emptying handler (learning setup only)."""
+        provider = Stack.of(self).node.try_find_child(AUTO_DELETE_PROVIDER)
+        if provider is None:
+            return None
+        role = provider.node.find_child("Role")
+        if not isinstance(role, CfnResource):
+            raise TypeError(f"{role.node.path} is not the provider's role resource")
+        return Token.as_string(role.get_att("Arn"))
+
+    def _deny_deletes(self) -> None:
+        exempt = self._auto_delete_role_arn()
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="StageFilesAreDeletedOnlyByExpiryOrStackDeletion",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(PROTECTED_DELETE_ACTIONS),
+                resources=[self._stage_objects],
+                conditions=(
+                    {"ArnNotEquals": {"aws:PrincipalArn": exempt}} if exempt is not None else None
+                ),
+            )
+        )
+
+    def _skip_access_log_bucket_checks(self) -> None:
+        skip_checkov(
+            self.access_log_bucket,
+            "CKV_AWS_18",
+            "This is the access-log bucket itself; logging it into itself would log its own "
+            "log deliveries without end.",
+        )
+        skip_checkov(
+            self.access_log_bucket,
+            "CKV_AWS_21",
+            "Only S3's log delivery writes here, each log object once under a new key; "
+            "nothing is overwritten, so versions would only double what expires after 90 days.",
+        )
+
+    def limit_endpoint(self, endpoint: ec2.GatewayVpcEndpoint) -> None:
+        """Let the S3 gateway endpoint carry only the functions' stage traffic.
+
+        Nothing in the VPC may reach another bucket (of this account or any other)
+        through it, whatever an IAM policy allows.
+        """
+        endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="StageObjectsOnly",
+                principals=[iam.AnyPrincipal()],
+                actions=[*WRITE_ACTIONS, *READ_ACTIONS],
+                resources=[self._stage_objects],
+            )
+        )
+        endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="StagePrefixListingOnly",
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:ListBucket"],
+                resources=[self.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{DATA_PREFIX}*"]}},
+            )
         )
 
     def notify_on_manifest(self, function: lambda_.IFunction) -> None:
@@ -80,6 +181,10 @@ class StageBucket(Construct):
         # stack, at the stack's root.
         for child in Stack.of(self).node.children:
             if child.node.id.startswith("BucketNotificationsHandler"):
+                skip_helper_function_checks(
+                    child.node.find_child("Resource"),
+                    "it writes the stage bucket's notification configuration",
+                )
                 acknowledge(
                     child,
                     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
@@ -91,15 +196,31 @@ class StageBucket(Construct):
                 )
 
     def grant_write_stage(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Put (and abort multipart uploads of) objects under the stage prefix only.
+        """Make ``grantee`` the one writer of the stage prefix.
 
-        Narrower than ``Bucket.grant_put``, which adds object-lock, tagging and
-        ``s3:Abort*`` actions the extract does not use.
+        Its role may put (and abort multipart uploads of) objects under the stage prefix
+        only; narrower than ``Bucket.grant_put``, which adds object-lock, tagging and
+        ``s3:Abort*`` actions the extract does not use. The bucket policy denies the same
+        to every other principal, the account's administrators included, so that nothing
+        can stage a manifest the extract did not write.
         """
+        if self._writer_arn is not None:
+            raise ValueError("the stage has one writer, granted already")
+        self._writer_arn = getattr(grantee.grant_principal, "role_arn", None)
+        if self._writer_arn is None:
+            raise TypeError("the stage writer must be a role: the bucket policy names it")
         grant = iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-            resource_arns=[self.bucket.arn_for_objects(f"{DATA_PREFIX}*")],
+            grantee=grantee, actions=list(WRITE_ACTIONS), resource_arns=[self._stage_objects]
+        )
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="StageFilesAreWrittenOnlyByTheExtract",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(EXCLUSIVE_WRITE_ACTIONS),
+                resources=[self._stage_objects],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": self._writer_arn}},
+            )
         )
         self._acknowledge_object_wildcard(grantee, "s3:PutObject and s3:AbortMultipartUpload")
         return grant
@@ -112,9 +233,7 @@ class StageBucket(Construct):
         ``AccessDenied``.
         """
         iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["s3:GetObject"],
-            resource_arns=[self.bucket.arn_for_objects(f"{DATA_PREFIX}*")],
+            grantee=grantee, actions=list(READ_ACTIONS), resource_arns=[self._stage_objects]
         )
         self._acknowledge_object_wildcard(grantee, "s3:GetObject")
         grantee.grant_principal.add_to_principal_policy(

