@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import psycopg2
 import psycopg2.extensions
 
-from .errors import ConfigError, CredentialsError, DatabaseUnavailable
+from .errors import ConfigError, CredentialsError, DatabaseUnavailable, LoginRefused
 from .settings import SessionLimits, current
 
 # What a server that refuses a connection says: these are answers, not outages, so
@@ -163,7 +163,7 @@ def _raise_if_refused(settings: PgSettings, exc: psycopg2.OperationalError) -> N
     message = first_line(str(exc))
     lowered = message.lower()
     if any(p in lowered for p in _REJECTED_CREDENTIALS):
-        raise CredentialsError(
+        raise LoginRefused(
             f"{settings.display} rejected the credentials ({message}); "
             "check the user and password (or the secret they come from)"
         ) from exc
@@ -172,7 +172,7 @@ def _raise_if_refused(settings: PgSettings, exc: psycopg2.OperationalError) -> N
             f"{message} on {settings.host}:{settings.port}; create it or run `etl init` first"
         ) from exc
     if any(p in lowered for p in _REFUSED):
-        raise CredentialsError(
+        raise LoginRefused(
             f"{settings.display} refused the connection ({message}); check the login, its "
             "grants, and the TLS settings (sslmode, sslrootcert) against the server's"
         ) from exc

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .business_calendar import parse_date
 from .db import PgSettings
-from .errors import ConfigError, CredentialsError, DatabaseUnavailable, DataTestsFailed
+from .errors import ConfigError, DatabaseUnavailable, DataTestsFailed, LoginRefused
 from .settings import Settings, current, quiet_dbt_tracking, scoped_environ
 
 
@@ -254,7 +254,7 @@ def raise_for_failures(run: DbtRun, what: str) -> None:
         return
     names = "; ".join(str(f) for f in run.failures) or "dbt reported failure"
     if credentials_refused(run):
-        raise CredentialsError(
+        raise LoginRefused(
             f"{what} could not log in, nothing was unloaded or loaded: {names}. Check the "
             "login's password or secret (it may have been rotated), then re-run the same day"
         )

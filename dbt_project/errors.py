@@ -21,10 +21,20 @@ class DatabaseUnavailable(EtlError):
     exit_code = 3
 
 
+class LoadTimedOut(EtlError):
+    """The load did not finish within its time limit; it was rolled back."""
+
+    exit_code = 3
+
+
 class CredentialsError(EtlError):
     """A secret is missing, unreadable, or its credentials are rejected."""
 
     exit_code = 3
+
+
+class LoginRefused(CredentialsError):
+    """The database itself refused the login: credentials, grants or TLS."""
 
 
 class DataTestsFailed(EtlError):

@@ -11,18 +11,22 @@ from datetime import date, datetime
 from urllib.parse import unquote_plus
 
 from .business_calendar import (
+    BUSINESS_TIMEZONE,
     DEFAULT_LOOKBACK_DAYS,
     MAX_BACKFILL_DAYS_LAMBDA,
+    business_date,
     check_lookback,
     check_run_date,
     date_range,
     parse_date,
     previous_business_day,
+    utc_now,
 )
 from .errors import ConfigError
 from .layout import DATA_PREFIX, MANIFEST_NAME
 
 EXTRACT_SHAPES = (
+    "{} (the previous business day, as the schedule runs it), "
     'a schedule ({"scheduled_time": "<ISO time>"} or an EventBridge "Scheduled Event"), '
     '{"run_date": "YYYY-MM-DD"}, or {"start_date": "YYYY-MM-DD", "end_date": "YYYY-MM-DD"} '
     f"spanning at most {MAX_BACKFILL_DAYS_LAMBDA} days"
@@ -52,6 +56,10 @@ def parse_extract_event(event, *, now: datetime | None = None) -> ExtractRequest
     if not isinstance(event, dict):
         raise ConfigError(f"the extract event must be a JSON object: {EXTRACT_SHAPES}")
     keys = set(event)
+    if not event:
+        # `aws lambda invoke` with no payload: the night a schedule would run now.
+        day = previous_business_day(now or utc_now())
+        return ExtractRequest((day,), trigger="manual")
     if "scheduled_time" in event:
         day = previous_business_day(_timestamp(event["scheduled_time"]))
         return ExtractRequest((check_run_date(day, now=now),), trigger="schedule")
@@ -107,3 +115,35 @@ def parse_load_event(event, bucket: str) -> LoadRequest:
         else:
             ignored.append(key)
     return LoadRequest(tuple(keys), tuple(ignored))
+
+
+@dataclass(frozen=True)
+class InitRequest:
+    # Sample rows go only into empty source tables; False never adds any.
+    sample_data: bool = True
+    # The day the sample history ends on: the initialisation day unless given.
+    sample_end_date: date | None = None
+
+
+INIT_SHAPES = (
+    '{}, {"sample_data": false}, or {"sample_data": true, "sample_end_date": "YYYY-MM-DD"}'
+)
+
+
+def parse_init_event(event, *, now: datetime | None = None) -> InitRequest:
+    if event is None:
+        event = {}
+    if not isinstance(event, dict) or set(event) - {"sample_data", "sample_end_date"}:
+        raise ConfigError(f"the db_initializer event must be one of {INIT_SHAPES}")
+    sample = event.get("sample_data", True)
+    if not isinstance(sample, bool):
+        raise ConfigError(f"sample_data must be true or false, not {sample!r}")
+    today = business_date(now or utc_now())
+    end = event.get("sample_end_date")
+    end = today if end is None else parse_date(end, "sample_end_date")
+    if end > today:
+        raise ConfigError(
+            f"sample_end_date {end} is after today ({today}, {BUSINESS_TIMEZONE}); "
+            "a sample history cannot end in the future"
+        )
+    return InitRequest(sample, end)

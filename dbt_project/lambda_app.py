@@ -14,8 +14,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from .db import Database, PgSettings
 from .dbt_runner import DbtProject
-from .errors import ConfigError, CredentialsError, DatabaseUnavailable
-from .events import parse_extract_event, parse_load_event
+from .errors import CredentialsError, DatabaseUnavailable, LoginRefused
+from .events import parse_extract_event, parse_init_event, parse_load_event
 from .observability import logger, metrics, tracer
 from .pipeline import extract, init, load, raise_for_analytics, test_analytics
 from .settings import DbEndpoint, Settings
@@ -124,15 +124,16 @@ def reset() -> None:
 
 @contextmanager
 def _count_connection_errors():
+    """A database out of reach, or refusing the login, is a connection error."""
     try:
         yield
-    except DatabaseUnavailable:
+    except (DatabaseUnavailable, LoginRefused):
         metrics.add_metric(name="DBConnectionError", unit=MetricUnit.Count, value=1)
         raise
 
 
 @tracer.capture_method
-def handle_extract(event) -> dict:
+def handle_extract(event, context=None) -> dict:
     request = parse_extract_event(event)
     settings = Settings.from_env()
     results = []
@@ -172,7 +173,7 @@ def handle_extract(event) -> dict:
 
 
 @tracer.capture_method
-def handle_load(event) -> dict:
+def handle_load(event, context=None) -> dict:
     settings = Settings.from_env()
     request = parse_load_event(event, settings.require_bucket())
     for key in request.ignored:
@@ -181,7 +182,12 @@ def handle_load(event) -> dict:
     target = database(settings, "TARGET")
     with _count_connection_errors():
         for key in request.manifest_keys:
-            result = load(target=target, stage=stage(settings), manifest=key)
+            result = load(
+                target=target,
+                stage=stage(settings),
+                manifest=key,
+                time_limit_ms=_load_time_limit(context),
+            )
             logger.append_keys(run_date=result.run_date.isoformat())
             metrics.add_metric(
                 name="S3ReadTime", unit=MetricUnit.Seconds, value=result.read_seconds
@@ -226,12 +232,8 @@ def handle_load(event) -> dict:
 
 
 @tracer.capture_method
-def handle_init(event) -> dict:
-    if not isinstance(event, dict) or set(event) - {"sample_data"}:
-        raise ConfigError('the db_initializer event must be {} or {"sample_data": true|false}')
-    sample = event.get("sample_data", False)
-    if not isinstance(sample, bool):
-        raise ConfigError(f"sample_data must be true or false, not {sample!r}")
+def handle_init(event, context=None) -> dict:
+    request = parse_init_event(event)
     settings = Settings.from_env()
     started = time.perf_counter()
     with _count_connection_errors():
@@ -239,18 +241,43 @@ def handle_init(event) -> dict:
             source=database(settings, "SOURCE"),
             target=database(settings, "TARGET"),
             dbt=dbt(settings),
-            sample_data=sample,
+            sample_data=request.sample_data,
+            sample_end_date=request.sample_end_date,
         )
     metrics.add_metric(
         name="InitTime", unit=MetricUnit.Seconds, value=time.perf_counter() - started
     )
-    return {"status": "initialised", "sample_rows": result.sample_rows, "views": result.views_built}
+    if result.sample_note:
+        logger.info(result.sample_note)
+    return {
+        "status": "initialised",
+        "sample_rows": result.sample_rows,
+        "sample_data": result.sample_note or _sample_summary(result.sample_rows),
+        "views": result.views_built,
+    }
+
+
+def _sample_summary(rows: dict[str, int] | None) -> str:
+    if rows is None:
+        return "not requested"
+    return "loaded: " + ", ".join(f"{table} +{count}" for table, count in rows.items())
+
+
+# What a load leaves of the function's time for the analytics-side tests and the report.
+LOAD_TIME_RESERVE_MS = 120_000
+
+
+def _load_time_limit(context) -> int | None:
+    """The load must end, with its own error, before Lambda ends the function."""
+    if context is None:
+        return None
+    return max(context.get_remaining_time_in_millis() - LOAD_TIME_RESERVE_MS, 1_000)
 
 
 def run(handler_fn, event, context) -> dict:
     """Log a user error as one clear line, then re-raise so the invocation counts as failed."""
     try:
-        return handler_fn(event)
+        return handler_fn(event, context)
     except Exception as exc:
         logger.error(str(exc), extra={"error_type": exc.__class__.__name__})
         raise

@@ -40,7 +40,7 @@ from .analytics_schema import (
 )
 from .business_calendar import utc_now
 from .contracts import MARTS, TableContract, contract
-from .errors import ConfigError, StageError
+from .errors import ConfigError, LoadTimedOut, StageError
 from .manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
 from .stage import Stage
 from .staged_format import CHUNK, VerifyingReader
@@ -236,21 +236,64 @@ def _stage_files(cur, stage: Stage, manifest: Manifest, result: LoadResult) -> N
             result.tables[name] = TableLoad(rows_in_file=entry.rows)
 
 
+class _Deadline:
+    """A whole-load time limit, enforced by the server on every wait and statement.
+
+    Before each step the remaining time becomes the session's lock and statement
+    timeouts, so a lock held by a stuck session, or a statement that runs too long,
+    ends the load with a clear error (and a rollback) before the function is killed.
+    """
+
+    def __init__(self, limit_ms: int | None):
+        self.limit_ms = limit_ms
+        self.ends = None if limit_ms is None else time.monotonic() + limit_ms / 1000
+
+    def bound(self, cur) -> None:
+        if self.ends is None:
+            return
+        remaining = int((self.ends - time.monotonic()) * 1000)
+        if remaining <= 0:
+            raise LoadTimedOut(self._message("before the next step could start"))
+        cur.execute(
+            load_sql.bound_waits(),
+            {"lock_ms": str(remaining), "statement_ms": str(remaining + 1_000)},
+        )
+
+    def _message(self, what: str) -> str:
+        return (
+            f"the load did not finish within its time limit of {self.limit_ms / 1000:.0f}s "
+            f"({what}); it was rolled back and changed nothing: load the manifest again "
+            "(the S3 event's retry does) once the other session is gone"
+        )
+
+    def explain(self, exc: psycopg2.Error) -> LoadTimedOut:
+        if isinstance(exc, psycopg2.errors.LockNotAvailable):
+            return LoadTimedOut(self._message("another session held the load lock or a table"))
+        return LoadTimedOut(self._message("a statement was still running"))
+
+
 def load_manifest(
-    conn, stage: Stage, manifest_key: str, *, now: datetime | None = None
+    conn,
+    stage: Stage,
+    manifest_key: str,
+    *,
+    now: datetime | None = None,
+    time_limit_ms: int | None = None,
 ) -> LoadResult:
     """Apply one manifest. Any failure rolls the whole night back.
 
     ``now`` is the moment of loading (the clock by default): a manifest that claims a
-    later one is refused.
+    later one is refused. ``time_limit_ms`` bounds the whole load, lock wait included.
     """
     started = time.perf_counter()
     raw = stage.get_bytes(manifest_key, max_bytes=MAX_MANIFEST_BYTES)
     manifest = Manifest.from_json(raw, manifest_key)
     manifest.check_not_from_the_future(manifest_key, now or utc_now())
     result = LoadResult(manifest_key, manifest.run_id, manifest.run_date, "loaded")
+    deadline = _Deadline(time_limit_ms)
     try:
         with conn, conn.cursor() as cur:
+            deadline.bound(cur)
             cur.execute("select pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
             # The staged files are joined to the tables whole: with the 4 MB default
             # every hash of a large night spills to disk. Only for this transaction.
@@ -269,10 +312,16 @@ def load_manifest(
             if cur.fetchone() is None:
                 result.status = "duplicate"
                 return result
+            deadline.bound(cur)
             _stage_files(cur, stage, manifest, result)
+            deadline.bound(cur)
             _apply_rows(cur, manifest, result)
             counts = {name: vars(load) for name, load in result.tables.items()}
             cur.execute(load_sql.finish_run(), (psycopg2.extras.Json(counts), manifest.run_id))
+    except (psycopg2.errors.LockNotAvailable, psycopg2.errors.QueryCanceled) as exc:
+        if deadline.ends is None:
+            raise
+        raise deadline.explain(exc) from exc
     finally:
         result.seconds = time.perf_counter() - started
     return result

@@ -76,6 +76,15 @@ def finish_run() -> sql.Composed:
     ).format(_LEDGER)
 
 
+def bound_waits() -> sql.SQL:
+    """Lock waits of this transaction end after ``%(lock_ms)s`` milliseconds, statements
+    after ``%(statement_ms)s`` (a little later, so that a lock wait says it was one)."""
+    return sql.SQL(
+        "select set_config('lock_timeout', %(lock_ms)s, true), "
+        "set_config('statement_timeout', %(statement_ms)s, true)"
+    )
+
+
 # -- staging --------------------------------------------------------------------------
 
 

@@ -135,8 +135,10 @@ def extract(
     )
 
 
-def load(*, target: Database, stage: Stage, manifest: str) -> LoadResult:
-    return load_manifest(target.connection(), stage, manifest)
+def load(
+    *, target: Database, stage: Stage, manifest: str, time_limit_ms: int | None = None
+) -> LoadResult:
+    return load_manifest(target.connection(), stage, manifest, time_limit_ms=time_limit_ms)
 
 
 def test_analytics(*, target: Database, dbt: DbtProject) -> AnalyticsTests:

@@ -24,7 +24,12 @@ LAST_SAMPLE_DAY = date(2026, 11, 25)
 
 def test_a_whole_night_through_the_handlers(aws, capsys):
     init, extract, load = (load_handler(n) for n in ("db_initializer", "extract", "load"))
-    assert init({"sample_data": True}, Context("db_initializer"))["status"] == "initialised"
+    assert (
+        init({"sample_data": True, "sample_end_date": "2026-11-25"}, Context("db_initializer"))[
+            "status"
+        ]
+        == "initialised"
+    )
     # The history in one manual run, then the scheduled night of the last sample day.
     extract({"run_date": "2026-11-24", "lookback_days": 90}, Context("extract"))
     first = load(s3_event(aws["bucket"], "etl-data/2026-11-24/_manifest.json"), Context("load"))
@@ -87,7 +92,7 @@ def test_a_whole_night_through_the_handlers(aws, capsys):
 
 def test_duplicate_s3_delivery_is_a_no_op(aws):
     init, extract, load = (load_handler(n) for n in ("db_initializer", "extract", "load"))
-    init({"sample_data": True}, Context("db_initializer"))
+    init({"sample_data": True, "sample_end_date": "2026-11-25"}, Context("db_initializer"))
     extract({"run_date": "2026-11-25"}, Context("extract"))
     event = s3_event(aws["bucket"], "etl-data/2026-11-25/_manifest.json")
     assert load(event, Context("load"))["loads"][0]["status"] == "loaded"
@@ -98,7 +103,9 @@ def test_duplicate_s3_delivery_is_a_no_op(aws):
 
 def test_a_rotated_password_is_re_read_once_and_the_night_succeeds(aws, monkeypatch):
     init, extract = load_handler("db_initializer"), load_handler("extract")
-    init({"sample_data": True}, Context("db_initializer"))  # caches the first secret
+    init(
+        {"sample_data": True, "sample_end_date": "2026-11-25"}, Context("db_initializer")
+    )  # caches the first secret
     conn = connect(aws["source"])
     conn.autocommit = True
     with conn.cursor() as cur:

@@ -294,7 +294,7 @@ def test_the_nightly_round_trip_as_deployed(vpc, assemble):
         )
         return outcome.result
 
-    initialised = call(DB_INITIALIZER.name, {"sample_data": True})
+    initialised = call(DB_INITIALIZER.name, {"sample_data": True, "sample_end_date": "2026-11-25"})
     assert initialised["status"] == "initialised" and initialised["sample_rows"]
 
     # The history in one manual run, loaded on the manifest's S3 event.

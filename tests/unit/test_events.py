@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from dbt_project.errors import ConfigError
-from dbt_project.events import parse_extract_event, parse_load_event
+from dbt_project.events import InitRequest, parse_extract_event, parse_init_event, parse_load_event
 
 
 def test_a_schedule_at_two_in_the_morning_tokyo_runs_the_previous_tokyo_day():
@@ -46,7 +46,6 @@ def test_manual_day_and_backfill():
         ({"start_date": "2026-02-01", "end_date": "2026-01-01"}, "before it starts"),
         ({"run_date": "2026-11-20", "lookback_days": 0}, "lookback_days"),
         ({"date": "2026-11-20"}, "unrecognised extract event"),
-        ({}, "unrecognised extract event"),
         ([], "must be a JSON object"),
     ],
 )
@@ -134,3 +133,47 @@ def test_a_day_that_is_not_over_is_refused_in_one_line(event, message):
     with pytest.raises(ConfigError, match=message) as refused:
         parse_extract_event(event, now=NOON_25TH)
     assert "\n" not in str(refused.value)
+
+
+def test_no_payload_runs_the_night_the_schedule_would_run_now():
+    # `aws lambda invoke --function-name <extract> out.json` sends {}
+    at_two_tokyo = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
+    request = parse_extract_event({}, now=at_two_tokyo)
+    assert request.days == (date(2026, 11, 25),)
+    assert request.lookback_days == 2
+    assert (
+        request.days
+        == parse_extract_event({"scheduled_time": "2026-11-25T17:00:00Z"}, now=at_two_tokyo).days
+    )
+    # and just before midnight in Tokyo it is still the day before that
+    assert parse_extract_event({}, now=datetime(2026, 11, 25, 14, 59, tzinfo=UTC)).days == (
+        date(2026, 11, 24),
+    )
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({}, InitRequest(True, date(2026, 11, 25))),
+        (None, InitRequest(True, date(2026, 11, 25))),
+        ({"sample_data": False}, InitRequest(False, date(2026, 11, 25))),
+        ({"sample_end_date": "2026-11-20"}, InitRequest(True, date(2026, 11, 20))),
+    ],
+)
+def test_the_initializer_loads_sample_data_ending_today_unless_told(event, expected):
+    assert parse_init_event(event, now=datetime(2026, 11, 25, 3, 0, tzinfo=UTC)) == expected
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"sample_data": "yes"}, "sample_data must be true or false"),
+        ({"sample_end_date": "2026-11-26"}, "after today .2026-11-25"),
+        ({"sample_end_date": "soon"}, "not a real calendar date"),
+        ({"sample": True}, "must be one of"),
+        ([], "must be one of"),
+    ],
+)
+def test_a_bad_initializer_event_is_refused(event, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_init_event(event, now=datetime(2026, 11, 25, 3, 0, tzinfo=UTC))

@@ -1,0 +1,112 @@
+"""The handlers as an operator sees them: bounded loads, per-invocation logs, and the
+metrics that say what went wrong."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+
+from dbt_project import lambda_app, observability
+from dbt_project.analytics_schema import LOAD_LOCK
+from dbt_project.db import connect
+from dbt_project.errors import CredentialsError, DatabaseUnavailable, LoadTimedOut
+from dbt_project.local_pg import free_port
+from tests.lambda_helpers import Context, load_handler, s3_event
+from tests.pipeline_helpers import snapshot
+
+MANIFEST = "etl-data/2026-11-25/_manifest.json"
+
+
+def log_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith('{"level"')]
+
+
+def metric_names(out: str) -> set[str]:
+    names = set()
+    for line in out.splitlines():
+        if '"_aws"' in line:
+            for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]:
+                names.update(m["Name"] for m in directive["Metrics"])
+    return names
+
+
+def test_a_load_waiting_on_a_stuck_lock_ends_before_the_function_would(aws):
+    init, extract, load = (load_handler(n) for n in ("db_initializer", "extract", "load"))
+    init({"sample_data": True, "sample_end_date": "2026-11-25"}, Context("db_initializer"))
+    extract({"run_date": "2026-11-25"}, Context("extract"))
+    before = snapshot(aws["target"])
+    holder = connect(aws["target"])
+    try:
+        # given a session that holds the load lock and never lets go
+        with holder.cursor() as cur:
+            cur.execute("select pg_advisory_lock(%s)", (LOAD_LOCK,))
+        # when the load runs with 3 s left beyond its reserve for the tests
+        remaining = lambda_app.LOAD_TIME_RESERVE_MS + 3_000
+        started = time.monotonic()
+        with pytest.raises(LoadTimedOut, match="another session held the load lock") as ended:
+            load(s3_event(aws["bucket"], MANIFEST), Context("load", remaining_ms=remaining))
+        # then it ends on its own, in its limit, having changed nothing
+        assert time.monotonic() - started < remaining / 1000
+        assert "time limit of 3s" in str(ended.value) and ended.value.exit_code == 3
+        assert snapshot(aws["target"]) == before
+    finally:
+        holder.close()
+    # and once the lock is free the same event loads
+    assert load(s3_event(aws["bucket"], MANIFEST), Context("load"))["loads"][0]["status"] == (
+        "loaded"
+    )
+
+
+@pytest.fixture
+def logs():
+    """What the Powertools logger writes, invocation by invocation."""
+    handler = observability.logger.registered_handler
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+
+    def take() -> list[dict]:
+        lines = log_lines(buffer.getvalue())
+        buffer.seek(0)
+        buffer.truncate()
+        return lines
+
+    yield take
+    handler.setStream(previous)
+
+
+def test_each_invocation_logs_only_its_own_keys(aws, logs):
+    init, extract = load_handler("db_initializer"), load_handler("extract")
+    init({"sample_data": True, "sample_end_date": "2026-11-25"}, Context("db_initializer"))
+    logs()
+    extract({"run_date": "2026-11-24"}, Context("extract"))
+    first = logs()
+    extract({"start_date": "2026-11-25", "end_date": "2026-11-25"}, Context("extract"))
+    second = logs()
+    assert {line.get("run_date") for line in first} >= {"2026-11-24"}
+    # The second invocation's lines carry its own day, or none (before it is known).
+    assert {line.get("run_date") for line in second} <= {"2026-11-25", None}
+    assert any(line.get("run_date") == "2026-11-25" for line in second)
+    assert len({line["function_request_id"] for line in second}) == 1
+
+
+def test_an_unreachable_database_is_counted_as_a_connection_error(aws, monkeypatch, capsys):
+    monkeypatch.setenv("SOURCE_DB_HOST", "127.0.0.1")
+    monkeypatch.setenv("SOURCE_DB_PORT", str(free_port()))  # nothing listens there
+    monkeypatch.setenv("ETL_CONNECT_WAIT_SECONDS", "1")
+    with pytest.raises(DatabaseUnavailable, match="cannot reach PostgreSQL"):
+        load_handler("extract")({"run_date": "2026-11-25"}, Context("extract"))
+    out = capsys.readouterr().out
+    assert "DBConnectionError" in metric_names(out)
+    assert "SecretRetrievalError" not in metric_names(out)
+
+
+def test_an_unreadable_secret_is_counted_as_a_secret_error(aws, monkeypatch, capsys):
+    monkeypatch.setenv("SOURCE_DB_SECRET_ARN", aws["arns"]["SOURCE"] + "-gone")
+    with pytest.raises(CredentialsError, match="cannot read the source database secret"):
+        load_handler("extract")({"run_date": "2026-11-25"}, Context("extract"))
+    out = capsys.readouterr().out
+    assert "SecretRetrievalError" in metric_names(out)
+    assert "DBConnectionError" not in metric_names(out)
