@@ -1,8 +1,10 @@
 {#-
     Data tests of a nightly (windowed) build look at the rows the night reads.
 
-    dbt wraps the model of every generic test in get_where_subquery. Without
-    run_date this behaves as dbt's own (the `where` config, if any). With it, the
+    dbt wraps the model of every generic test in get_where_subquery, which
+    dispatches in the `dbt` namespace; dbt_project.yml's `dispatch` searches this
+    project first, so on PostgreSQL this replaces dbt's default__get_where_subquery.
+    Without run_date it behaves as dbt's own (the `where` config, if any). With it, the
     tests on the orders and order lines (source tables and staging views) see only
     the run window's orders and their lines, so a night's tests cost what its day
     costs, not what the history costs; a full-history `dbt build` still tests
@@ -10,7 +12,7 @@
     order must still find its product, an order its customer.
 -#}
 
-{% macro get_where_subquery(relation) -%}
+{% macro postgres__get_where_subquery(relation) -%}
     {%- set where = config.get('where') -%}
     {%- set window_filter = run_window_test_filter(relation) -%}
     {%- set conditions = [] -%}

@@ -1,9 +1,7 @@
--- `not materialized`: orders is read twice, and a materialized CTE would scan the
--- whole source table instead of using its indexes.
 with
 
-orders as not materialized (
-    select * from {{ ref('stg_shop__orders') }}
+owned_day_orders as (
+    select * from {{ ref('int_owned_day_orders') }}
 ),
 
 order_items as (
@@ -12,18 +10,6 @@ order_items as (
 
 products as (
     select * from {{ ref('stg_shop__products') }}
-),
-
-touched_orders as (
-    {{ select_touched_orders('orders') }}
-),
-
-owned_days as (
-    {{ select_owned_days('touched_orders') }}
-),
-
-owned_day_orders as (
-    {{ select_owned_day_orders('orders', 'owned_days') }}
 ),
 
 product_day_totals as (
