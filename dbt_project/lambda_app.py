@@ -12,6 +12,7 @@ from functools import cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from . import metric_names
 from .db import Database, PgSettings
 from .dbt_runner import DbtProject
 from .errors import CredentialsError, DatabaseUnavailable, LoginRefused
@@ -29,13 +30,13 @@ def _secret_settings(prefix: str, endpoint: DbEndpoint, settings: Settings, forc
     try:
         secret = parameters.get_secret(arn, transform="json", force_fetch=force)
     except Exception as exc:
-        metrics.add_metric(name="SecretRetrievalError", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=metric_names.SECRET_RETRIEVAL_ERROR, unit=MetricUnit.Count, value=1)
         raise CredentialsError(
             f"cannot read the {prefix.lower()} database secret {arn} ({exc.__class__.__name__}); "
             "check that it exists and that the function's role may read it"
         ) from exc
     if not isinstance(secret, dict) or not secret.get("username") or "password" not in secret:
-        metrics.add_metric(name="SecretRetrievalError", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=metric_names.SECRET_RETRIEVAL_ERROR, unit=MetricUnit.Count, value=1)
         raise CredentialsError(
             f"the secret {arn} has no username/password JSON; store the RDS-style "
             '{"username": ..., "password": ...}'
@@ -57,7 +58,7 @@ def _iam_settings(prefix: str, endpoint: DbEndpoint, settings: Settings, force: 
             Region=settings.region,
         )
     except Exception as exc:
-        metrics.add_metric(name="SecretRetrievalError", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=metric_names.SECRET_RETRIEVAL_ERROR, unit=MetricUnit.Count, value=1)
         raise CredentialsError(
             f"cannot make an IAM authentication token for {endpoint.iam_user} on the "
             f"{prefix.lower()} database ({exc.__class__.__name__}: {exc}); check the "
@@ -122,13 +123,17 @@ def reset() -> None:
         factory.cache_clear()
 
 
+def _metric(name: str, unit, value: float) -> None:
+    metrics.add_metric(name=name, unit=unit, value=value)
+
+
 @contextmanager
 def _count_connection_errors():
     """A database out of reach, or refusing the login, is a connection error."""
     try:
         yield
     except (DatabaseUnavailable, LoginRefused):
-        metrics.add_metric(name="DBConnectionError", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=metric_names.DB_CONNECTION_ERROR, unit=MetricUnit.Count, value=1)
         raise
 
 
@@ -148,9 +153,13 @@ def handle_extract(event, context=None) -> dict:
                 lookback_days=request.lookback_days,
                 gzip_level=settings.gzip_level,
             )
-            metrics.add_metric(name="ExtractionTime", unit=MetricUnit.Seconds, value=result.seconds)
             metrics.add_metric(
-                name="RecordsExtracted", unit=MetricUnit.Count, value=result.rows_extracted
+                name=metric_names.EXTRACTION_TIME, unit=MetricUnit.Seconds, value=result.seconds
+            )
+            metrics.add_metric(
+                name=metric_names.RECORDS_EXTRACTED,
+                unit=MetricUnit.Count,
+                value=result.rows_extracted,
             )
             logger.info(
                 "extracted",
@@ -190,12 +199,14 @@ def handle_load(event, context=None) -> dict:
             )
             logger.append_keys(run_date=result.run_date.isoformat())
             metrics.add_metric(
-                name="S3ReadTime", unit=MetricUnit.Seconds, value=result.read_seconds
+                name=metric_names.S3_READ_TIME, unit=MetricUnit.Seconds, value=result.read_seconds
             )
-            metrics.add_metric(name="DataLoadTime", unit=MetricUnit.Seconds, value=result.seconds)
+            metrics.add_metric(
+                name=metric_names.DATA_LOAD_TIME, unit=MetricUnit.Seconds, value=result.seconds
+            )
             for table, counts in result.tables.items():
                 metrics.add_metric(
-                    name=f"RecordsLoaded_{table}",
+                    name=metric_names.records_loaded(table),
                     unit=MetricUnit.Count,
                     value=counts.inserted + counts.updated,
                 )
@@ -224,7 +235,7 @@ def handle_load(event, context=None) -> dict:
             )
             raise_for_analytics(tests)
             metrics.add_metric(
-                name="AnalyticsTestTime",
+                name=metric_names.ANALYTICS_TEST_TIME,
                 unit=MetricUnit.Seconds,
                 value=time.perf_counter() - started,
             )
@@ -245,7 +256,7 @@ def handle_init(event, context=None) -> dict:
             sample_end_date=request.sample_end_date,
         )
     metrics.add_metric(
-        name="InitTime", unit=MetricUnit.Seconds, value=time.perf_counter() - started
+        name=metric_names.INIT_TIME, unit=MetricUnit.Seconds, value=time.perf_counter() - started
     )
     if result.sample_note:
         logger.info(result.sample_note)

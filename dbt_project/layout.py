@@ -23,3 +23,9 @@ def day_prefix(run_date: date) -> str:
 
 def manifest_key(run_date: date) -> str:
     return day_prefix(run_date) + MANIFEST_NAME
+
+
+# The lineage site published after each loaded night; outside etl-data/, so it does
+# not expire with the stage files.
+DOCS_PREFIX = "docs/"
+DOCS_KEY = DOCS_PREFIX + "index.html"
