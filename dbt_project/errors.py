@@ -21,6 +21,15 @@ class DatabaseUnavailable(EtlError):
     exit_code = 3
 
 
+class ExtractBusy(EtlError):
+    """Another extract holds the source's extract lock."""
+
+    exit_code = 3
+
+    def __init__(self, message: str):
+        super().__init__(f"{message}; nothing was built or staged: run again once it has finished")
+
+
 class LoadTimedOut(EtlError):
     """The load did not finish within its time limit; it was rolled back."""
 

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+
+import psycopg2
+import psycopg2.errors
 
 from .business_calendar import DEFAULT_LOOKBACK_DAYS, date_range, parse_date
 from .contracts import MARTS
 from .db import Database
 from .dbt_runner import DbtProject, DbtRun, credentials_refused, raise_for_failures, run_vars
-from .errors import DataTestsFailed
+from .errors import DataTestsFailed, ExtractBusy
 from .layout import DBT_ARTIFACTS_FOLDER, day_prefix, manifest_key
 from .load import LoadResult, load_manifest
 from .logins import create_extract_login, create_load_login
@@ -70,6 +74,53 @@ def invoke_dbt(dbt: DbtProject, database: Database, command: list[str], **kwargs
     return run
 
 
+# Extracts of the same source run one at a time: two dbt builds at once would race on
+# the tables they swap in, and two incremental builds of int_customer_days that own the
+# same days would each delete them and both insert theirs. Any constant will do.
+EXTRACT_LOCK = 0x5E7105E
+
+
+@contextmanager
+def extract_lock(source: Database, *, wait: bool = True) -> Iterator[None]:
+    """Hold the source's extract lock for a block (a session lock: it outlives the
+    block's transactions and ends with the session if the process dies).
+
+    Waiting is bounded by the session's lock_timeout; ``wait=False`` refuses at once.
+    """
+    conn = source.connection()
+    try:
+        with conn.cursor() as cur:
+            if wait:
+                cur.execute("select pg_advisory_lock(%s), true", (EXTRACT_LOCK,))
+            else:
+                cur.execute("select null, pg_try_advisory_lock(%s)", (EXTRACT_LOCK,))
+            taken = cur.fetchone()[1]
+    except psycopg2.errors.LockNotAvailable as exc:
+        conn.rollback()
+        raise ExtractBusy(_BUSY + " and it did not finish within the lock timeout") from exc
+    conn.rollback()  # the lock is the session's: ending the transaction keeps it
+    if not taken:
+        raise ExtractBusy(_BUSY)
+    try:
+        yield
+    finally:
+        _unlock(conn)
+
+
+def _unlock(conn) -> None:
+    # A session lost mid-run took its lock with it; say nothing that would hide why.
+    try:
+        conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute("select pg_advisory_unlock(%s)", (EXTRACT_LOCK,))
+        conn.rollback()
+    except psycopg2.Error:
+        pass
+
+
+_BUSY = "another extract of this source is running (it holds the extract lock)"
+
+
 def _source_now(source: Database):
     """Taken before dbt reads anything: every row in the files is at least this fresh."""
     conn = source.connection()
@@ -93,6 +144,11 @@ def extract(
     started = time.perf_counter()
     day = parse_date(run_date, "run_date")
     dbt_vars = run_vars(day, lookback_days)
+    with extract_lock(source):
+        return _extract(day, dbt_vars, started, source, stage, dbt, lookback_days, gzip_level)
+
+
+def _extract(day, dbt_vars, started, source, stage, dbt, lookback_days, gzip_level):
     extracted_at = _source_now(source)
     run = invoke_dbt(
         dbt,

@@ -1,0 +1,109 @@
+"""Two extracts of the same source at once (a manual run during the scheduled one, an
+S3 retry, a second deployment's schedule) run one after the other, so the design
+needs no reserved concurrency: the second waits for the source's extract lock, or
+says it could not have it, and never builds beside the first."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import date
+
+from dbt_project.db import Database, connect
+from dbt_project.dbt_runner import DbtProject
+from dbt_project.pipeline import EXTRACT_LOCK, init, load
+from dbt_project.source_db import create_source_tables
+from dbt_project.stage import LocalStage
+from tests import reference
+from tests.datagen import Shop
+
+DAY = date(2026, 4, 10)
+
+
+def shop(new_database):
+    source, target = new_database("src"), new_database("tgt")
+    conn = connect(source)
+    create_source_tables(conn)
+    conn.commit()
+    Shop(conn, seed=11).history(date(2026, 4, 1), DAY)
+    conn.close()
+    init(
+        source=Database.from_settings(source),
+        target=Database.from_settings(target),
+        dbt=DbtProject(),
+    )
+    return source, target
+
+
+def etl_extract(source, stage, tmp_path, name, **env) -> subprocess.Popen:
+    """`etl extract` in its own process, as a second Lambda container would run it."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dbt_project.cli",
+            "extract",
+            "--date",
+            DAY.isoformat(),
+            "--lookback-days",
+            "10",
+            "--stage",
+            str(stage.root),
+        ],
+        env={
+            **os.environ,
+            "ETL_SOURCE_URL": source.url,
+            "ETL_WORK_DIR": str(tmp_path / name),  # each process its own dbt folders
+            **env,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_second_extract_waits_for_the_first_and_both_stay_whole(new_database, tmp_path):
+    source, target = shop(new_database)
+    stage = LocalStage(tmp_path / "stage")
+
+    # when two extracts of the same day start together
+    first = etl_extract(source, stage, tmp_path, "a")
+    second = etl_extract(source, stage, tmp_path, "b")
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in (first, second)]
+
+    # then both succeed, one after the other (two run folders, one manifest: the later)
+    assert [code for _, _, code in results] == [0, 0], [(o[-3000:], e[-2000:]) for o, e, _ in results]
+    runs = {key.split("/")[2] for key in stage.list("etl-data/") if key.endswith(".tsv.gz")}
+    assert len(runs) == 2
+    loaded = load(
+        target=Database.from_settings(target),
+        stage=stage,
+        manifest=f"etl-data/{DAY}/_manifest.json",
+    )
+    assert loaded.status == "loaded"
+    expected = reference.marts(reference.fetch_source(source), as_of=DAY)
+    actual = reference.read_marts(target)
+    assert actual["daily_sales_summary"] == expected["daily_sales_summary"]
+    assert actual["product_sales_summary"] == expected["product_sales_summary"]
+
+
+def test_an_extract_that_cannot_have_the_lock_says_so_and_stages_nothing(new_database, tmp_path):
+    source, _ = shop(new_database)
+    stage = LocalStage(tmp_path / "stage")
+    holder = connect(source)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("select pg_advisory_lock(%s)", (EXTRACT_LOCK,))
+        started = time.monotonic()
+        waiting = etl_extract(source, stage, tmp_path, "w", ETL_LOCK_TIMEOUT_MS="3000")
+        out, err, code = waiting.communicate(timeout=120) + (waiting.returncode,)
+    finally:
+        holder.close()
+    assert code == 3, (out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and "another extract of this source is running" in lines[0], err
+    assert "did not finish within the lock timeout" in lines[0]
+    assert time.monotonic() - started < 60
+    assert stage.list("etl-data/") == []
