@@ -9,6 +9,8 @@ The only module that reads the environment or the CDK context:
 * ``lambdas_dir`` (default ``lambdas``): the functions' code folders.
 * ``target_max_capacity`` (default 2): Aurora Serverless v2 maximum ACU.
 * ``alarm_email`` (optional): subscribe this address to the alarm topic.
+* ``reserved_concurrency`` (default false): reserve 1 concurrent execution for the
+  extract and the load (a new account's quota of 10 leaves none to reserve).
 * ``stack_name`` (default ``ShopEtl``).
 """
 
@@ -57,6 +59,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         code_root=_path(get("lambdas_dir"), REPO_ROOT / "lambdas"),
         target_max_capacity=float(get("target_max_capacity") or 2),
         alarm_email=get("alarm_email") or None,
+        reserved_concurrency=_flag(get("reserved_concurrency") or False),
     )
     EtlStack(
         app,

@@ -4,6 +4,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 
+from dbt_project import metric_names
 from infra.layers import RDS_CA_BUNDLE
 
 # Must match the platform the layers are built for (infra/layers.py); a test checks it.
@@ -16,8 +17,8 @@ LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 HANDLER = "handler.handler"
 
 # Async invocations (schedule, S3 event): how often Lambda retries a failed run and how
-# long an event may wait (throttled behind reserved concurrency 1) before it is dropped
-# to the on-failure queue.
+# long an event may wait (throttled, as behind an opt-in reserved concurrency) before it
+# is dropped to the on-failure destination.
 MAX_EVENT_AGE = Duration.hours(6)
 
 # A statement is cancelled this long before the function itself would time out, so a
@@ -38,5 +39,5 @@ DBT_PROJECT_DIR = "/opt/dbt"
 DBT_TARGET_PATH = "/tmp/dbt/target"  # noqa: S108 - Lambda's only writable folder
 DBT_LOG_PATH = "/tmp/dbt/logs"  # noqa: S108 - Lambda's only writable folder
 
-POWERTOOLS_METRICS_NAMESPACE = "ShopEtl"
+POWERTOOLS_METRICS_NAMESPACE = metric_names.NAMESPACE
 POWERTOOLS_LOG_LEVEL = "INFO"

@@ -8,10 +8,13 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
 from dbt_project.roles import EXTRACT_LOGIN, LOAD_LOGIN
+from infra.constructs.analytics_upgrade import AnalyticsUpgrade
+from infra.constructs.dashboard import Dashboard
 from infra.constructs.databases import Databases
 from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD, Functions
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
+from infra.constructs.run_reports import RunReports
 from infra.constructs.schedule import NightlySchedule
 from infra.constructs.stage_bucket import StageBucket
 from infra.layers import LayerDirs
@@ -28,6 +31,9 @@ class EtlSettings:
     code_root: Path
     target_max_capacity: float = 2
     alarm_email: str | None = None
+    # Reserve 1 concurrent execution for extract and load; off by default, because a new
+    # account's quota of 10 leaves none to reserve (the locks serialise overlapping runs).
+    reserved_concurrency: bool = False
 
 
 class EtlStack(Stack):
@@ -49,6 +55,7 @@ class EtlStack(Stack):
             target_max_capacity=settings.target_max_capacity,
         )
         stage = StageBucket(self, "Stage", retain=settings.retain)
+        reports = RunReports(self, "RunReports", removal_policy=removal_policy)
         functions = Functions(
             self,
             "Functions",
@@ -61,24 +68,19 @@ class EtlStack(Stack):
             source=databases.source,
             target=databases.target,
             stage=stage,
+            reserve_concurrency=settings.reserved_concurrency,
             removal_policy=removal_policy,
+            on_failure=reports.on_failure,
         )
-        self._grant(databases, stage, functions)
+        self._grant(network, databases, stage, functions)
+        self._upgrade_on_deploy(network, databases, functions, removal_policy)
+        reports.grant_publish(functions.load, network.sns_endpoint)
+        reports.deliver_invocation_records(functions.failure_queue)
         stage.limit_endpoint(network.s3_endpoint)
         nightly = NightlySchedule(
             self, "Nightly", function=functions.extract, removal_policy=removal_policy
         )
-        Monitoring(
-            self,
-            "Monitoring",
-            functions=functions.all,
-            dead_letter_queues={
-                "failed-invocations": functions.failure_queue,
-                "schedule-dead-letters": nightly.dead_letter_queue,
-            },
-            removal_policy=removal_policy,
-            alarm_email=settings.alarm_email,
-        )
+        self._operations(settings, removal_policy, databases, functions, nightly, reports)
 
         self._outputs(databases, stage, functions)
         Tags.of(self).add("project", "shop-etl")
@@ -88,19 +90,82 @@ class EtlStack(Stack):
         Validations.of(self).add_plugins(AwsSolutionsChecks(self))
 
     @staticmethod
-    def _grant(databases: Databases, stage: StageBucket, functions: Functions) -> None:
+    def _grant(
+        network: Network, databases: Databases, stage: StageBucket, functions: Functions
+    ) -> None:
         """Who reaches what: each function its own database(s) and its side of the stage.
 
         Only the initializer, which creates the extract's and load's logins, holds the
-        master secrets; those two log in as their own logins with IAM tokens.
+        master secrets; those two log in as their own logins with IAM tokens. The
+        initializer also sets the reader login's password and starts the history load.
         """
         functions.grant_login(EXTRACT.name, databases.source, EXTRACT_LOGIN)
         functions.grant_login(LOAD.name, databases.target, LOAD_LOGIN)
         functions.grant_master_login(DB_INITIALIZER.name, databases.source)
         functions.grant_master_login(DB_INITIALIZER.name, databases.target)
+        functions.grant_reader_secret(DB_INITIALIZER.name, databases.reader_secret)
+        functions.grant_start_extract(DB_INITIALIZER.name, network.lambda_endpoint)
         stage.grant_write_stage(functions.extract)
         stage.grant_read_stage(functions.load)
         stage.notify_on_manifest(functions.load)
+        stage.grant_publish_docs(functions.load)
+
+    def _upgrade_on_deploy(
+        self,
+        network: Network,
+        databases: Databases,
+        functions: Functions,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        """The initializer's upgrade, run by each deployment that changes the code or
+        replaces a database, once both databases, every function and the endpoints they
+        reach (with their security group rules) exist."""
+        AnalyticsUpgrade(
+            self,
+            "AnalyticsUpgrade",
+            initializer=functions.db_initializer,
+            versions={
+                **functions.code_versions,
+                "SourceDbHost": databases.source.host,
+                "TargetDbHost": databases.target.host,
+            },
+            after=[network, databases, functions],
+            removal_policy=removal_policy,
+        )
+
+    def _operations(
+        self,
+        settings: EtlSettings,
+        removal_policy: RemovalPolicy,
+        databases: Databases,
+        functions: Functions,
+        nightly: NightlySchedule,
+        reports: RunReports,
+    ) -> None:
+        """Alarms, the dashboard, and the topics' ARNs to subscribe e-mail or chat to."""
+        dead_letter_queues = {
+            "failed-invocations": functions.failure_queue,
+            "schedule-dead-letters": nightly.dead_letter_queue,
+        }
+        monitoring = Monitoring(
+            self,
+            "Monitoring",
+            functions=functions.all,
+            dead_letter_queues=dead_letter_queues,
+            removal_policy=removal_policy,
+            alarm_email=settings.alarm_email,
+        )
+        dashboard = Dashboard(
+            self,
+            "Dashboard",
+            functions=functions.all,
+            dead_letter_queues=dead_letter_queues,
+            target_cluster=databases.target_cluster,
+            alarms=monitoring.alarms,
+        )
+        CfnOutput(self, "AlarmTopicArn", value=monitoring.topic.topic_arn)
+        CfnOutput(self, "RunReportsTopicArn", value=reports.topic.topic_arn)
+        CfnOutput(self, "DashboardName", value=dashboard.dashboard.dashboard_name)
 
     def _outputs(self, databases: Databases, stage: StageBucket, functions: Functions) -> None:
         outputs = {
@@ -116,6 +181,10 @@ class EtlStack(Stack):
             "ExtractLogGroupName": functions.log_groups["extract"].log_group_name,
             "LoadLogGroupName": functions.log_groups["load"].log_group_name,
             "DbInitializerLogGroupName": functions.log_groups["db_initializer"].log_group_name,
+            # The example queries: aws rds-data execute-statement with these three.
+            "ClusterArn": databases.target_cluster.cluster_arn,
+            "ReaderSecretArn": databases.reader_secret.secret_arn,
+            "DatabaseName": databases.target.name,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

@@ -1,5 +1,6 @@
 """The two PostgreSQL databases: the operational source and the analytics target."""
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from dbt_project.roles import READER_ROLE
 from infra.nag import acknowledge, skip_checkov
 
 POSTGRES_PORT = 5432
@@ -67,6 +69,7 @@ class Databases(Construct):
         self._retain = retain
         self.source_instance = self._source_instance(source_database_name)
         self.target_cluster = self._target_cluster(target_database_name, target_max_capacity)
+        self.reader_secret = self._reader_secret()
 
         # Both constructs expose the RDS-managed secret as an ISecret (its ARN comes from
         # the MasterUserSecret attribute); neither template holds a password.
@@ -165,6 +168,9 @@ class Databases(Construct):
             security_groups=[self._security_group("TargetSecurityGroup", "target")],
             parameters=FORCE_TLS,
             default_database_name=database_name,
+            # The example queries run through the RDS Data API with the reader's secret:
+            # the cluster sits in isolated subnets, out of reach of an analyst's laptop.
+            enable_data_api=True,
             manage_master_user_password=True,
             iam_authentication=True,
             storage_encrypted=True,
@@ -176,6 +182,41 @@ class Databases(Construct):
         self._skip_enhanced_monitoring(cluster.node.find_child("Writer"))
         self._acknowledge_no_deletion_protection(cluster)
         return cluster
+
+    def _reader_secret(self) -> secretsmanager.Secret:
+        """The read-only login's credentials, in the JSON the RDS Data API expects.
+
+        Secrets Manager generates the password (the template never holds it); the
+        initializer reads it and gives the login that password.
+        """
+        secret = secretsmanager.Secret(
+            self,
+            "ReaderSecret",
+            description=f"Login {READER_ROLE}: read-only on the analytics views (RDS Data API)",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                secret_string_template=json.dumps({"username": READER_ROLE}),
+                generate_string_key="password",
+                exclude_punctuation=True,
+                password_length=32,
+            ),
+            removal_policy=RemovalPolicy.RETAIN if self._retain else RemovalPolicy.DESTROY,
+        )
+        acknowledge(
+            secret,
+            "AwsSolutions-SMG4",
+            "The read-only analytics login's password, used through the RDS Data API (which "
+            "IAM authorizes) or from inside the isolated VPC. Rotation would need a rotation "
+            "function in the VPC with its own endpoint; to change the password, put a new "
+            "secret value and invoke the initializer, which sets it.",
+        )
+        skip_checkov(
+            secret,
+            "CKV_AWS_149",
+            "Encrypted with the AWS managed key aws/secretsmanager: whoever may read the secret "
+            "(the initializer, and the analysts' Data API callers through IAM) can already "
+            "decrypt it; a customer-managed key would add a key policy to keep in step.",
+        )
+        return secret
 
     @staticmethod
     def _skip_enhanced_monitoring(instance: Construct) -> None:

@@ -1,81 +1,32 @@
 """The three functions, their two layers, roles, security groups and failure queue."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from dbt_project import metric_names
 from dbt_project.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from infra import lambda_defaults as defaults
 from infra.constructs.databases import DatabaseEndpoint
+from infra.constructs.function_role import accept_findings, function_role
 from infra.constructs.stage_bucket import StageBucket
+from infra.function_specs import DB_INITIALIZER, EXTRACT, LOAD, FunctionSpec
 from infra.layers import LayerDirs
 from infra.nag import acknowledge, skip_checkov
 
-# What a function in a VPC needs to manage its network interfaces: the actions of the
-# AWS managed policy AWSLambdaVPCAccessExecutionRole, written out to keep the role
-# free of managed policies. The Describe actions support no resource-level scoping.
-VPC_NETWORK_INTERFACE_ACTIONS = (
-    "ec2:CreateNetworkInterface",
-    "ec2:DescribeNetworkInterfaces",
-    "ec2:DescribeSubnets",
-    "ec2:DeleteNetworkInterface",
-    "ec2:AssignPrivateIpAddresses",
-    "ec2:UnassignPrivateIpAddresses",
-)
 # No "tests": CDK matches a bare name at any depth, and the dbt project's own
 # tests/dbt folder (singular tests, unit-test fixtures) must reach /opt/dbt.
 ASSET_EXCLUDE = ["__pycache__", "*.pyc"]
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """Sizing and invocation settings of one function."""
-
-    name: str
-    description: str
-    timeout: Duration
-    memory_size: int
-    # 1 for functions that run dbt: one dbt invocation per process at a time.
-    reserved_concurrency: int | None
-    # Retries of asynchronous invocations (schedule, S3 event) after a failure.
-    retry_attempts: int
-
-
-EXTRACT = FunctionSpec(
-    name="extract",
-    description=(
-        "Runs dbt on the source for one business day and stages five tables in S3: "
-        "the three marts, run_window_days and run_window_removed_customers"
-    ),
-    timeout=Duration.minutes(15),
-    memory_size=1024,
-    reserved_concurrency=1,
-    retry_attempts=2,
-)
-LOAD = FunctionSpec(
-    name="load",
-    description="Upserts a staged business day into the analytics database",
-    timeout=Duration.minutes(10),
-    memory_size=512,
-    reserved_concurrency=1,
-    retry_attempts=2,
-)
-DB_INITIALIZER = FunctionSpec(
-    name="db_initializer",
-    description="Creates both schemas and the sample data (invoked by hand)",
-    timeout=Duration.minutes(10),
-    memory_size=512,
-    reserved_concurrency=None,
-    retry_attempts=0,
-)
+# Variables that the grants below add to a function's environment.
+EXTRACT_FUNCTION_NAME_VARIABLE = "EXTRACT_FUNCTION_NAME"
+READER_SECRET_VARIABLE = "READER_SECRET_ARN"  # noqa: S105 - a variable's name
 
 
 class Functions(Construct):
@@ -86,7 +37,8 @@ class Functions(Construct):
     extract and load with ``grant_login`` (an IAM token for exactly their own database
     login, no secret), db_initializer with ``grant_master_login`` (the master secrets,
     and the Secrets Manager endpoint to read them). Its role gets only what the stack
-    grants it. Failed asynchronous invocations land in an encrypted queue.
+    grants it. Failed asynchronous invocations go to ``on_failure`` (the run reports
+    topic, which passes them on to the encrypted failure queue).
     """
 
     def __init__(
@@ -104,17 +56,28 @@ class Functions(Construct):
         target: DatabaseEndpoint,
         stage: StageBucket,
         removal_policy: RemovalPolicy,
+        reserve_concurrency: bool = False,
+        on_failure: lambda_.IDestination,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._on_failure = on_failure
         self._vpc = vpc
         self._subnets = subnets
         self._secrets_manager_endpoint = secrets_manager_endpoint
         self._code_root = code_root
         self._removal_policy = removal_policy
+        self._reserve_concurrency = reserve_concurrency
+        self._codes: dict[str, lambda_.Code] = {}
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.failure_queue = self._failure_queue()
         self.dependencies_layer, self.common_layer = self._layers(layers)
+        self._create_functions(source, target, stage)
+        for function in (self.extract, self.load):
+            function.connections.allow_to(s3, ec2.Port.tcp(443), "S3 through the gateway endpoint")
 
+    def _create_functions(
+        self, source: DatabaseEndpoint, target: DatabaseEndpoint, stage: StageBucket
+    ) -> None:
         source_environment = _database_environment("SOURCE", source)
         target_environment = _database_environment("TARGET", target)
         bucket_environment = {"S3_BUCKET": stage.bucket.bucket_name}
@@ -146,14 +109,6 @@ class Functions(Construct):
                 "TARGET_DB_SECRET_ARN": target.secret.secret_arn,
             },
         )
-        skip_checkov(
-            self.db_initializer,
-            "CKV_AWS_115",
-            "Invoked by hand only (no schedule, no event source), so nothing can fan it out; "
-            "a reserved concurrency would take executions from the account's unreserved pool.",
-        )
-        for function in (self.extract, self.load):
-            function.connections.allow_to(s3, ec2.Port.tcp(443), "S3 through the gateway endpoint")
 
     @property
     def all(self) -> dict[str, lambda_.Function]:
@@ -182,8 +137,9 @@ class Functions(Construct):
         acknowledge(
             queue,
             "AwsSolutions-SQS3",
-            "This queue is itself the dead-letter destination: the on-failure destination "
-            "of the functions' asynchronous invocations after their retries. A dead-letter "
+            "This queue is itself the dead-letter destination: it receives, through the "
+            "RunReports topic, the records of the functions' asynchronous invocations that "
+            "failed after their retries. A dead-letter "
             "queue of it would add nothing. It keeps messages 14 days and an alarm fires on "
             "the first.",
         )
@@ -193,7 +149,9 @@ class Functions(Construct):
         dependencies = lambda_.LayerVersion(
             self,
             "DependenciesLayer",
-            code=lambda_.Code.from_asset(str(layers.dependencies)),
+            code=self._remember(
+                "DependenciesLayer", lambda_.Code.from_asset(str(layers.dependencies))
+            ),
             compatible_runtimes=[defaults.RUNTIME],
             compatible_architectures=[defaults.ARCHITECTURE],
             description="dbt-core, dbt-postgres, psycopg2, Powertools (requirements/lambda.txt)",
@@ -202,7 +160,9 @@ class Functions(Construct):
         common = lambda_.LayerVersion(
             self,
             "CommonLayer",
-            code=lambda_.Code.from_asset(str(layers.common), exclude=ASSET_EXCLUDE),
+            code=self._remember(
+                "CommonLayer", lambda_.Code.from_asset(str(layers.common), exclude=ASSET_EXCLUDE)
+            ),
             compatible_runtimes=[defaults.RUNTIME],
             compatible_architectures=[defaults.ARCHITECTURE],
             description="The dbt_project package and the dbt project at /opt/dbt",
@@ -228,9 +188,44 @@ class Functions(Construct):
         function = self.all[name]
         self._allow_network(name, database)
         database.secret.grant_read(function)
+        self._allow_secrets_manager(function)
+
+    def grant_reader_secret(self, name: str, secret: secretsmanager.ISecret) -> None:
+        """Let function ``name`` read the read-only login's secret, named by
+        ``READER_SECRET_ARN``: the initializer gives that login the secret's password."""
+        function = self.all[name]
+        secret.grant_read(function)
+        self._allow_secrets_manager(function)
+        function.add_environment(READER_SECRET_VARIABLE, secret.secret_arn)
+
+    def _allow_secrets_manager(self, function: lambda_.Function) -> None:
         function.connections.allow_to(
             self._secrets_manager_endpoint, ec2.Port.tcp(443), "Secrets Manager endpoint"
         )
+
+    def grant_start_extract(self, name: str, endpoint: ec2.InterfaceVpcEndpoint) -> None:
+        """Let function ``name`` start the extract (the history load after an initialization).
+
+        ``lambda:InvokeFunction`` on exactly the extract function (not its versions), the
+        way there through the Lambda ``endpoint``, whose policy carries that call only,
+        and ``EXTRACT_FUNCTION_NAME`` to call it by.
+        """
+        function = self.all[name]
+        iam.Grant.add_to_principal(
+            grantee=function,
+            actions=["lambda:InvokeFunction"],
+            resource_arns=[self.extract.function_arn],
+        )
+        function.connections.allow_to(endpoint, ec2.Port.tcp(443), "Lambda endpoint")
+        endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="StartTheExtractOnly",
+                principals=[iam.AnyPrincipal()],
+                actions=["lambda:InvokeFunction"],
+                resources=[self.extract.function_arn],
+            )
+        )
+        function.add_environment(EXTRACT_FUNCTION_NAME_VARIABLE, self.extract.function_name)
 
     def _allow_network(self, name: str, database: DatabaseEndpoint) -> None:
         database.connections.allow_from(
@@ -247,10 +242,48 @@ class Functions(Construct):
             description=f"{spec.name} function: egress to its databases and endpoints only",
             allow_all_outbound=False,
         )
-        role = self._role(spec, construct_id)
+        role = function_role(self, f"{construct_id}Role", spec.name)
+        function_name = spec.function_name(Stack.of(self).stack_name)
+        log_group = self._log_group(spec, construct_id, function_name, role)
+        function = lambda_.Function(
+            self,
+            construct_id,
+            function_name=function_name,
+            description=spec.description,
+            runtime=defaults.RUNTIME,
+            architecture=defaults.ARCHITECTURE,
+            handler=defaults.HANDLER,
+            code=self._code(spec, construct_id),
+            layers=[self.dependencies_layer, self.common_layer],
+            role=role,
+            timeout=spec.timeout,
+            memory_size=spec.memory_size,
+            reserved_concurrent_executions=(
+                spec.reserved_concurrency if self._reserve_concurrency else None
+            ),
+            vpc=self._vpc,
+            vpc_subnets=self._subnets,
+            security_groups=[security_group],
+            logging_format=defaults.LOGGING_FORMAT,
+            log_group=log_group,
+            tracing=defaults.TRACING,
+            retry_attempts=spec.retry_attempts,
+            max_event_age=defaults.MAX_EVENT_AGE,
+            on_failure=self._on_failure,
+            environment=_environment(spec, environment),
+        )
+        accept_findings(spec, function)
+        return function
+
+    def _log_group(
+        self, spec: FunctionSpec, construct_id: str, function_name: str, role: iam.IRole
+    ) -> logs.LogGroup:
+        """``/aws/lambda/<function name>``, where Lambda users look, but the stack's: its
+        retention and deletion follow the stack's settings."""
         log_group = logs.LogGroup(
             self,
             f"{construct_id}Logs",
+            log_group_name=f"/aws/lambda/{function_name}",
             retention=defaults.LOG_RETENTION,
             removal_policy=self._removal_policy,
         )
@@ -263,95 +296,31 @@ class Functions(Construct):
             "customer-managed key would add cost and a key policy to maintain.",
         )
         self.log_groups[spec.name] = log_group
-        function = lambda_.Function(
-            self,
-            construct_id,
-            description=spec.description,
-            runtime=defaults.RUNTIME,
-            architecture=defaults.ARCHITECTURE,
-            handler=defaults.HANDLER,
-            code=self._code(spec),
-            layers=[self.dependencies_layer, self.common_layer],
-            role=role,
-            timeout=spec.timeout,
-            memory_size=spec.memory_size,
-            reserved_concurrent_executions=spec.reserved_concurrency,
-            vpc=self._vpc,
-            vpc_subnets=self._subnets,
-            security_groups=[security_group],
-            logging_format=defaults.LOGGING_FORMAT,
-            log_group=log_group,
-            tracing=defaults.TRACING,
-            retry_attempts=spec.retry_attempts,
-            max_event_age=defaults.MAX_EVENT_AGE,
-            on_failure=destinations.SqsDestination(self.failure_queue),
-            environment=_environment(spec, environment),
-        )
-        acknowledge(
-            function,
-            "AwsSolutions-L1",
-            "Python 3.12 is deliberate: the dependencies layer is pinned and built for "
-            "CPython 3.12 (requirements/lambda.txt), so a runtime upgrade is a reviewed "
-            "change together with a layer rebuild, not a drift. Lambda supports 3.12 "
-            "until 2028.",
-        )
-        skip_checkov(
-            function,
-            "CKV_AWS_116",
-            "Failed asynchronous invocations go to the on-failure destination, the encrypted "
-            "FailedInvocations queue (EventInvokeConfig), which records the error and the "
-            "request as well; a dead-letter queue would duplicate it.",
-        )
-        skip_checkov(
-            function,
-            "CKV_AWS_173",
-            "The environment holds no secret: host names, ports, database and login names, "
-            "paths and ARNs (a template test checks it). Lambda encrypts it at rest with "
-            "its service key.",
-        )
-        # CDK makes the function depend on its role, which the Role attribute already does.
-        function.node.default_child.add_metadata(
-            "cfn-lint", {"config": {"ignore_checks": ["W3005"]}}
-        )
-        return function
+        return log_group
 
-    def _code(self, spec: FunctionSpec) -> lambda_.Code:
+    def _code(self, spec: FunctionSpec, construct_id: str) -> lambda_.Code:
         code_dir = self._code_root / spec.name
         if not (code_dir / "handler.py").is_file():
             raise FileNotFoundError(
                 f"{code_dir / 'handler.py'} is missing: each function's code is "
                 "lambdas/<name>/handler.py exposing handler(event, context)"
             )
-        return lambda_.Code.from_asset(str(code_dir), exclude=ASSET_EXCLUDE)
+        return self._remember(
+            f"{construct_id}Code", lambda_.Code.from_asset(str(code_dir), exclude=ASSET_EXCLUDE)
+        )
 
-    def _role(self, spec: FunctionSpec, construct_id: str) -> iam.Role:
-        role = iam.Role(
-            self,
-            f"{construct_id}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Execution role of the {spec.name} function",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(actions=list(VPC_NETWORK_INTERFACE_ACTIONS), resources=["*"])
-        )
-        skip_checkov(
-            role.node.find_child("DefaultPolicy"),
-            "CKV_AWS_111",
-            "The unconstrained writes are the network-interface actions Lambda performs for "
-            "a function in a VPC (as in the AWS managed AWSLambdaVPCAccessExecutionRole) and "
-            "X-Ray's trace uploads, which accept no narrower resource; every data write is "
-            "scoped to one resource.",
-        )
-        acknowledge(
-            role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "Only for actions that accept no narrower resource: xray:PutTraceSegments and "
-            "xray:PutTelemetryRecords (active tracing), and the network-interface actions "
-            "Lambda performs for a function in a VPC (the actions of the AWS managed "
-            "AWSLambdaVPCAccessExecutionRole, whose ec2:Describe* calls are '*'-only). "
-            "Every data permission of this role is scoped to one resource.",
-        )
-        return role
+    def _remember(self, name: str, code: lambda_.Code) -> lambda_.Code:
+        self._codes[name] = code
+        return code
+
+    @property
+    def code_versions(self) -> dict[str, str]:
+        """The S3 key of every code asset, named by what it is: ``<content hash>.zip``.
+
+        They change exactly when a handler, the dbt project, the package or the pinned
+        dependencies change, so a resource that carries them is updated then.
+        """
+        return {name: code.bind(self).s3_location.object_key for name, code in self._codes.items()}
 
 
 def _environment(spec: FunctionSpec, own: dict[str, str]) -> dict[str, str]:
@@ -362,7 +331,7 @@ def _environment(spec: FunctionSpec, own: dict[str, str]) -> dict[str, str]:
         "DBT_TARGET_PATH": defaults.DBT_TARGET_PATH,
         "DBT_LOG_PATH": defaults.DBT_LOG_PATH,
         "DO_NOT_TRACK": "1",
-        "POWERTOOLS_SERVICE_NAME": f"shop-etl-{spec.name.replace('_', '-')}",
+        "POWERTOOLS_SERVICE_NAME": metric_names.service(spec.name),
         "POWERTOOLS_METRICS_NAMESPACE": defaults.POWERTOOLS_METRICS_NAMESPACE,
         "POWERTOOLS_LOG_LEVEL": defaults.POWERTOOLS_LOG_LEVEL,
         "ETL_STATEMENT_TIMEOUT_MS": str(int(statement_timeout.to_milliseconds())),

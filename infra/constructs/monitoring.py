@@ -1,4 +1,5 @@
-"""Alarms on failed runs and dead letters, published to an encrypted topic."""
+"""Alarms on failed runs, dead letters, missing nights and a stale source, published to an
+encrypted topic."""
 
 from collections.abc import Mapping
 
@@ -13,7 +14,22 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from dbt_project import metric_names
+from infra.function_specs import EXTRACT, LOAD
+from infra.metrics import etl_metric
+
 PERIOD = Duration.minutes(5)
+
+# The heartbeat alarm: no night loaded in the last 26 hours. A night loads around 02:00
+# to 03:00 in the business time zone, so a missed night is reported the next morning
+# with two hours' slack for a slow one. CloudWatch evaluates a standard alarm every
+# minute over the last Period x EvaluationPeriods, which may reach 7 days only for
+# periods of 1 hour or more (under 1 hour, at most 1 day): so 26 periods of 1 hour,
+# all 26 breaching (M = N), with missing data breaching. Any heartbeat in any of the
+# 26 hours keeps it OK; none at all (a disabled schedule, no manifest, a lost S3
+# event, a load failing every retry) makes all 26 breach.
+HEARTBEAT_PERIOD = Duration.hours(1)
+HEARTBEAT_HOURS = 26
 
 
 class Monitoring(Construct):
@@ -41,6 +57,7 @@ class Monitoring(Construct):
 
         action = cloudwatch_actions.SnsAction(self.topic)
         self.alarms: list[cloudwatch.Alarm] = []
+        self._night_alarms(action)
         for name, function in functions.items():
             self._alarm(
                 f"{name}-errors",
@@ -57,6 +74,33 @@ class Monitoring(Construct):
                 f"{name} holds messages: an invocation failed after all its retries.",
                 action,
             )
+
+    def _night_alarms(self, action: cloudwatch.IAlarmAction) -> None:
+        """A night that did not load (the heartbeat), and one the freshness gate stopped."""
+        self.heartbeat = cloudwatch.Alarm(
+            self,
+            "no-night-loaded",
+            metric=etl_metric(metric_names.NIGHTS_LOADED, LOAD.name, period=HEARTBEAT_PERIOD),
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            evaluation_periods=HEARTBEAT_HOURS,
+            datapoints_to_alarm=HEARTBEAT_HOURS,
+            treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+            alarm_description=(
+                f"No night loaded in the last {HEARTBEAT_HOURS} hours "
+                f"({metric_names.NIGHTS_LOADED} missing): check the schedule, the extract's "
+                "log group, the stage for the manifest and the failed-invocations queue."
+            ),
+        )
+        self.heartbeat.add_alarm_action(action)
+        self.alarms.append(self.heartbeat)
+        self._alarm(
+            "source-stale",
+            etl_metric(metric_names.SOURCE_STALE, EXTRACT.name, period=PERIOD),
+            "The source freshness gate stopped a night: the newest source rows are older "
+            "than the error threshold. See the extract's log group and the run report.",
+            action,
+        )
 
     def _encrypted_topic(self, removal_policy: RemovalPolicy) -> tuple[kms.Key, sns.Topic]:
         """The alarm topic, and its key with a policy that lets CloudWatch publish."""

@@ -15,8 +15,8 @@ AWS_CUSTOM_RESOURCE_HANDLER = "AWS679f53fac002430cb0da5b7982bd2287"
 class Network(Construct):
     """A VPC over two availability zones whose subnets have no route to the internet.
 
-    The functions reach S3 through a gateway endpoint (free) and Secrets Manager
-    through an interface endpoint; nothing else leaves the VPC, so there is no NAT
+    The functions reach S3 through a gateway endpoint (free), Secrets Manager and SNS
+    through interface endpoints; nothing else leaves the VPC, so there is no NAT
     gateway to pay for or to secure. Flow logs record every accepted and rejected flow.
     ``s3`` is the S3 prefix list, the one destination a security group may name for the
     gateway endpoint; the stage bucket limits the endpoint's policy to itself.
@@ -49,22 +49,20 @@ class Network(Construct):
             "S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[self.subnets]
         )
         self.s3 = ec2.Peer.prefix_list(self._s3_prefix_list_id(removal_policy))
-        # open=False: no ingress from the whole VPC; the functions construct opens 443
-        # to each function's security group only. An endpoint never starts connections.
-        endpoint_security_group = ec2.SecurityGroup(
-            self,
-            "SecretsManagerEndpointSecurityGroup",
-            vpc=self.vpc,
-            description="Secrets Manager endpoint: HTTPS from the functions only",
-            allow_all_outbound=False,
+        self.secrets_manager_endpoint = self._interface_endpoint(
+            "SecretsManager",
+            ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+            "Secrets Manager endpoint: HTTPS from the functions only",
         )
-        self.secrets_manager_endpoint = self.vpc.add_interface_endpoint(
-            "SecretsManagerEndpoint",
-            service=ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
-            subnets=self.subnets,
-            private_dns_enabled=True,
-            open=False,
-            security_groups=[endpoint_security_group],
+        # The load function publishes each night's report to an SNS topic.
+        self.sns_endpoint = self._interface_endpoint(
+            "Sns", ec2.InterfaceVpcEndpointAwsService.SNS, "SNS endpoint: HTTPS from the load only"
+        )
+        # The initializer starts the history load (an asynchronous invocation of the extract).
+        self.lambda_endpoint = self._interface_endpoint(
+            "Lambda",
+            ec2.InterfaceVpcEndpointAwsService.LAMBDA_,
+            "Lambda endpoint: HTTPS from the db_initializer only",
         )
         flow_logs = logs.LogGroup(
             self, "FlowLogs", retention=flow_log_retention, removal_policy=removal_policy
@@ -80,6 +78,27 @@ class Network(Construct):
             "FlowLog",
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
             traffic_type=ec2.FlowLogTrafficType.ALL,
+        )
+
+    def _interface_endpoint(
+        self, name: str, service: ec2.InterfaceVpcEndpointAwsService, description: str
+    ) -> ec2.InterfaceVpcEndpoint:
+        # open=False: no ingress from the whole VPC; 443 is opened to the security group
+        # of each function that needs the service. An endpoint never starts connections.
+        security_group = ec2.SecurityGroup(
+            self,
+            f"{name}EndpointSecurityGroup",
+            vpc=self.vpc,
+            description=description,
+            allow_all_outbound=False,
+        )
+        return self.vpc.add_interface_endpoint(
+            f"{name}Endpoint",
+            service=service,
+            subnets=self.subnets,
+            private_dns_enabled=True,
+            open=False,
+            security_groups=[security_group],
         )
 
     def _s3_prefix_list_id(self, removal_policy: RemovalPolicy) -> str:

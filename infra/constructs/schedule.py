@@ -58,7 +58,26 @@ class NightlySchedule(Construct):
         max_event_age: Duration = MAX_EVENT_AGE,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.dead_letter_queue = sqs.Queue(
+        self.dead_letter_queue = self._dead_letter_queue(removal_policy)
+        self.schedule = scheduler.Schedule(
+            self,
+            "Schedule",
+            description=f"Nightly extract of the previous {time_zone.timezone_name} business day",
+            schedule=scheduler.ScheduleExpression.expression(expression, time_zone),
+            target=_InvokeUnqualified(
+                function,
+                role=self._role(),
+                input=scheduler.ScheduleTargetInput.from_object(
+                    {"scheduled_time": scheduler.ContextAttribute.scheduled_time}
+                ),
+                retry_attempts=retry_attempts,
+                max_event_age=max_event_age,
+                dead_letter_queue=self.dead_letter_queue,
+            ),
+        )
+
+    def _dead_letter_queue(self, removal_policy: RemovalPolicy) -> sqs.Queue:
+        queue = sqs.Queue(
             self,
             "DeadLetterQueue",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
@@ -67,21 +86,24 @@ class NightlySchedule(Construct):
             removal_policy=removal_policy,
         )
         skip_checkov(
-            self.dead_letter_queue,
+            queue,
             "CKV_AWS_27",
             "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which CKV_AWS_27 "
             "does not recognise. A KMS key would have to admit EventBridge Scheduler in its "
             "policy, only to protect undelivered schedule events of this same account.",
         )
         acknowledge(
-            self.dead_letter_queue,
+            queue,
             "AwsSolutions-SQS3",
             "This queue is itself the dead-letter destination: EventBridge Scheduler's DLQ "
             "for invocations it could not deliver after its retries. A dead-letter queue of "
             "it would add nothing. It keeps messages 14 days and an alarm fires on the first.",
         )
+        return queue
+
+    def _role(self) -> iam.Role:
         # Only EventBridge Scheduler of this account may use the role.
-        role = iam.Role(
+        return iam.Role(
             self,
             "Role",
             assumed_by=iam.ServicePrincipal(
@@ -89,20 +111,4 @@ class NightlySchedule(Construct):
                 conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
             ),
             description="Lets the nightly schedule invoke the extract function",
-        )
-        self.schedule = scheduler.Schedule(
-            self,
-            "Schedule",
-            description=f"Nightly extract of the previous {time_zone.timezone_name} business day",
-            schedule=scheduler.ScheduleExpression.expression(expression, time_zone),
-            target=_InvokeUnqualified(
-                function,
-                role=role,
-                input=scheduler.ScheduleTargetInput.from_object(
-                    {"scheduled_time": scheduler.ContextAttribute.scheduled_time}
-                ),
-                retry_attempts=retry_attempts,
-                max_event_age=max_event_age,
-                dead_letter_queue=self.dead_letter_queue,
-            ),
         )

@@ -8,13 +8,16 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3_notifications
 from constructs import Construct
 
-from dbt_project.layout import DATA_PREFIX, MANIFEST_NAME
+from dbt_project.layout import DATA_PREFIX, DOCS_KEY, DOCS_PREFIX, MANIFEST_NAME
 from infra.nag import acknowledge, logical_id, skip_checkov, skip_helper_function_checks
 
 STAGE_EXPIRY = Duration.days(30)
 ACCESS_LOG_EXPIRY = Duration.days(90)
+# The lineage site is replaced each night and never expires; its replaced versions do.
+DOCS_OLD_VERSION_EXPIRY = Duration.days(7)
 
-# What the functions do with stage objects: the extract writes, the load reads.
+# What the functions do with stage objects: the extract writes, the load reads (and
+# publishes the lineage site, one object outside the stage prefix).
 WRITE_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
 READ_ACTIONS = ("s3:GetObject",)
 # Kept from everyone but the one writer by the bucket policy (multipart uploads are
@@ -75,24 +78,7 @@ class StageBucket(Construct):
             server_access_logs_bucket=self.access_log_bucket,
             server_access_logs_prefix="stage-bucket/",
             versioned=True,
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="expire-stage-files",
-                    prefix=DATA_PREFIX,
-                    expiration=stage_expiry,
-                    noncurrent_version_expiration=stage_expiry,
-                ),
-                # Separate rule: S3 refuses it beside an expiration in days.
-                s3.LifecycleRule(
-                    id="remove-expired-delete-markers",
-                    prefix=DATA_PREFIX,
-                    expired_object_delete_marker=True,
-                ),
-                s3.LifecycleRule(
-                    id="abort-incomplete-uploads",
-                    abort_incomplete_multipart_upload_after=Duration.days(1),
-                ),
-            ],
+            lifecycle_rules=_lifecycle_rules(stage_expiry),
             **common,
         )
         self._writer_arn: str | None = None
@@ -158,6 +144,14 @@ class StageBucket(Construct):
                 principals=[iam.AnyPrincipal()],
                 actions=[*WRITE_ACTIONS, *READ_ACTIONS],
                 resources=[self._stage_objects],
+            )
+        )
+        endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="LineageSiteOnly",
+                principals=[iam.AnyPrincipal()],
+                actions=list(WRITE_ACTIONS),
+                resources=[self.bucket.arn_for_objects(DOCS_KEY)],
             )
         )
         endpoint.add_to_policy(
@@ -244,6 +238,18 @@ class StageBucket(Construct):
             )
         )
 
+    def grant_publish_docs(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Put (and abort a multipart upload of) exactly the lineage site, ``docs/index.html``.
+
+        Outside the stage prefix: the bucket policy's write and delete denies cover
+        ``etl-data/`` only, and the site does not expire.
+        """
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=list(WRITE_ACTIONS),
+            resource_arns=[self.bucket.arn_for_objects(DOCS_KEY)],
+        )
+
     def _acknowledge_object_wildcard(self, grantee: iam.IGrantable, actions: str) -> None:
         """Accept the ``<bucket>/etl-data/*`` resource a stage grant puts in the role's policy."""
         principal = grantee.grant_principal
@@ -257,3 +263,31 @@ class StageBucket(Construct):
             "deploy time. The wildcard covers only the stage prefix of this one bucket, "
             f"and only {actions}.",
         )
+
+
+def _lifecycle_rules(stage_expiry: Duration) -> list[s3.LifecycleRule]:
+    """Staged files expire, then their old versions and delete markers; the lineage site
+    under ``docs/`` stays, only its replaced versions go; incomplete uploads are aborted."""
+    return [
+        s3.LifecycleRule(
+            id="expire-stage-files",
+            prefix=DATA_PREFIX,
+            expiration=stage_expiry,
+            noncurrent_version_expiration=stage_expiry,
+        ),
+        # Separate rule: S3 refuses it beside an expiration in days.
+        s3.LifecycleRule(
+            id="remove-expired-delete-markers",
+            prefix=DATA_PREFIX,
+            expired_object_delete_marker=True,
+        ),
+        s3.LifecycleRule(
+            id="expire-replaced-docs",
+            prefix=DOCS_PREFIX,
+            noncurrent_version_expiration=DOCS_OLD_VERSION_EXPIRY,
+        ),
+        s3.LifecycleRule(
+            id="abort-incomplete-uploads",
+            abort_incomplete_multipart_upload_after=Duration.days(1),
+        ),
+    ]

@@ -117,6 +117,14 @@ def learning(base_context, tmp_path_factory) -> Synthesized:
 
 
 @pytest.fixture(scope="session")
+def reserved(base_context, tmp_path_factory) -> Synthesized:
+    """The default setup with reserved concurrency opted in (-c reserved_concurrency=true)."""
+    return synthesize(
+        {**base_context, "reserved_concurrency": "true"}, tmp_path_factory.mktemp("cdk-reserved")
+    )
+
+
+@pytest.fixture(scope="session")
 def kept(base_context, tmp_path_factory) -> Synthesized:
     """The kept setup (retain=true)."""
     return synthesize({**base_context, "retain": "true"}, tmp_path_factory.mktemp("cdk-kept"))

@@ -42,6 +42,10 @@ CDK_GENERATED = {
         {"W3005"},
         "CDK's AwsCustomResource handler, here the S3 prefix-list lookup",
     ),
+    "AnalyticsUpgradeProviderframeworkonEvent": (
+        {"W3005"},
+        "CDK's provider framework function that runs the analytics upgrade on deployment",
+    ),
 }
 
 # check id -> logical ids (without CDK's 8-character hash) where it is skipped, each with
@@ -54,6 +58,7 @@ REVIEWED_SKIPS = {
         "FunctionsExtractLogs",
         "FunctionsLoadLogs",
         "FunctionsDbInitializerLogs",
+        "AnalyticsUpgradeProviderLogs",
     },
     # CDK's deployment-time helper functions: no DLQ, no VPC, no reserved concurrency
     "CKV_AWS_116": {
@@ -61,6 +66,7 @@ REVIEWED_SKIPS = {
         "CustomS3AutoDeleteObjectsCustomResourceProviderHandler",
         "BucketNotificationsHandler050a0587b7544547bf325f094a3db834",
         "AWS679f53fac002430cb0da5b7982bd2287",
+        "AnalyticsUpgradeProviderframeworkonEvent",
         # ours use an on-failure destination queue instead of a DLQ
         "FunctionsExtract",
         "FunctionsLoad",
@@ -71,15 +77,25 @@ REVIEWED_SKIPS = {
         "CustomS3AutoDeleteObjectsCustomResourceProviderHandler",
         "BucketNotificationsHandler050a0587b7544547bf325f094a3db834",
         "AWS679f53fac002430cb0da5b7982bd2287",
+        "AnalyticsUpgradeProviderframeworkonEvent",
     },
     "CKV_AWS_115": {
         "CustomVpcRestrictDefaultSGCustomResourceProviderHandler",
         "CustomS3AutoDeleteObjectsCustomResourceProviderHandler",
         "BucketNotificationsHandler050a0587b7544547bf325f094a3db834",
         "AWS679f53fac002430cb0da5b7982bd2287",
-        "FunctionsDbInitializer",  # invoked by hand only
+        "AnalyticsUpgradeProviderframeworkonEvent",
+        "FunctionsDbInitializer",  # invoked by hand and by deployments only
+        # reserved concurrency is opt-in (-c reserved_concurrency=true)
+        "FunctionsExtract",
+        "FunctionsLoad",
     },
-    "CKV_AWS_173": {"FunctionsExtract", "FunctionsLoad", "FunctionsDbInitializer"},
+    "CKV_AWS_173": {
+        "FunctionsExtract",
+        "FunctionsLoad",
+        "FunctionsDbInitializer",
+        "AnalyticsUpgradeProviderframeworkonEvent",
+    },
     "CKV_AWS_111": {
         "FunctionsExtractRoleDefaultPolicy",
         "FunctionsLoadRoleDefaultPolicy",
@@ -90,6 +106,7 @@ REVIEWED_SKIPS = {
     "CKV_AWS_118": {"DatabasesSource", "DatabasesTargetWriter"},
     "CKV_AWS_18": {"StageAccessLogs"},  # the access-log bucket itself
     "CKV_AWS_21": {"StageAccessLogs"},
+    "CKV_AWS_149": {"DatabasesReaderSecret"},  # the AWS managed Secrets Manager key
 }
 CDK_HASH = re.compile(r"[0-9A-F]{8}$")
 

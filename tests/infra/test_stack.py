@@ -11,11 +11,12 @@ import pytest
 from aws_cdk.assertions import Match
 
 from dbt_project.business_calendar import BUSINESS_TIMEZONE
-from dbt_project.layout import DATA_PREFIX, MANIFEST_NAME
+from dbt_project.layout import DATA_PREFIX, DOCS_KEY, MANIFEST_NAME
 from dbt_project.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from infra import lambda_defaults
 from infra.app import build_app
-from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD, VPC_NETWORK_INTERFACE_ACTIONS
+from infra.constructs.function_role import VPC_NETWORK_INTERFACE_ACTIONS
+from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD
 from infra.layers import (
     BUILD_COMMAND,
     LAMBDA_PIP_PLATFORM,
@@ -44,10 +45,18 @@ DATABASE_KEYS = ("HOST", "PORT", "NAME")
 # is told where a master secret is.
 EXPECTED_KEYS = {
     "extract": {*(f"SOURCE_DB_{k}" for k in DATABASE_KEYS), "SOURCE_DB_IAM_USER", "S3_BUCKET"},
-    "load": {*(f"TARGET_DB_{k}" for k in DATABASE_KEYS), "TARGET_DB_IAM_USER", "S3_BUCKET"},
+    "load": {
+        *(f"TARGET_DB_{k}" for k in DATABASE_KEYS),
+        "TARGET_DB_IAM_USER",
+        "S3_BUCKET",
+        "RUN_REPORTS_TOPIC_ARN",
+    },
     "db_initializer": {
         *(f"SOURCE_DB_{k}" for k in (*DATABASE_KEYS, "SECRET_ARN")),
         *(f"TARGET_DB_{k}" for k in (*DATABASE_KEYS, "SECRET_ARN")),
+        # the read-only login's secret, and the extract it starts after an initialization
+        "READER_SECRET_ARN",
+        "EXTRACT_FUNCTION_NAME",
     },
 }
 IAM_USERS = {"extract": ("SOURCE", EXTRACT_LOGIN), "load": ("TARGET", LOAD_LOGIN)}
@@ -147,6 +156,10 @@ def stage_policy_statements(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def stage_objects_arn(raw: dict[str, Any]) -> dict[str, Any]:
     return {"Fn::Join": ["", [{"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}, "/etl-data/*"]]}
+
+
+def docs_object_arn(raw: dict[str, Any]) -> dict[str, Any]:
+    return {"Fn::Join": ["", [{"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}, f"/{DOCS_KEY}"]]}
 
 
 def role_arn(raw: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -279,9 +292,15 @@ def test_isolated_network_without_nat_with_endpoints_and_flow_logs(learning):
     template.all_resources_properties("AWS::EC2::Subnet", {"MapPublicIpOnLaunch": False})
     template.has_resource_properties("AWS::EC2::VPCEndpoint", {"VpcEndpointType": "Gateway"})
     endpoints = resources(learning.raw, "AWS::EC2::VPCEndpoint").values()
-    (interface,) = [e for e in endpoints if e["Properties"]["VpcEndpointType"] == "Interface"]
-    assert "secretsmanager" in json.dumps(interface["Properties"]["ServiceName"])
-    assert interface["Properties"]["PrivateDnsEnabled"] is True
+    interfaces = {
+        e["Properties"]["ServiceName"]["Fn::Join"][1][-1].lstrip("."): e["Properties"]
+        for e in endpoints
+        if e["Properties"]["VpcEndpointType"] == "Interface"
+    }
+    # Secrets Manager for the initializer, SNS for the load's run reports, Lambda for
+    # the initializer's start of the history load.
+    assert set(interfaces) == {"secretsmanager", "sns", "lambda"}
+    assert all(e["PrivateDnsEnabled"] is True for e in interfaces.values())
     template.has_resource_properties(
         "AWS::EC2::FlowLog", {"ResourceType": "VPC", "TrafficType": "ALL"}
     )
@@ -307,6 +326,10 @@ def test_security_groups_admit_only_functions_to_databases_and_endpoint(learning
         ("FunctionsDbInitializer", "DatabasesTarget", 5432),
         # Only the initializer reads a secret.
         ("FunctionsDbInitializer", "NetworkSecretsManagerEndpoint", 443),
+        # Only the initializer starts a function (the extract).
+        ("FunctionsDbInitializer", "NetworkLambdaEndpoint", 443),
+        # Only the load publishes (its run report).
+        ("FunctionsLoad", "NetworkSnsEndpoint", 443),
     }
 
 
@@ -340,11 +363,12 @@ def test_function_egress_only_to_s3_prefix_list_databases_and_endpoint(learning)
         egress.setdefault(source, set()).add((destination, rule["FromPort"]))
     assert egress == {
         "FunctionsExtract": {("S3", 443), ("DatabasesSource", 5432)},
-        "FunctionsLoad": {("S3", 443), ("DatabasesTarget", 5432)},
+        "FunctionsLoad": {("S3", 443), ("DatabasesTarget", 5432), ("NetworkSnsEndpoint", 443)},
         "FunctionsDbInitializer": {
             ("DatabasesSource", 5432),
             ("DatabasesTarget", 5432),
             ("NetworkSecretsManagerEndpoint", 443),
+            ("NetworkLambdaEndpoint", 443),
         },
     }
 
@@ -364,8 +388,8 @@ def test_s3_endpoint_carries_only_stage_traffic(learning):
         for action in as_list(statement["Action"]):
             allowed.setdefault(action, []).extend(as_list(statement["Resource"]))
     assert allowed == {
-        "s3:PutObject": [stage_objects_arn(raw)],
-        "s3:AbortMultipartUpload": [stage_objects_arn(raw)],
+        "s3:PutObject": [stage_objects_arn(raw), docs_object_arn(raw)],
+        "s3:AbortMultipartUpload": [stage_objects_arn(raw), docs_object_arn(raw)],
         "s3:GetObject": [stage_objects_arn(raw)],
         "s3:ListBucket": [bucket],
     }
@@ -427,8 +451,12 @@ def keys_of(node: Any) -> set[str]:
 
 def test_no_password_in_the_template(learning):
     keys = keys_of(learning.raw)
-    assert not keys & {"MasterUserPassword", "SecretString", "GenerateSecretString"}
-    assert resources(learning.raw, "AWS::SecretsManager::Secret") == {}
+    assert not keys & {"MasterUserPassword", "SecretString"}
+    # The one secret of the template is the reader's, generated by Secrets Manager.
+    (secret,) = resources(learning.raw, "AWS::SecretsManager::Secret").values()
+    generated = secret["Properties"]["GenerateSecretString"]
+    assert set(json.loads(generated["SecretStringTemplate"])) == {"username"}
+    assert generated["GenerateStringKey"] == "password"
 
 
 # --- functions ----------------------------------------------------------------------
@@ -449,7 +477,8 @@ def test_function_settings(learning, name):
     assert function["Handler"] == "handler.handler"
     assert function["Timeout"] == spec.timeout.to_seconds()
     assert function["MemorySize"] == spec.memory_size
-    assert function.get("ReservedConcurrentExecutions") == spec.reserved_concurrency
+    # Opt-in (tests/infra/test_operations.py): a new account has no concurrency to reserve.
+    assert "ReservedConcurrentExecutions" not in function
     assert function["TracingConfig"] == {"Mode": "Active"}
     assert function["LoggingConfig"]["LogFormat"] == "JSON"
     assert len(function["Layers"]) == 2
@@ -507,16 +536,16 @@ def test_no_environment_variable_holds_a_secret(learning):
 def test_failed_async_invocations_are_retried_then_queued(learning, name):
     raw = learning.raw
     function_id = logical_id_of(raw, etl_functions(raw)[name])
-    queue_ids = [k for k in resources(raw, "AWS::SQS::Queue") if k.startswith("FunctionsFailed")]
-    assert len(queue_ids) == 1
+    # The run reports topic, which passes the record on to the failure queue
+    # (tests/infra/test_monitoring.py).
+    topic_ids = [k for k in resources(raw, "AWS::SNS::Topic") if k.startswith("RunReports")]
+    assert len(topic_ids) == 1
     learning.template.has_resource_properties(
         "AWS::Lambda::EventInvokeConfig",
         {
             "FunctionName": {"Ref": function_id},
             "MaximumRetryAttempts": SPECS[name].retry_attempts,
-            "DestinationConfig": {
-                "OnFailure": {"Destination": {"Fn::GetAtt": [queue_ids[0], "Arn"]}}
-            },
+            "DestinationConfig": {"OnFailure": {"Destination": {"Ref": topic_ids[0]}}},
         },
     )
 
@@ -561,7 +590,7 @@ def test_queues_and_topic_are_encrypted_and_tls_only(learning):
 def test_every_function_and_queue_has_an_alarm_to_the_topic(learning):
     raw = learning.raw
     alarms = [a["Properties"] for a in resources(raw, "AWS::CloudWatch::Alarm").values()]
-    topic_ids = list(resources(raw, "AWS::SNS::Topic"))
+    topic_ids = [k for k in resources(raw, "AWS::SNS::Topic") if k.startswith("Monitoring")]
     assert len(topic_ids) == 1
     errors = {a["Dimensions"][0]["Value"]["Ref"] for a in alarms if a["MetricName"] == "Errors"}
     assert errors == {logical_id_of(raw, f) for f in etl_functions(raw).values()}
@@ -649,7 +678,10 @@ def test_each_role_reaches_only_its_own_secrets_and_prefix(learning):
         return found
 
     def secret_owners(resources_: list[Any]) -> set[str]:
-        return {r["Fn::GetAtt"][0].removeprefix("Databases")[:6] for r in resources_}
+        return {
+            (r["Fn::GetAtt"][0] if "Fn::GetAtt" in r else r["Ref"]).removeprefix("Databases")[:6]
+            for r in resources_
+        }
 
     extract, load, init = (
         grants("FunctionsExtractRole"),
@@ -658,7 +690,8 @@ def test_each_role_reaches_only_its_own_secrets_and_prefix(learning):
     )
     # Only the initializer reads a (master) secret; extract and load cannot read any.
     assert not [a for a in {*extract, *load} if a.startswith("secretsmanager:")]
-    assert secret_owners(init["secretsmanager:GetSecretValue"]) == {"Source", "Target"}
+    # The master secrets, and the read-only login's, whose password it sets.
+    assert secret_owners(init["secretsmanager:GetSecretValue"]) == {"Source", "Target", "Reader"}
     # Each runtime function may connect as exactly its own database user, nothing else.
     raw = learning.raw
     source = db_user_arn(
@@ -674,7 +707,13 @@ def test_each_role_reaches_only_its_own_secrets_and_prefix(learning):
         "s3:PutObject",
         "s3:AbortMultipartUpload",
     }
-    assert {a for a in load if a.startswith("s3:")} == {"s3:GetObject", "s3:ListBucket"}
+    assert {a for a in load if a.startswith("s3:")} == {
+        "s3:GetObject",
+        "s3:ListBucket",
+        # the lineage site, docs/index.html only (tests/infra/test_operations.py)
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+    }
     assert not [a for a in init if a.startswith("s3:")]
     for action in ("s3:PutObject", "s3:AbortMultipartUpload"):
         (resource,) = extract[action]
@@ -754,6 +793,9 @@ def test_outputs(learning):
         "ExtractLogGroupName",
         "LoadLogGroupName",
         "DbInitializerLogGroupName",
+        "ClusterArn",
+        "ReaderSecretArn",
+        "DatabaseName",
     ):
         assert "Value" in outputs[name], name
 

@@ -1,0 +1,38 @@
+"""The functions' own CloudWatch metrics, as the stack's alarms and dashboard read them.
+
+The names come from ``dbt_project.metric_names``, the list the handlers emit from.
+"""
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+
+from dbt_project import metric_names
+
+# dbt_project.contracts.MARTS: the CDK app cannot import that module (it loads psycopg2
+# and PyYAML, which the infra extra does not install); a test keeps the two equal.
+MARTS = ("customer_analytics", "product_sales_summary", "daily_sales_summary")
+
+DEFAULT_PERIOD = Duration.minutes(5)
+
+
+def etl_metric(
+    name: str,
+    function_name: str,
+    *,
+    statistic: str = "Sum",
+    period: Duration = DEFAULT_PERIOD,
+    label: str | None = None,
+) -> cloudwatch.Metric:
+    """Metric ``name`` as function ``function_name`` publishes it.
+
+    Powertools adds one dimension, ``service`` (POWERTOOLS_SERVICE_NAME); a metric is
+    found only with exactly the dimensions it was published with.
+    """
+    return cloudwatch.Metric(
+        namespace=metric_names.NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": metric_names.service(function_name)},
+        statistic=statistic,
+        period=period,
+        label=label,
+    )
