@@ -86,6 +86,14 @@ def ledger_ddl() -> sql.Composed:
             extracted_at timestamptz not null,
             run_id uuid not null
         );
+        create table if not exists {meta}.run_reports (
+            run_id uuid primary key,
+            run_date date not null,
+            status text not null,
+            report jsonb not null,
+            reported_at timestamptz not null default clock_timestamp()
+        );
+        create index if not exists run_reports_run_date_idx on {meta}.run_reports (run_date);
         create table if not exists {meta}.removed_customers (
             customer_id bigint primary key,
             as_of_date date not null,

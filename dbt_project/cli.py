@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import psycopg2
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import cli_options
 from .business_calendar import (
-    DEFAULT_LOOKBACK_DAYS,
     MAX_BACKFILL_DAYS_LAMBDA,
     check_lookback,
     check_run_date,
     date_range,
     parse_date,
+    previous_business_day,
+    utc_now,
 )
 from .errors import ConfigError, EtlError, StageError
 from .layout import DATA_PREFIX, MANIFEST_NAME
@@ -54,9 +57,21 @@ def _stage(args):
 
 
 def _night_inputs(args) -> tuple:
-    """The checked run date and lookback, before any connection: the Lambda's bounds."""
-    day = check_run_date(parse_date(args.date, "--date"), "--date")
+    """The checked run date and lookback, before any connection: the Lambda's bounds.
+
+    Without --date, the latest finished business day, as the schedule would run it.
+    """
+    latest = previous_business_day(utc_now())
+    day = check_run_date(parse_date(args.date, "--date"), "--date") if args.date else latest
     return day, check_lookback(args.lookback_days)
+
+
+def _night_options(args, day) -> dict:
+    """The freshness gate guards the latest night, unless skipped; a full refresh owns
+    the whole history and needs none."""
+    full = getattr(args, "full_refresh", False)
+    gate = day == previous_business_day(utc_now()) and not args.skip_freshness and not full
+    return {"freshness_gate": gate, "full_refresh": full}
 
 
 def _dbt(args):
@@ -76,10 +91,20 @@ def split_manifest_uri(uri: str) -> tuple[str, str]:
     return uri[:marker] or ".", uri[marker:]
 
 
+def _sample_end_date(args):
+    from .business_calendar import parse_date
+
+    return parse_date(args.sample_end_date, "--sample-end-date") if args.sample_end_date else None
+
+
 def cmd_dev_db(args) -> int:
     from . import devdb
 
-    result = devdb.prepare(args.settings)
+    if args.action == "stop":
+        stopped = devdb.stop(args.settings)
+        print("local PostgreSQL stopped" if stopped else "the local PostgreSQL was not running")
+        return 0
+    result = devdb.prepare(args.settings, sample_end_date=_sample_end_date(args))
     inserted = ", ".join(f"{table} +{count}" for table, count in result.inserted.items())
     print(f"source database ready: {result.source.display} ({inserted})")
     print(f"analytics database:    {result.target.display}")
@@ -93,13 +118,20 @@ def cmd_dev_db(args) -> int:
 
 
 def cmd_init(args) -> int:
+    from .business_calendar import business_date, utc_now
     from .pipeline import init
 
     result = init(
-        source=_source(args), target=_target(args), dbt=_dbt(args), sample_data=args.sample_data
+        source=_source(args),
+        target=_target(args),
+        dbt=_dbt(args),
+        sample_data=args.sample_data,
+        sample_end_date=_sample_end_date(args) or business_date(utc_now()),
     )
     if result.sample_rows is not None:
         print("sample data: " + ", ".join(f"{t} +{n}" for t, n in result.sample_rows.items()))
+    if result.sample_note:
+        print(result.sample_note)
     print(
         f"source tables ready; analytics tables, ledger, roles and {result.views_built} views ready"
     )
@@ -118,6 +150,7 @@ def cmd_extract(args) -> int:
         dbt=_dbt(args),
         lookback_days=lookback_days,
         gzip_level=args.settings.gzip_level,
+        **_night_options(args, day),
     )
     print(
         f"{result.run_date}: {result.rows_extracted} rows in {result.seconds:.1f}s; "
@@ -142,20 +175,27 @@ def cmd_load(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from . import reports
     from .pipeline import raise_for_analytics, run_night
 
     day, lookback_days = _night_inputs(args)
+    source, target = _source(args), _target(args)
     night = run_night(
         day,
-        source=_source(args),
-        target=_target(args),
+        source=source,
+        target=target,
         stage=_stage(args),
         dbt=_dbt(args),
         lookback_days=lookback_days,
         run_tests=not args.skip_tests,
         gzip_level=args.settings.gzip_level,
+        **_night_options(args, day),
     )
     print(_night_line(night))
+    if night.load.status == "loaded":
+        report = reports.build(night.load, night.tests)
+        reports.record(target.connection(), report)
+        print(json.dumps(report, ensure_ascii=False) if args.json else reports.as_text(report))
     raise_for_analytics(night.tests)
     return 0
 
@@ -205,68 +245,18 @@ def _night_line(night) -> str:
     )
 
 
+def cmd_docs(args) -> int:
+    from .docs import write_docs
+
+    page = write_docs(target=_target(args), dbt=_dbt(args), out=args.out)
+    print(f"docs site written: {page.resolve().as_uri()}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(args.settings)
-
-
-def _default(value: str | None) -> dict:
-    return {"default": value} if value else {}
-
-
-def _options(settings: Settings) -> dict:
-    """Each option by name: the arguments of ``add_argument``."""
-    return {
-        "date": (("--date",), {"required": True, "help": "business day, YYYY-MM-DD"}),
-        "start": (("--start",), {"required": True, "help": "first business day, YYYY-MM-DD"}),
-        "end": (("--end",), {"required": True, "help": "last business day, YYYY-MM-DD"}),
-        "source": (
-            ("--source-url",),
-            {
-                **_default(settings.source_url),
-                "help": "operational database URL (or ETL_SOURCE_URL)",
-            },
-        ),
-        "target": (
-            ("--target-url",),
-            {**_default(settings.target_url), "help": "analytics database URL (or ETL_TARGET_URL)"},
-        ),
-        "stage": (
-            ("--stage",),
-            {**_default(settings.stage), "help": "a folder or s3://bucket/prefix (or ETL_STAGE)"},
-        ),
-        "window": (
-            ("--lookback-days",),
-            {
-                "type": int,
-                "default": DEFAULT_LOOKBACK_DAYS,
-                "help": "business days each night recomputes, run date included "
-                f"(default {DEFAULT_LOOKBACK_DAYS})",
-            },
-        ),
-        "skip_tests": (
-            ("--skip-tests",),
-            {
-                "action": "store_true",
-                "help": "do not run the analytics-side dbt tests after the load",
-            },
-        ),
-        "sample_data": (
-            ("--sample-data",),
-            {
-                "action": "store_true",
-                "help": "also insert the sample rows that are missing (never overwrites)",
-            },
-        ),
-        "manifest": (
-            ("--manifest",),
-            {
-                "required": True,
-                "help": f"path or s3:// URI of an {DATA_PREFIX}YYYY-MM-DD/{MANIFEST_NAME}",
-            },
-        ),
-    }
 
 
 # name, function, help, options
@@ -275,26 +265,27 @@ _COMMANDS = (
     (
         "dev-db",
         cmd_dev_db,
-        "start the local PostgreSQL with the sample data, for `dbt build`",
-        (),
+        "start the local PostgreSQL with the sample data, for `dbt build` (or stop it)",
+        ("dev_db_action", "sample_end_date"),
     ),
     (
         "init",
         cmd_init,
         "create the source and analytics schemas, ledger, roles and views",
-        ("source", "target", "sample_data"),
+        ("source", "target", "sample_data", "sample_end_date"),
     ),
     (
         "run",
         cmd_run,
         "extract and load one business day",
-        ("date", "source", "target", "stage", "window", "skip_tests"),
+        ("date", "source", "target", "stage", "window", "skip_tests", "skip_freshness")
+        + ("full_refresh", "json"),
     ),
     (
         "extract",
         cmd_extract,
         "build, test and unload one business day to the stage",
-        ("date", "source", "stage", "window"),
+        ("date", "source", "stage", "window", "skip_freshness", "full_refresh"),
     ),
     (
         "load",
@@ -308,11 +299,12 @@ _COMMANDS = (
         "run every business day of a range, in order",
         ("start", "end", "source", "target", "stage", "window", "skip_tests"),
     ),
+    ("docs", cmd_docs, "write the lineage site (dbt docs) as one HTML file", ("target", "out")),
 )
 
 
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
-    options = _options(settings or Settings.from_env())
+    options = cli_options.options(settings or Settings.from_env())
     parser = argparse.ArgumentParser(
         prog="etl",
         description="Nightly dbt ETL from the shop database to the analytics database.",

@@ -13,12 +13,13 @@ from datetime import timedelta
 from psycopg2 import sql
 
 from . import devdb
-from .business_calendar import BUSINESS_TIMEZONE
+from .business_calendar import BUSINESS_TIMEZONE, previous_business_day, utc_now
 from .db import Database
 from .dbt_runner import DbtProject
 from .pipeline import init, raise_for_analytics, run_night
 from .roles import READER_ROLE
 from .settings import Settings
+from .source_db import history_bounds
 from .stage import LocalStage
 
 EXAMPLE_QUERIES = (
@@ -28,19 +29,6 @@ EXAMPLE_QUERIES = (
     "SELECT * FROM weekly_sales_summary ORDER BY week_start DESC LIMIT 4;",
 )
 REPLAYED_NIGHTS = 7
-
-
-def _history_bounds(source: Database, tz: str = BUSINESS_TIMEZONE):
-    conn = source.connection()
-    with conn.cursor() as cur:
-        cur.execute(
-            "select min((ordered_at at time zone %s)::date),"
-            " max((ordered_at at time zone %s)::date) from public.orders",
-            (tz, tz),
-        )
-        first, last = cur.fetchone()
-    conn.rollback()
-    return first, last
 
 
 def run_example_queries(target: Database) -> list[tuple[str, list[str], list[tuple]]]:
@@ -84,14 +72,18 @@ def run_demo(settings: Settings | None = None) -> int:
     console = Console(soft_wrap=True)
     started = time.perf_counter()
     with console.status("starting the local PostgreSQL and loading the sample data"):
-        dev = devdb.prepare(settings)
+        # The sample history ends on the last finished business day: every night the
+        # demo replays is one the schedule could run.
+        dev = devdb.prepare(settings, sample_end_date=previous_business_day(utc_now()))
     source = Database.from_settings(dev.source)
     target = Database.from_settings(dev.target)
     dbt = DbtProject(settings=settings)
     stage = LocalStage(dev.server.data_dir.parent / "stage" if dev.server.data_dir else "stage")
     with console.status("creating the analytics tables, ledger, roles and views"):
         init(source=source, target=target, dbt=dbt, sample_data=True)
-    first, last = _history_bounds(source)
+    first, last = history_bounds(source.connection())
+    # `etl dev-db` fills the sample up to today, a day that is not over yet.
+    last = min(last, previous_business_day(utc_now()))
     history_end = last - timedelta(days=REPLAYED_NIGHTS)
     console.print(f"sample history: {first} .. {last} (business days, {BUSINESS_TIMEZONE})")
     with console.status(f"loading the history up to {history_end} in one night"):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from . import local_pg
+from .business_calendar import business_date, utc_now
 from .db import PgSettings, connect, ensure_database
 from .settings import Settings, current
 from .source_db import create_source_tables, load_sample_data
@@ -21,10 +23,14 @@ class DevDatabases:
     inserted: dict[str, int]
 
 
-def prepare(settings: Settings | None = None) -> DevDatabases:
+def prepare(
+    settings: Settings | None = None, *, sample_end_date: date | None = None
+) -> DevDatabases:
     """Start or reuse the local server, create both databases, load the sample data.
 
-    Safe to re-run: existing rows are kept, only missing sample rows are inserted.
+    The sample history ends on ``sample_end_date`` (today, in the business time zone,
+    unless given). Safe to re-run: existing rows are kept, only missing sample rows
+    are inserted.
     """
     settings = settings or current()
     server = local_pg.server(
@@ -38,7 +44,17 @@ def prepare(settings: Settings | None = None) -> DevDatabases:
     try:
         with conn:
             create_source_tables(conn)
-            inserted = load_sample_data(conn)
+            end = sample_end_date or business_date(utc_now())
+            inserted = load_sample_data(conn, end_date=end)
     finally:
         conn.close()
     return DevDatabases(server, source, base.with_database(TARGET_DB), inserted)
+
+
+def stop(settings: Settings | None = None) -> bool:
+    """Stop the local server of this checkout; False if it was not running."""
+    data_dir = (settings or current()).work_dir / "pg"
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    local_pg.stop_embedded(data_dir)
+    return True

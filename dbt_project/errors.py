@@ -56,6 +56,10 @@ class DataTestsFailed(EtlError):
         self.failures = failures
 
 
+class SourceStale(DataTestsFailed):
+    """The source's newest change is older than the freshness gate allows."""
+
+
 class StageError(EtlError):
     """A stage file or manifest is missing, corrupted, or does not match the contract."""
 

@@ -28,9 +28,11 @@ from .layout import DATA_PREFIX, MANIFEST_NAME
 EXTRACT_SHAPES = (
     "{} (the previous business day, as the schedule runs it), "
     'a schedule ({"scheduled_time": "<ISO time>"} or an EventBridge "Scheduled Event"), '
-    '{"run_date": "YYYY-MM-DD"}, or {"start_date": "YYYY-MM-DD", "end_date": "YYYY-MM-DD"} '
-    f"spanning at most {MAX_BACKFILL_DAYS_LAMBDA} days"
+    '{"run_date": "YYYY-MM-DD"}, {"start_date": "YYYY-MM-DD", "end_date": "YYYY-MM-DD"} '
+    f'spanning at most {MAX_BACKFILL_DAYS_LAMBDA} days, or {{"full_refresh": true}}; '
+    'any of them may add "skip_freshness": true, and a day "lookback_days"'
 )
+_OPTIONS = {"lookback_days", "skip_freshness"}
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,20 @@ class ExtractRequest:
     days: tuple[date, ...]
     lookback_days: int = DEFAULT_LOOKBACK_DAYS
     trigger: str = "manual"
+    # The latest night checks that the source still receives orders first.
+    freshness_gate: bool = False
+    full_refresh: bool = False
 
 
 def _lookback(event: dict) -> int:
     return check_lookback(event.get("lookback_days", DEFAULT_LOOKBACK_DAYS))
+
+
+def _flag(event: dict, name: str) -> bool:
+    value = event.get(name, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+    return value
 
 
 def _timestamp(value) -> datetime:
@@ -51,25 +63,34 @@ def _timestamp(value) -> datetime:
         raise ConfigError(f"the schedule time {value!r} is not an ISO timestamp") from exc
 
 
+def _latest(day: date, event: dict, now: datetime | None, **kwargs) -> ExtractRequest:
+    """One night; the gate runs when it is the latest finished day, unless skipped."""
+    latest = previous_business_day(now or utc_now())
+    gate = day == latest and not _flag(event, "skip_freshness") and not kwargs.get("full_refresh")
+    return ExtractRequest((day,), freshness_gate=gate, **kwargs)
+
+
 def parse_extract_event(event, *, now: datetime | None = None) -> ExtractRequest:
     """``now`` (the clock by default) bounds every day: none after the previous business day."""
     if not isinstance(event, dict):
         raise ConfigError(f"the extract event must be a JSON object: {EXTRACT_SHAPES}")
     keys = set(event)
-    if not event:
-        # `aws lambda invoke` with no payload: the night a schedule would run now.
-        day = previous_business_day(now or utc_now())
-        return ExtractRequest((day,), trigger="manual")
-    if "scheduled_time" in event:
+    if "scheduled_time" in event and keys <= {"scheduled_time", "skip_freshness"}:
         day = previous_business_day(_timestamp(event["scheduled_time"]))
-        return ExtractRequest((check_run_date(day, now=now),), trigger="schedule")
+        return _latest(check_run_date(day, now=now), event, now, trigger="schedule")
     if event.get("detail-type") == "Scheduled Event" and "time" in event:
         day = previous_business_day(_timestamp(event["time"]))
-        return ExtractRequest((check_run_date(day, now=now),), trigger="schedule")
-    if keys <= {"run_date", "lookback_days"} and "run_date" in keys:
+        return _latest(check_run_date(day, now=now), event, now, trigger="schedule")
+    if keys <= {"skip_freshness"}:
+        # `aws lambda invoke` with no payload: the night a schedule would run now.
+        return _latest(previous_business_day(now or utc_now()), event, now)
+    if keys <= {"full_refresh", "run_date"} and _flag(event, "full_refresh"):
+        day = parse_date(event.get("run_date", previous_business_day(now or utc_now())), "run_date")
+        return _latest(check_run_date(day, now=now), event, now, full_refresh=True)
+    if keys <= {"run_date"} | _OPTIONS and "run_date" in keys:
         day = check_run_date(parse_date(event["run_date"], "run_date"), now=now)
-        return ExtractRequest((day,), _lookback(event))
-    if keys <= {"start_date", "end_date", "lookback_days"} and {"start_date", "end_date"} <= keys:
+        return _latest(day, event, now, lookback_days=_lookback(event))
+    if keys <= {"start_date", "end_date"} | _OPTIONS and {"start_date", "end_date"} <= keys:
         days = date_range(event["start_date"], event["end_date"], limit=MAX_BACKFILL_DAYS_LAMBDA)
         check_run_date(days[-1], "end_date", now=now)
         return ExtractRequest(tuple(days), _lookback(event), trigger="backfill")
@@ -123,6 +144,10 @@ class InitRequest:
     sample_data: bool = True
     # The day the sample history ends on: the initialisation day unless given.
     sample_end_date: date | None = None
+    # Set when a deployment runs the initializer (a CloudFormation custom resource):
+    # "Create" or "Update" upgrade the analytics side, "Delete" does nothing.
+    deployment: str | None = None
+    physical_resource_id: str | None = None
 
 
 INIT_SHAPES = (
@@ -130,9 +155,22 @@ INIT_SHAPES = (
 )
 
 
+# What CloudFormation names the resource that upgrades the analytics side on deploy.
+DEPLOYMENT_RESOURCE_ID = "shop-etl-analytics"
+
+
 def parse_init_event(event, *, now: datetime | None = None) -> InitRequest:
     if event is None:
         event = {}
+    if isinstance(event, dict) and "RequestType" in event:
+        kind = event["RequestType"]
+        if kind not in ("Create", "Update", "Delete"):
+            raise ConfigError(f"unknown CloudFormation RequestType {kind!r}")
+        return InitRequest(
+            sample_data=False,
+            deployment=kind,
+            physical_resource_id=event.get("PhysicalResourceId") or DEPLOYMENT_RESOURCE_ID,
+        )
     if not isinstance(event, dict) or set(event) - {"sample_data", "sample_end_date"}:
         raise ConfigError(f"the db_initializer event must be one of {INIT_SHAPES}")
     sample = event.get("sample_data", True)

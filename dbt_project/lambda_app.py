@@ -8,119 +8,17 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from functools import cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import metric_names
-from .db import Database, PgSettings
-from .dbt_runner import DbtProject
-from .errors import CredentialsError, DatabaseUnavailable, LoginRefused
+from . import history_load, metric_names, reports
+from .docs import publish_night_docs
+from .errors import DatabaseUnavailable, LoginRefused, SourceStale
 from .events import parse_extract_event, parse_init_event, parse_load_event
+from .function_resources import database, dbt, reader_password, reset, stage  # noqa: F401
 from .observability import logger, metrics, tracer
 from .pipeline import extract, init, load, raise_for_analytics, test_analytics
-from .settings import DbEndpoint, Settings
-from .stage import S3Stage, s3_client
-
-
-def _secret_settings(prefix: str, endpoint: DbEndpoint, settings: Settings, force: bool):
-    from aws_lambda_powertools.utilities import parameters
-
-    arn = endpoint.secret_arn
-    try:
-        secret = parameters.get_secret(arn, transform="json", force_fetch=force)
-    except Exception as exc:
-        metrics.add_metric(name=metric_names.SECRET_RETRIEVAL_ERROR, unit=MetricUnit.Count, value=1)
-        raise CredentialsError(
-            f"cannot read the {prefix.lower()} database secret {arn} ({exc.__class__.__name__}); "
-            "check that it exists and that the function's role may read it"
-        ) from exc
-    if not isinstance(secret, dict) or not secret.get("username") or "password" not in secret:
-        metrics.add_metric(name=metric_names.SECRET_RETRIEVAL_ERROR, unit=MetricUnit.Count, value=1)
-        raise CredentialsError(
-            f"the secret {arn} has no username/password JSON; store the RDS-style "
-            '{"username": ..., "password": ...}'
-        )
-    return _endpoint_settings(endpoint, settings, secret["username"], secret["password"])
-
-
-def _iam_settings(prefix: str, endpoint: DbEndpoint, settings: Settings, force: bool):
-    """A fresh IAM authentication token (valid 15 minutes) as the login's password.
-
-    The token is signed locally with the function's role credentials; the database
-    checks it against ``rds-db:connect`` on this exact login.
-    """
-    try:
-        token = _rds_client(settings.region).generate_db_auth_token(
-            DBHostname=endpoint.host,
-            Port=endpoint.port,
-            DBUsername=endpoint.iam_user,
-            Region=settings.region,
-        )
-    except Exception as exc:
-        metrics.add_metric(name=metric_names.SECRET_RETRIEVAL_ERROR, unit=MetricUnit.Count, value=1)
-        raise CredentialsError(
-            f"cannot make an IAM authentication token for {endpoint.iam_user} on the "
-            f"{prefix.lower()} database ({exc.__class__.__name__}: {exc}); check the "
-            "function's role credentials and AWS_REGION"
-        ) from exc
-    return _endpoint_settings(endpoint, settings, endpoint.iam_user, token)
-
-
-def _endpoint_settings(endpoint: DbEndpoint, settings: Settings, user: str, password: str):
-    return PgSettings(
-        host=endpoint.host,
-        port=endpoint.port,
-        dbname=endpoint.dbname,
-        user=user,
-        password=password,
-        sslmode=settings.function_sslmode,
-        sslrootcert=str(settings.sslrootcert) if settings.sslrootcert else None,
-    )
-
-
-@cache
-def _rds_client(region: str | None):
-    import boto3
-
-    return boto3.client("rds", region_name=region)
-
-
-# IAM tokens last 15 minutes: a connection opened later (dbt's, a warm invocation's)
-# gets a new one.
-IAM_TOKEN_REFRESH_SECONDS = 600
-
-
-# Factories cached on the settings they are made from: a warm invocation with the
-# same environment reuses the connection, the parsed dbt project and the S3 client.
-
-
-@cache
-def database(settings: Settings, prefix: str) -> Database:
-    endpoint = settings.endpoint(prefix)
-    resolve = _iam_settings if endpoint.iam_user else _secret_settings
-    return Database(
-        lambda force: resolve(prefix, endpoint, settings, force),
-        limits=settings.limits,
-        connect_wait_seconds=settings.connect_wait_seconds,
-        refresh_after_seconds=IAM_TOKEN_REFRESH_SECONDS if endpoint.iam_user else None,
-    )
-
-
-@cache
-def dbt(settings: Settings) -> DbtProject:
-    return DbtProject(settings=settings)
-
-
-@cache
-def stage(settings: Settings) -> S3Stage:
-    return S3Stage(settings.require_bucket(), client=s3_client(settings.s3_max_attempts))
-
-
-def reset() -> None:
-    """Forget every cached object, as a cold start would."""
-    for factory in (database, dbt, stage, _rds_client):
-        factory.cache_clear()
+from .settings import Settings
 
 
 def _metric(name: str, unit, value: float) -> None:
@@ -145,28 +43,30 @@ def handle_extract(event, context=None) -> dict:
     with _count_connection_errors():
         for day in request.days:
             logger.append_keys(run_date=day.isoformat())
-            result = extract(
-                day,
-                source=database(settings, "SOURCE"),
-                stage=stage(settings),
-                dbt=dbt(settings),
-                lookback_days=request.lookback_days,
-                gzip_level=settings.gzip_level,
-            )
-            metrics.add_metric(
-                name=metric_names.EXTRACTION_TIME, unit=MetricUnit.Seconds, value=result.seconds
-            )
-            metrics.add_metric(
-                name=metric_names.RECORDS_EXTRACTED,
-                unit=MetricUnit.Count,
-                value=result.rows_extracted,
-            )
+            try:
+                result = extract(
+                    day,
+                    source=database(settings, "SOURCE"),
+                    stage=stage(settings),
+                    dbt=dbt(settings),
+                    lookback_days=request.lookback_days,
+                    gzip_level=settings.gzip_level,
+                    trigger=request.trigger,
+                    freshness_gate=request.freshness_gate,
+                    full_refresh=request.full_refresh,
+                )
+            except SourceStale:
+                _metric(metric_names.SOURCE_STALE, MetricUnit.Count, 1)
+                raise
+            _metric(metric_names.EXTRACTION_TIME, MetricUnit.Seconds, result.seconds)
+            _metric(metric_names.RECORDS_EXTRACTED, MetricUnit.Count, result.rows_extracted)
             logger.info(
                 "extracted",
                 extra={
                     "run_id": result.run_id,
                     "rows": result.rows,
                     "manifest": result.manifest_key,
+                    "freshness": result.freshness.state,
                 },
             )
             results.append(
@@ -175,10 +75,35 @@ def handle_extract(event, context=None) -> dict:
                     "run_id": result.run_id,
                     "manifest_key": result.manifest_key,
                     "rows": result.rows,
+                    "freshness": result.freshness.as_report(),
                     "seconds": round(result.seconds, 3),
                 }
             )
     return {"status": "extracted", "trigger": request.trigger, "runs": results}
+
+
+def _loaded(key: str, result) -> dict:
+    """Metrics, the heartbeat and a log line of one delivered manifest."""
+    logger.append_keys(run_date=result.run_date.isoformat())
+    _metric(metric_names.S3_READ_TIME, MetricUnit.Seconds, result.read_seconds)
+    _metric(metric_names.DATA_LOAD_TIME, MetricUnit.Seconds, result.seconds)
+    for table, counts in result.tables.items():
+        _metric(
+            metric_names.records_loaded(table), MetricUnit.Count, counts.inserted + counts.updated
+        )
+    if result.status == "loaded":
+        # The heartbeat: an alarm fires when no night has loaded for 26 hours.
+        _metric(metric_names.NIGHTS_LOADED, MetricUnit.Count, 1)
+    logger.info(
+        "loaded" if result.status == "loaded" else "duplicate delivery ignored",
+        extra={"manifest": key, "run_id": result.run_id, "status": result.status},
+    )
+    return {
+        "manifest_key": key,
+        "run_date": result.run_date.isoformat(),
+        "status": result.status,
+        "rows_loaded": result.rows_loaded,
+    }
 
 
 @tracer.capture_method
@@ -187,8 +112,8 @@ def handle_load(event, context=None) -> dict:
     request = parse_load_event(event, settings.require_bucket())
     for key in request.ignored:
         logger.info("ignored an object that is not a manifest", extra={"key": key})
-    loads = []
     target = database(settings, "TARGET")
+    loads, results = [], []
     with _count_connection_errors():
         for key in request.manifest_keys:
             result = load(
@@ -197,33 +122,10 @@ def handle_load(event, context=None) -> dict:
                 manifest=key,
                 time_limit_ms=_load_time_limit(context),
             )
-            logger.append_keys(run_date=result.run_date.isoformat())
-            metrics.add_metric(
-                name=metric_names.S3_READ_TIME, unit=MetricUnit.Seconds, value=result.read_seconds
-            )
-            metrics.add_metric(
-                name=metric_names.DATA_LOAD_TIME, unit=MetricUnit.Seconds, value=result.seconds
-            )
-            for table, counts in result.tables.items():
-                metrics.add_metric(
-                    name=metric_names.records_loaded(table),
-                    unit=MetricUnit.Count,
-                    value=counts.inserted + counts.updated,
-                )
-            logger.info(
-                "loaded" if result.status == "loaded" else "duplicate delivery ignored",
-                extra={"manifest": key, "run_id": result.run_id, "status": result.status},
-            )
-            loads.append(
-                {
-                    "manifest_key": key,
-                    "run_date": result.run_date.isoformat(),
-                    "status": result.status,
-                    "rows_loaded": result.rows_loaded,
-                }
-            )
-        if any(item["status"] == "loaded" for item in loads):
-            started = time.perf_counter()
+            loads.append(_loaded(key, result))
+            results.append(result)
+        loaded = [r for r in results if r.status == "loaded"]
+        if loaded:
             tests = test_analytics(target=target, dbt=dbt(settings))
             logger.info(
                 "analytics tests",
@@ -233,18 +135,39 @@ def handle_load(event, context=None) -> dict:
                     "seconds": tests.seconds,
                 },
             )
+            _metric(metric_names.ANALYTICS_TEST_TIME, MetricUnit.Seconds, tests.seconds)
+            for item, result in zip(loads, results, strict=True):
+                if result.status == "loaded":
+                    item["report"] = _report(settings, target, result, tests)
             raise_for_analytics(tests)
-            metrics.add_metric(
-                name=metric_names.ANALYTICS_TEST_TIME,
-                unit=MetricUnit.Seconds,
-                value=time.perf_counter() - started,
-            )
+            publish_night_docs(target=target, dbt=dbt(settings), stage=stage(settings))
     return {"status": "ok", "loads": loads, "ignored": list(request.ignored)}
+
+
+def _report(settings: Settings, target, result, tests) -> dict:
+    """Keep the night's report and send it; a report that cannot be sent is logged, as
+    the night itself is loaded and a retry would find a duplicate."""
+    report = reports.build(result, tests)
+    reports.record(target.connection(), report)
+    if settings.run_reports_topic:
+        try:
+            reports.publish(settings.run_reports_topic, report)
+        except Exception as exc:
+            logger.warning(
+                "the run report could not be sent",
+                extra={"error": f"{exc.__class__.__name__}: {exc}"},
+            )
+    logger.info("run report", extra={"report": report})
+    return report
 
 
 @tracer.capture_method
 def handle_init(event, context=None) -> dict:
+    """Manual runs create and fill; a deployment (a CloudFormation custom resource)
+    upgrades the analytics side and never adds sample rows."""
     request = parse_init_event(event)
+    if request.deployment == "Delete":  # the data outlives the custom resource
+        return {"PhysicalResourceId": request.physical_resource_id}
     settings = Settings.from_env()
     started = time.perf_counter()
     with _count_connection_errors():
@@ -254,10 +177,13 @@ def handle_init(event, context=None) -> dict:
             dbt=dbt(settings),
             sample_data=request.sample_data,
             sample_end_date=request.sample_end_date,
+            reader_password=reader_password(settings),
         )
-    metrics.add_metric(
-        name=metric_names.INIT_TIME, unit=MetricUnit.Seconds, value=time.perf_counter() - started
-    )
+        history = _start_history_load(settings) if result.sample_rows else None
+    _metric(metric_names.INIT_TIME, MetricUnit.Seconds, time.perf_counter() - started)
+    if request.deployment:
+        data = {"Views": result.views_built}
+        return {"PhysicalResourceId": request.physical_resource_id, "Data": data}
     if result.sample_note:
         logger.info(result.sample_note)
     return {
@@ -265,7 +191,21 @@ def handle_init(event, context=None) -> dict:
         "sample_rows": result.sample_rows,
         "sample_data": result.sample_note or _sample_summary(result.sample_rows),
         "views": result.views_built,
+        "history_load": history,
     }
+
+
+def _start_history_load(settings: Settings) -> dict | None:
+    """The sample history in one night, started now; the schedule goes on from there."""
+    if not settings.extract_function:
+        return None
+    source = database(settings, "SOURCE")
+    payload = history_load.history_request(source.connection())
+    if payload is None:
+        return None
+    started = history_load.start(settings.extract_function, payload)
+    logger.info("history load started", extra=started)
+    return started
 
 
 def _sample_summary(rows: dict[str, int] | None) -> str:

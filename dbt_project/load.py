@@ -41,7 +41,7 @@ from .analytics_schema import (
 from .business_calendar import utc_now
 from .contracts import MARTS, TableContract, contract
 from .errors import ConfigError, LoadTimedOut, StageError
-from .manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
+from .manifest import MAX_MANIFEST_BYTES, ExtractFacts, FileEntry, Manifest
 from .stage import Stage
 from .staged_format import CHUNK, VerifyingReader
 
@@ -65,6 +65,22 @@ class LoadResult:
     tables: dict[str, TableLoad] = field(default_factory=dict)
     read_seconds: float = 0.0
     seconds: float = 0.0
+    # What the extract said of its night, for the run report.
+    extract: ExtractFacts | None = None
+    full_refresh: bool = False
+    dbt_artifacts: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, manifest: Manifest, manifest_key: str) -> LoadResult:
+        return cls(
+            manifest_key,
+            manifest.run_id,
+            manifest.run_date,
+            "loaded",
+            extract=manifest.extract,
+            full_refresh=manifest.full_refresh,
+            dbt_artifacts=list(manifest.dbt_artifacts),
+        )
 
     @property
     def rows_loaded(self) -> int:
@@ -182,9 +198,23 @@ def _remove_customers(cur, manifest: Manifest, load: TableLoad, version: dict) -
     load.deleted = cur.rowcount
 
 
+def _delete_what_the_history_lacks(cur, result: LoadResult) -> None:
+    """A full refresh owns everything: rows of days and customers its files do not
+    have are gone from the source's history, so they go from the analytics side."""
+    for ownership in OWNERSHIPS:
+        for mart in ownership.marts:
+            cur.execute(load_sql.delete_outside_keys(ownership, mart))
+            result.tables[mart].deleted += cur.rowcount
+        cur.execute(load_sql.delete_versions_outside_keys(ownership))
+    cur.execute(load_sql.delete_customers_not_staged())
+    result.tables["customer_analytics"].deleted += cur.rowcount
+
+
 def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
     """Both kinds of ownership; a row the analytics tables refuse is the file's fault."""
     try:
+        if manifest.full_refresh:
+            _delete_what_the_history_lacks(cur, result)
         for ownership in OWNERSHIPS:
             _apply_ownership(cur, ownership, manifest, result)
         _load_customers(cur, manifest, result)
@@ -289,7 +319,7 @@ def load_manifest(
     raw = stage.get_bytes(manifest_key, max_bytes=MAX_MANIFEST_BYTES)
     manifest = Manifest.from_json(raw, manifest_key)
     manifest.check_not_from_the_future(manifest_key, now or utc_now())
-    result = LoadResult(manifest_key, manifest.run_id, manifest.run_date, "loaded")
+    result = LoadResult.of(manifest, manifest_key)
     deadline = _Deadline(time_limit_ms)
     try:
         with conn, conn.cursor() as cur:

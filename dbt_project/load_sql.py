@@ -330,3 +330,31 @@ def remove_customers() -> sql.Composed:
         target=_CUSTOMERS,
         version=_VERSION,
     )
+
+
+# -- a full refresh: what the whole history no longer has --------------------------
+
+
+def delete_outside_keys(ownership: Ownership, mart: str) -> sql.Composed:
+    key = sql.Identifier(ownership.key)
+    return sql.SQL(
+        "delete from {target} t where not exists (select from {keys} k where k.{key} = t.{key})"
+    ).format(target=target_table(mart), keys=stage_table(ownership.keys_table), key=key)
+
+
+def delete_versions_outside_keys(ownership: Ownership) -> sql.Composed:
+    key = sql.Identifier(ownership.key)
+    return sql.SQL(
+        "delete from {versions} v where not exists (select from {keys} k where k.{key} = v.{key})"
+    ).format(
+        versions=sql.Identifier(META_SCHEMA, ownership.versions_table),
+        keys=stage_table(ownership.keys_table),
+        key=key,
+    )
+
+
+def delete_customers_not_staged() -> sql.Composed:
+    return sql.SQL(
+        "delete from {target} t where not exists "
+        "(select from {staged} s where s.customer_id = t.customer_id)"
+    ).format(target=_CUSTOMERS, staged=stage_table("customer_analytics"))

@@ -133,10 +133,7 @@ def start_embedded(data_dir: Path, port: int = DEFAULT_PORT, password: str | Non
     if not (data_dir / "PG_VERSION").exists():
         _initdb(data_dir, password)
     if _port_open(port):
-        raise ConfigError(
-            f"port {port} is already taken by another program: stop it, or choose another "
-            "port with ETL_PG_PORT"
-        )
+        raise ConfigError(_port_taken(port, data_dir))
     options = (
         f"-h 127.0.0.1 -p {port} -k {data_dir} -c fsync=off -c synchronous_commit=off "
         "-c full_page_writes=off -c max_connections=100"
@@ -165,6 +162,42 @@ def start_embedded(data_dir: Path, port: int = DEFAULT_PORT, password: str | Non
             )
         time.sleep(0.1)
     return Server(url=url, embedded=True, data_dir=data_dir)
+
+
+def _port_taken(port: int, data_dir: Path) -> str:
+    """Say who has the port: most often the local server of another checkout."""
+    other = _data_directory_on(port)
+    if other and Path(other) != data_dir:
+        checkout = Path(other).parent.parent
+        return (
+            f"port {port} is taken by the local PostgreSQL of another checkout ({checkout}): "
+            f"stop it there with `etl dev-db stop`, or give this one another port, "
+            f"e.g. ETL_PG_PORT={port + 1}"
+        )
+    return (
+        f"port {port} is already taken by another program: stop it, or choose another "
+        "port with ETL_PG_PORT"
+    )
+
+
+def _data_directory_on(port: int) -> str | None:
+    """The data folder of a local server on ``port`` that trusts local connections."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=3
+        )
+    except psycopg2.Error:
+        return None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("show data_directory")
+            return cur.fetchone()[0]
+    except psycopg2.Error:
+        return None
+    finally:
+        conn.close()
 
 
 def stop_embedded(data_dir: Path) -> None:

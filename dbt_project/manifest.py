@@ -79,6 +79,17 @@ class FileEntry(_Strict):
     format: str = FILE_FORMAT
 
 
+class ExtractFacts(_Strict):
+    """What the extract knows of its night, for the run report the load sends."""
+
+    trigger: str
+    extract_seconds: float
+    # dbt's data tests of the build by status: pass, warn, fail, error, skipped.
+    dbt_tests: dict[str, int]
+    freshness: str  # pass, warn or skipped
+    freshness_sources: list[str] = []
+
+
 class _Version(BaseModel):
     """Only the version, read first: a manifest of another version fails the schema
     for reasons that would hide the one that matters."""
@@ -100,6 +111,10 @@ class Manifest(_Strict):
     created_at: AwareDatetime
     dbt_artifacts: list[str] = []
     format_version: int = FORMAT_VERSION
+    # A full refresh owns the whole history: the load also deletes every day and
+    # customer the files no longer have.
+    full_refresh: bool = False
+    extract: ExtractFacts | None = None
 
     def file(self, table: str) -> FileEntry:
         for entry in self.files:

@@ -7,46 +7,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 
-import psycopg2
-import psycopg2.errors
-
-from .business_calendar import DEFAULT_LOOKBACK_DAYS, date_range, parse_date
-from .contracts import MARTS
+from .business_calendar import DEFAULT_LOOKBACK_DAYS, date_range
 from .db import Database
-from .dbt_runner import DbtProject, DbtRun, credentials_refused, raise_for_failures, run_vars
-from .errors import DataTestsFailed, ExtractBusy
-from .layout import DBT_ARTIFACTS_FOLDER, day_prefix, manifest_key
+from .dbt_runner import DbtProject, credentials_refused, raise_for_failures
+from .errors import DataTestsFailed
+from .extract import ExtractResult, extract, invoke_dbt
 from .load import LoadResult, load_manifest
 from .logins import create_extract_login, create_load_login
 from .settings import DEFAULT_GZIP_LEVEL
 from .source_db import create_source_tables, load_sample_data, source_is_empty
 from .stage import Stage
-from .target_db import create_roles, create_target_tables
-from .unload import built_relations, unload_night
+from .target_db import create_roles, create_target_tables, set_reader_password
 
-EXTRACT_SELECTOR = "extract"
 ANALYTICS_SELECTOR = "analytics_side"
-
-
-@dataclass
-class ExtractResult:
-    run_id: str
-    run_date: date
-    manifest_key: str
-    rows: dict[str, int]
-    bytes: int
-    dbt_seconds: float
-    unload_seconds: float
-    seconds: float
-    dbt_invocation_id: str | None
-
-    @property
-    def rows_extracted(self) -> int:
-        return sum(self.rows[name] for name in MARTS)
 
 
 @dataclass
@@ -63,132 +39,6 @@ class NightResult:
     load: LoadResult
     tests: AnalyticsTests | None
     seconds: float
-
-
-def invoke_dbt(dbt: DbtProject, database: Database, command: list[str], **kwargs) -> DbtRun:
-    """dbt logs in with its own connections: if the credentials it was given are refused
-    (rotated since the pipeline's session opened), re-read them once and run again."""
-    run = dbt.invoke(command, settings=database.settings, **kwargs)
-    if credentials_refused(run) and database.refresh_credentials():
-        run = dbt.invoke(command, settings=database.settings, **kwargs)
-    return run
-
-
-# Extracts of the same source run one at a time: two dbt builds at once would race on
-# the tables they swap in, and two incremental builds of int_customer_days that own the
-# same days would each delete them and both insert theirs. Any constant will do.
-EXTRACT_LOCK = 0x5E7105E
-
-
-@contextmanager
-def extract_lock(source: Database, *, wait: bool = True) -> Iterator[None]:
-    """Hold the source's extract lock for a block (a session lock: it outlives the
-    block's transactions and ends with the session if the process dies).
-
-    Waiting is bounded by the session's lock_timeout; ``wait=False`` refuses at once.
-    """
-    conn = source.connection()
-    try:
-        with conn.cursor() as cur:
-            if wait:
-                cur.execute("select pg_advisory_lock(%s), true", (EXTRACT_LOCK,))
-            else:
-                cur.execute("select null, pg_try_advisory_lock(%s)", (EXTRACT_LOCK,))
-            taken = cur.fetchone()[1]
-    except psycopg2.errors.LockNotAvailable as exc:
-        conn.rollback()
-        raise ExtractBusy(_BUSY + " and it did not finish within the lock timeout") from exc
-    conn.rollback()  # the lock is the session's: ending the transaction keeps it
-    if not taken:
-        raise ExtractBusy(_BUSY)
-    try:
-        yield
-    finally:
-        _unlock(conn)
-
-
-def _unlock(conn) -> None:
-    # A session lost mid-run took its lock with it; say nothing that would hide why.
-    try:
-        conn.rollback()
-        with conn.cursor() as cur:
-            cur.execute("select pg_advisory_unlock(%s)", (EXTRACT_LOCK,))
-        conn.rollback()
-    except psycopg2.Error:
-        pass
-
-
-_BUSY = "another extract of this source is running (it holds the extract lock)"
-
-
-def _source_now(source: Database):
-    """Taken before dbt reads anything: every row in the files is at least this fresh."""
-    conn = source.connection()
-    with conn.cursor() as cur:
-        cur.execute("select now()")
-        (moment,) = cur.fetchone()
-    conn.rollback()
-    return moment
-
-
-def extract(
-    run_date: date | str,
-    *,
-    source: Database,
-    stage: Stage,
-    dbt: DbtProject,
-    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
-    gzip_level: int = DEFAULT_GZIP_LEVEL,
-) -> ExtractResult:
-    """Build the run window of ``run_date`` on the source, test it, unload it, manifest last."""
-    started = time.perf_counter()
-    day = parse_date(run_date, "run_date")
-    dbt_vars = run_vars(day, lookback_days)
-    with extract_lock(source):
-        return _extract(day, dbt_vars, started, source, stage, dbt, lookback_days, gzip_level)
-
-
-def _extract(day, dbt_vars, started, source, stage, dbt, lookback_days, gzip_level):
-    extracted_at = _source_now(source)
-    run = invoke_dbt(
-        dbt,
-        source,
-        # Unit tests check the model logic at development time, on fixed inputs;
-        # a night runs the data tests, which check the data.
-        ["build", "--selector", EXTRACT_SELECTOR, "--exclude-resource-type", "unit_test"],
-        target="source",
-        dbt_vars=dbt_vars,
-    )
-    raise_for_failures(run, f"the dbt build for {day}")
-    dbt_seconds = time.perf_counter() - started
-
-    unload_started = time.perf_counter()
-    artifacts = {
-        f"{day_prefix(day)}{DBT_ARTIFACTS_FOLDER}{path.name}": path.read_bytes()
-        for path in (run.run_results, run.manifest)
-    }
-    manifest = unload_night(
-        source.connection(),
-        built_relations(run.manifest),
-        stage,
-        run_date=day,
-        lookback_days=lookback_days,
-        extracted_at=extracted_at,
-        dbt_invocation_id=run.invocation_id,
-        artifacts=artifacts,
-        gzip_level=gzip_level,
-    )
-    return ExtractResult(
-        run_id=manifest.run_id,
-        run_date=day,
-        manifest_key=manifest_key(day),
-        rows={f.table: f.rows for f in manifest.files},
-        bytes=sum(f.bytes for f in manifest.files),
-        dbt_seconds=dbt_seconds,
-        unload_seconds=time.perf_counter() - unload_started,
-        seconds=time.perf_counter() - started,
-        dbt_invocation_id=run.invocation_id,
-    )
 
 
 def load(
@@ -230,7 +80,10 @@ def run_night(
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     run_tests: bool = True,
     gzip_level: int = DEFAULT_GZIP_LEVEL,
+    **extract_options,
 ) -> NightResult:
+    """Extract, load and test one day; ``extract_options`` go to ``extract`` (trigger,
+    freshness_gate, full_refresh)."""
     started = time.perf_counter()
     extracted = extract(
         run_date,
@@ -239,6 +92,7 @@ def run_night(
         dbt=dbt,
         lookback_days=lookback_days,
         gzip_level=gzip_level,
+        **extract_options,
     )
     loaded = load(target=target, stage=stage, manifest=extracted.manifest_key)
     tests = test_analytics(target=target, dbt=dbt) if run_tests else None
@@ -293,6 +147,7 @@ def init(
     sample_data: bool = False,
     sample_end_date: date | None = None,
     source_schema: str = "public",
+    reader_password: str | None = None,
 ) -> InitResult:
     """Create what is missing on both sides; never deletes or overwrites operational rows.
 
@@ -313,6 +168,8 @@ def init(
         create_target_tables(conn)
         create_roles(conn, target.settings.dbname)
         create_load_login(conn, target.settings.dbname)
+        if reader_password:
+            set_reader_password(conn, reader_password)
     run = invoke_dbt(dbt, target, ["run", "--select", "path:models/analytics"], target="analytics")
     raise_for_failures(run, "building the analytic views")
     return InitResult(inserted, run.models, note)

@@ -160,3 +160,18 @@ def _shift_sample(cur, end_date: date) -> None:
             ),
             {"days": days},
         )
+
+
+def history_bounds(conn, schema: str = "public") -> tuple[date | None, date | None]:
+    """The first and last business day with an order (None, None for no orders)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "select min((ordered_at at time zone %(tz)s)::date), "
+                "max((ordered_at at time zone %(tz)s)::date) from {}"
+            ).format(sql.Identifier(schema, "orders")),
+            {"tz": BUSINESS_TIMEZONE},
+        )
+        first, last = cur.fetchone()
+    conn.rollback()
+    return first, last

@@ -19,7 +19,7 @@ from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, StageError
-from .layout import DATA_PREFIX
+from .layout import DATA_PREFIX, DOCS_KEY
 from .settings import current
 
 # S3 multipart parts must be >= 5 MiB (but the last); 8 MiB keeps memory small.
@@ -35,7 +35,7 @@ class Stage(Protocol):
 
     def writer(self, key: str) -> AbstractContextManager[Writer]: ...
     def reader(self, key: str) -> AbstractContextManager[BinaryIO]: ...
-    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> None: ...
     def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
@@ -57,7 +57,9 @@ def _read_whole(handle: BinaryIO, where: str, max_bytes: int | None) -> bytes:
 
 
 def check_key(key: str) -> str:
-    """Keys are relative, under ``etl-data/``, with no way out of it."""
+    """Keys are relative, under ``etl-data/``, with no way out of it (or the docs page)."""
+    if key == DOCS_KEY:
+        return key
     parts = key.split("/")
     if (
         not key.startswith(DATA_PREFIX)
@@ -109,7 +111,7 @@ class LocalStage:
         with handle:
             yield handle
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
         with self.writer(key) as handle:
             handle.write(data)
 
@@ -296,8 +298,9 @@ class S3Stage:
         with io.BufferedReader(raw, buffer_size=1024 * 1024) as handle:
             yield handle
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
 
     def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
         with self.reader(key) as handle:

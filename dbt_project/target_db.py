@@ -103,6 +103,8 @@ def create_roles(conn, database: str) -> None:
             "alter default privileges in schema {analytics} grant select on tables to {reader}",
             "alter role {reader} set search_path = {analytics}",
             "alter role {loader} set search_path = {analytics}",
+            # Any login sees the views unqualified, as the example queries are written.
+            "alter database {db} set search_path = {analytics}, public",
         ]
         for statement in statements:
             cur.execute(
@@ -115,3 +117,12 @@ def create_roles(conn, database: str) -> None:
                     marts=sql.SQL(", ").join(sql.Identifier(ANALYTICS_SCHEMA, m) for m in MARTS),
                 )
             )
+
+
+def set_reader_password(conn, password: str) -> None:
+    """Let the read-only role log in (the RDS Data API needs a login with a secret)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("alter role {} login password %s").format(sql.Identifier(READER_ROLE)),
+            (password,),
+        )

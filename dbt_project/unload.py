@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from .analytics_schema import REQUIRED_TABLES
 from .business_calendar import BUSINESS_TIMEZONE
 from .contracts import TableContract, contract
 from .layout import day_prefix, manifest_key
-from .manifest import FileEntry, Manifest
+from .manifest import ExtractFacts, FileEntry, Manifest
 from .settings import DEFAULT_GZIP_LEVEL
 from .stage import Stage
 from .staged_format import CHUNK, FILE_FORMAT, CompressingSink
@@ -106,8 +107,14 @@ def unload_night(
     dbt_invocation_id: str | None = None,
     artifacts: dict[str, bytes] | None = None,
     gzip_level: int = DEFAULT_GZIP_LEVEL,
+    full_refresh: bool = False,
+    facts: Callable[[], ExtractFacts] | None = None,
 ) -> Manifest:
-    """Unload the five built relations of one night, then write its manifest, last."""
+    """Unload the five built relations of one night, then write its manifest, last.
+
+    ``facts`` is asked for the night's facts once the files are written, so that the
+    manifest carries the whole extract's time.
+    """
     run_id = str(uuid.uuid4())
     # Files of each run sit in their own folder: a re-run never overwrites the files
     # an earlier manifest (perhaps being loaded right now) points to.
@@ -126,6 +133,8 @@ def unload_night(
         files=files,
         created_at=datetime.now(UTC),
         dbt_artifacts=sorted(artifacts or {}),
+        full_refresh=full_refresh,
+        extract=facts() if facts else None,
     )
     stage.put_bytes(manifest_key(run_date), manifest.to_json())
     return manifest

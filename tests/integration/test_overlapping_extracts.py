@@ -13,7 +13,8 @@ from datetime import date
 
 from dbt_project.db import Database, connect
 from dbt_project.dbt_runner import DbtProject
-from dbt_project.pipeline import EXTRACT_LOCK, init, load
+from dbt_project.extract import EXTRACT_LOCK
+from dbt_project.pipeline import init, load
 from dbt_project.source_db import create_source_tables
 from dbt_project.stage import LocalStage
 from tests import reference
@@ -74,7 +75,8 @@ def test_a_second_extract_waits_for_the_first_and_both_stay_whole(new_database, 
     results = [p.communicate(timeout=300) + (p.returncode,) for p in (first, second)]
 
     # then both succeed, one after the other (two run folders, one manifest: the later)
-    assert [code for _, _, code in results] == [0, 0], [(o[-3000:], e[-2000:]) for o, e, _ in results]
+    tails = [(out[-3000:], err[-2000:]) for out, err, _ in results]
+    assert [code for _, _, code in results] == [0, 0], tails
     runs = {key.split("/")[2] for key in stage.list("etl-data/") if key.endswith(".tsv.gz")}
     assert len(runs) == 2
     loaded = load(

@@ -1,0 +1,138 @@
+"""The first hour with the `etl` command: the example queries as any new login writes
+them, and the local server's life (stop, a port another checkout holds)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from dbt_project import local_pg
+from dbt_project.cli import main
+from dbt_project.db import connect
+from dbt_project.demo import EXAMPLE_QUERIES
+from dbt_project.roles import READER_ROLE
+
+
+def test_the_example_queries_run_verbatim_as_a_fresh_login(new_database, pg_server, tmp_path):
+    source, target = new_database("src"), new_database("tgt")
+    assert (
+        main(
+            [
+                "init",
+                "--source-url",
+                source.url,
+                "--target-url",
+                target.url,
+                "--sample-data",
+                "--sample-end-date",
+                "2026-11-25",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "run",
+                "--date",
+                "2026-11-25",
+                "--lookback-days",
+                "90",
+                "--source-url",
+                source.url,
+                "--target-url",
+                target.url,
+                "--stage",
+                str(tmp_path / "stage"),
+                "--skip-tests",
+            ]
+        )
+        == 0
+    )
+    # given a login made for an analyst: the reader's grants, no settings of its own
+    analyst = f"analyst_{uuid.uuid4().hex[:6]}"
+    conn = connect(pg_server)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("create role {} login password 'analyst' in role {}").format(
+                sql.Identifier(analyst), sql.Identifier(READER_ROLE)
+            )
+        )
+        cur.execute(
+            "select count(*) from pg_db_role_setting s join pg_roles r on r.oid = s.setrole "
+            "where r.rolname = %s",
+            (analyst,),
+        )
+        assert cur.fetchone() == (0,)
+    conn.close()
+    # when it runs the README's four queries as written, no schema named
+    conn = psycopg2.connect(
+        host=target.host, port=target.port, dbname=target.dbname, user=analyst, password="analyst"
+    )
+    with conn.cursor() as cur:
+        answers = []
+        for query in EXAMPLE_QUERIES:
+            cur.execute(query)
+            answers.append(cur.fetchall())
+    conn.close()
+    # then every one answers
+    assert all(answers) and len(answers[0]) == 10
+
+
+def cli(args, capsys, **env) -> tuple[int, list[str], str]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        code = main(args)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    captured = capsys.readouterr()
+    return code, captured.err.splitlines(), captured.out
+
+
+def test_a_port_held_by_another_checkouts_server_is_named_and_dev_db_stop_frees_it(
+    tmp_path, capsys
+):
+    port = local_pg.free_port()
+    other, this = tmp_path / "other-checkout", tmp_path / "this-checkout"
+    env = {"ETL_PG_PORT": str(port), "ETL_PG_URL": ""}
+    # given another checkout's local server on the port
+    code, _, _ = cli(
+        ["dev-db", "--sample-end-date", "2026-11-25"],
+        capsys,
+        ETL_WORK_DIR=str(other / ".etl"),
+        **env,
+    )
+    assert code == 0
+    try:
+        # when this checkout asks for the same port
+        code, lines, _ = cli(["dev-db"], capsys, ETL_WORK_DIR=str(this / ".etl"), **env)
+        # then it is told whose server it is and how to stop it, in one line
+        assert code == 2 and len(lines) == 1, lines
+        assert f"port {port} is taken by the local PostgreSQL of another checkout" in lines[0]
+        assert str(other) in lines[0] and "etl dev-db stop" in lines[0]
+    finally:
+        # and `etl dev-db stop` in the other checkout frees it
+        code, _, out = cli(["dev-db", "stop"], capsys, ETL_WORK_DIR=str(other / ".etl"), **env)
+    assert (code, out) == (0, "local PostgreSQL stopped\n")
+    assert not local_pg._port_open(port)
+    code, _, out = cli(["dev-db", "stop"], capsys, ETL_WORK_DIR=str(other / ".etl"), **env)
+    assert (code, out) == (0, "the local PostgreSQL was not running\n")
+
+
+@pytest.mark.parametrize("flag", ["--sample-end-date"])
+def test_a_bad_sample_end_date_is_refused(flag, capsys):
+    code, lines, _ = cli(["dev-db", flag, "2026-13-01"], capsys)
+    assert code == 2 and lines == [
+        "etl: error: --sample-end-date '2026-13-01' is not a real calendar date; "
+        "use the ISO form YYYY-MM-DD, e.g. 2026-11-25"
+    ]
