@@ -24,6 +24,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from . import metric_names
 from .db import Database
 from .dbt_runner import DbtProject, credentials_refused, raise_for_failures
 from .errors import EtlError
@@ -36,8 +37,6 @@ STATIC_PAGE = "static_index.html"
 # S3 serves an object with the type it was stored with: without it a presigned link
 # downloads the page instead of opening it.
 CONTENT_TYPE = "text/html; charset=utf-8"
-# Counted when a loaded night could not publish its docs (the night itself succeeded).
-DOCS_PUBLISH_ERROR = "DocsPublishError"
 # Where `etl docs` writes the page by default, under the work folder.
 LOCAL_PAGE = Path("docs", "index.html")
 
@@ -94,7 +93,7 @@ def publish_night_docs(*, target: Database, dbt: DbtProject, stage: Stage) -> bo
             "the docs site was not published; the night's load stands",
             extra={"error_type": exc.__class__.__name__, "error": str(exc)},
         )
-        metrics.add_metric(name=DOCS_PUBLISH_ERROR, unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=metric_names.DOCS_PUBLISH_ERROR, unit=MetricUnit.Count, value=1)
         return False
     logger.info("docs site published", extra={"docs": where})
     return True

@@ -26,6 +26,7 @@ SECRET_RETRIEVAL_ERROR = "SecretRetrievalError"  # noqa: S105 - a secret or an I
 NIGHTS_LOADED = "NightsLoaded"  # the heartbeat: 1 per night loaded (not per duplicate)
 SOURCE_STALE = "SourceStale"  # 1 when the source freshness gate stopped a night
 ANALYTICS_TEST_TIME = "AnalyticsTestTime"
+DOCS_PUBLISH_ERROR = "DocsPublishError"  # a loaded night whose lineage site was not published
 INIT_TIME = "InitTime"
 
 

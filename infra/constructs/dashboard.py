@@ -65,6 +65,7 @@ PANELS = (
         "Sum",
     ),
     Panel("db_initializer: seconds", ((names.INIT_TIME, DB_INITIALIZER.name),), "Maximum"),
+    Panel("Lineage site not published", ((names.DOCS_PUBLISH_ERROR, LOAD.name),), "Sum"),
 )
 
 

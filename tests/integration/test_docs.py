@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from dbt_project import docs, observability
+from dbt_project import metric_names as names
 from dbt_project.cli import main
 from dbt_project.db import Database
 from dbt_project.dbt_runner import DbtProject
@@ -114,12 +115,12 @@ def reachable(edges: list[list[str]], start: set[str], without: set[str] = froze
 
 def metric_names(out: str) -> set[str]:
     """The names of the metrics the Powertools lines in ``out`` carry."""
-    names = set()
+    found = set()
     for line in out.splitlines():
         if '"_aws"' in line:
             for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]:
-                names.update(m["Name"] for m in directive["Metrics"])
-    return names
+                found.update(m["Name"] for m in directive["Metrics"])
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +202,7 @@ def test_a_loaded_night_publishes_the_site_to_the_stage(aws, capsys):
     assert published["ContentType"] == docs.CONTENT_TYPE
     html = published["Body"].read().decode()
     assert "exposure.shop.analyst_sql" in html and "source.shop.shop.order_items" in html
-    assert docs.DOCS_PUBLISH_ERROR not in metric_names(capsys.readouterr().out)
+    assert names.DOCS_PUBLISH_ERROR not in metric_names(capsys.readouterr().out)
 
     # A duplicate delivery loads nothing and leaves the page as it was.
     assert load(event, Context("load"))["loads"][0]["status"] == "duplicate"
@@ -237,7 +238,7 @@ def test_a_refused_publish_is_a_warning_and_a_metric_not_a_failed_night(aws, mon
     warning = next(line for line in lines if line["level"] == "WARNING")
     assert "docs site was not published" in warning["message"]
     assert warning["error_type"] == "ClientError" and "AccessDenied" in warning["error"]
-    assert docs.DOCS_PUBLISH_ERROR in metric_names(capsys.readouterr().out)
+    assert names.DOCS_PUBLISH_ERROR in metric_names(capsys.readouterr().out)
     assert not S3Stage(aws["bucket"]).exists(DOCS_KEY)
 
 
