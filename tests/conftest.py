@@ -6,8 +6,10 @@ The embedded server starts in under a second; set ETL_TEST_PG_URL to a server UR
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -20,6 +22,93 @@ from dbt_project.db import PgSettings, connect
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# Under pytest-xdist (`-n`, `--dist loadgroup`, set in pyproject.toml) a work unit runs
+# whole on one worker. These packages share expensive session or package fixtures (the
+# layer builds and CDK syntheses, the sandbox's layers, the fault suite's nights), so
+# each is one unit; any other module is a unit of its own, so that its module fixtures
+# are set up once.
+_ONE_UNIT_PACKAGES = ("tests/infra/", "tests/sandbox/", "tests/faults/")
+# The longest units first (seconds on 2 cores), so that the last to start are short
+# ones and neither worker idles at the end; anything unlisted follows in file order.
+_LONGEST_FIRST = (
+    "tests/sandbox/",  # ~110 s: the round trip as deployed, the layers for this machine
+    "tests/faults/",  # ~110 s: the nights, then every fault
+    "tests/infra/",  # ~80 s: the Lambda layers, three syntheses, the scanners
+    "tests/integration/test_dbt_project.py",  # ~75 s: windowed builds, sqlfluff
+    "tests/bench/",  # ~50 s: every benchmark case at a tiny size
+    "tests/integration/test_pipeline.py",
+    "tests/integration/test_lambda.py",
+    "tests/integration/test_lambda_operations.py",
+    "tests/integration/test_logins.py",
+)
+
+
+def _unit_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return next((p for p in _ONE_UNIT_PACKAGES if path.startswith(p)), path)
+
+
+def _rank(nodeid: str) -> int:
+    path = nodeid.split("::", 1)[0]
+    ranks = (n for n, prefix in enumerate(_LONGEST_FIRST) if path.startswith(prefix))
+    return next(ranks, len(_LONGEST_FIRST))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the markers
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):  # not an xdist worker: leave the order alone
+        return
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(_unit_of(item.nodeid)))
+    items.sort(key=lambda item: _rank(item.nodeid))  # stable: file order within a rank
+
+
+_FAULT_REPORT = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: the controller hears of a worker's end
+def pytest_testnodedown(node, error):
+    lines = getattr(node, "workeroutput", {}).get("fault_report")
+    if lines:
+        node.config.stash.setdefault(_FAULT_REPORT, []).extend(lines)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The fault suite's report (tests/faults/conftest.py), when its tests ran on a worker."""
+    lines = config.stash.get(_FAULT_REPORT, [])
+    if lines:
+        terminalreporter.section("fault injection report")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def short_tmp_path():
+    """A fresh folder with a short path, for a PostgreSQL data folder: the server's Unix
+    socket lives there, and socket paths stop at 107 bytes (tmp_path under an xdist
+    worker is too long for that)."""
+    path = Path(tempfile.mkdtemp(prefix="etlt-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_work_dir(tmp_path_factory):
+    """dbt's target and log folders for this session (ETL_WORK_DIR), unless set.
+
+    The default, ``.etl/`` in the checkout, would be shared by parallel workers and by
+    other runs in the same tree; dbt must not write one target folder twice at once.
+    """
+    if os.environ.get("ETL_WORK_DIR"):
+        yield
+        return
+    os.environ["ETL_WORK_DIR"] = str(tmp_path_factory.mktemp("etl-work"))
+    try:
+        yield
+    finally:
+        os.environ.pop("ETL_WORK_DIR", None)
 
 
 @pytest.fixture(scope="session")
@@ -169,6 +258,13 @@ def aws(new_database, s3_bucket, monkeypatch, tmp_path, pg_server):
     monkeypatch.setattr(observability.metrics, "namespace", "ShopEtl")
     monkeypatch.setattr(observability.metrics, "service", "shop-etl")
     lambda_app.reset()
+    # Each test is a new container: Powertools' "first invocation" flags start set.
+    for flag_module in (
+        "aws_lambda_powertools.metrics.provider.cold_start",
+        "aws_lambda_powertools.logging.logger",
+        "aws_lambda_powertools.tracing.tracer",
+    ):
+        monkeypatch.setattr(importlib.import_module(flag_module), "is_cold_start", True)
     from aws_lambda_powertools.utilities import parameters
 
     parameters.clear_caches()

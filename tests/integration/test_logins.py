@@ -11,6 +11,7 @@ from psycopg2 import sql
 
 from dbt_project.db import Database, PgSettings, connect
 from dbt_project.dbt_runner import DbtProject
+from dbt_project.errors import CredentialsError
 from dbt_project.pipeline import init, run_night
 from dbt_project.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from dbt_project.source_db import create_source_tables
@@ -143,7 +144,7 @@ def test_neither_login_reads_the_other_sides_data(logins):
     extract_on_target = logins["extract"].with_database(logins["target"].dbname)
     with pytest.raises(Exception, match="permission denied for database") as refused:
         connect(extract_on_target, wait_seconds=0)
-    assert type(refused.value).__name__ == "CredentialsError"
+    assert isinstance(refused.value, CredentialsError) and refused.value.exit_code == 3
     assert "refused the connection" in str(refused.value)
 
 
