@@ -11,6 +11,8 @@ The only module that reads the environment or the CDK context:
 * ``alarm_email`` (optional): subscribe this address to the alarm topic.
 * ``reserved_concurrency`` (default false): reserve 1 concurrent execution for the
   extract and the load (a new account's quota of 10 leaves none to reserve).
+* ``endpoints_in_every_az`` (default false): interface endpoints in both AZs rather
+  than one (they are billed per AZ-hour; a nightly batch can wait out an AZ outage).
 * ``stack_name`` (default ``ShopEtl``).
 """
 
@@ -60,6 +62,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         target_max_capacity=float(get("target_max_capacity") or 2),
         alarm_email=get("alarm_email") or None,
         reserved_concurrency=_flag(get("reserved_concurrency") or False),
+        endpoints_in_every_az=_flag(get("endpoints_in_every_az") or False),
     )
     EtlStack(
         app,

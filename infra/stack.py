@@ -34,6 +34,9 @@ class EtlSettings:
     # Reserve 1 concurrent execution for extract and load; off by default, because a new
     # account's quota of 10 leaves none to reserve (the locks serialise overlapping runs).
     reserved_concurrency: bool = False
+    # Interface endpoints in one AZ halve their idle cost; the other AZ's functions reach
+    # them across AZs. True puts one in each AZ, for a setup that must ride out an AZ.
+    endpoints_in_every_az: bool = False
 
 
 class EtlStack(Stack):
@@ -45,7 +48,12 @@ class EtlStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         removal_policy = RemovalPolicy.RETAIN if settings.retain else RemovalPolicy.DESTROY
 
-        network = Network(self, "Network", removal_policy=removal_policy)
+        network = Network(
+            self,
+            "Network",
+            removal_policy=removal_policy,
+            endpoints_in_every_az=settings.endpoints_in_every_az,
+        )
         databases = Databases(
             self,
             "Databases",

@@ -29,8 +29,10 @@ class Network(Construct):
         *,
         removal_policy: RemovalPolicy,
         flow_log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        endpoints_in_every_az: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._endpoints_in_every_az = endpoints_in_every_az
         self.subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
         self.vpc = ec2.Vpc(
             self,
@@ -92,10 +94,14 @@ class Network(Construct):
             description=description,
             allow_all_outbound=False,
         )
+        # Billed per AZ-hour: one AZ unless told otherwise.
+        subnets = self.subnets
+        if not self._endpoints_in_every_az:
+            subnets = ec2.SubnetSelection(subnets=self.vpc.isolated_subnets[:1])
         return self.vpc.add_interface_endpoint(
             f"{name}Endpoint",
             service=service,
-            subnets=self.subnets,
+            subnets=subnets,
             private_dns_enabled=True,
             open=False,
             security_groups=[security_group],

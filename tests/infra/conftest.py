@@ -118,9 +118,11 @@ def learning(base_context, tmp_path_factory) -> Synthesized:
 
 @pytest.fixture(scope="session")
 def reserved(base_context, tmp_path_factory) -> Synthesized:
-    """The default setup with reserved concurrency opted in (-c reserved_concurrency=true)."""
+    """The default setup with both opt-ins: reserved concurrency and interface endpoints
+    in every AZ (-c reserved_concurrency=true -c endpoints_in_every_az=true)."""
     return synthesize(
-        {**base_context, "reserved_concurrency": "true"}, tmp_path_factory.mktemp("cdk-reserved")
+        {**base_context, "reserved_concurrency": "true", "endpoints_in_every_az": "true"},
+        tmp_path_factory.mktemp("cdk-reserved"),
     )
 
 

@@ -301,6 +301,8 @@ def test_isolated_network_without_nat_with_endpoints_and_flow_logs(learning):
     # the initializer's start of the history load.
     assert set(interfaces) == {"secretsmanager", "sns", "lambda"}
     assert all(e["PrivateDnsEnabled"] is True for e in interfaces.values())
+    # billed per AZ-hour: one AZ by default
+    assert all(len(e["SubnetIds"]) == 1 for e in interfaces.values())
     template.has_resource_properties(
         "AWS::EC2::FlowLog", {"ResourceType": "VPC", "TrafficType": "ALL"}
     )
@@ -840,3 +842,11 @@ def test_infra_imports_the_stage_layout_and_time_zone_instead_of_repeating_them(
         for node in string_literals(ast.parse(path.read_text())):
             repeated = [fact for fact in facts if fact in node.value]
             assert not repeated, f"{path.relative_to(REPO_ROOT)}:{node.lineno} repeats {repeated}"
+
+
+def test_interface_endpoints_in_every_az_is_opt_in(reserved):
+    endpoints = resources(reserved.raw, "AWS::EC2::VPCEndpoint").values()
+    interfaces = [
+        e["Properties"] for e in endpoints if e["Properties"]["VpcEndpointType"] == "Interface"
+    ]
+    assert len(interfaces) == 3 and all(len(e["SubnetIds"]) == 2 for e in interfaces)
