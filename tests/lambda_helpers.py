@@ -7,6 +7,7 @@ The ``aws`` fixture that sets that environment up lives in tests/conftest.py.
 from __future__ import annotations
 
 import importlib.util
+import json
 import uuid
 from pathlib import Path
 from urllib.parse import quote_plus
@@ -68,3 +69,19 @@ def s3_event(bucket, key):
             }
         ]
     }
+
+
+def emitted_metrics(out: str) -> dict[str, list[float]]:
+    """The metrics in the Powertools (EMF) lines of ``out``: name -> values, in order."""
+    found: dict[str, list[float]] = {}
+    for line in out.splitlines():
+        if not line.startswith('{"_aws"'):
+            continue
+        record = json.loads(line)
+        for directive in record["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = record[metric["Name"]]
+                found.setdefault(metric["Name"], []).extend(
+                    value if isinstance(value, list) else [value]
+                )
+    return found

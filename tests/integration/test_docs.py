@@ -22,7 +22,7 @@ from dbt_project.layout import DOCS_KEY
 from dbt_project.pipeline import init
 from dbt_project.settings import Settings
 from dbt_project.stage import LocalStage, S3Stage
-from tests.lambda_helpers import Context, load_handler, s3_event
+from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
 
 CHROMIUM = Path("/usr/bin/chromium")
 SOURCES = {f"source.shop.shop.{t}" for t in ("customers", "products", "orders", "order_items")}
@@ -113,16 +113,6 @@ def reachable(edges: list[list[str]], start: set[str], without: set[str] = froze
     return seen
 
 
-def metric_names(out: str) -> set[str]:
-    """The names of the metrics the Powertools lines in ``out`` carry."""
-    found = set()
-    for line in out.splitlines():
-        if '"_aws"' in line:
-            for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]:
-                found.update(m["Name"] for m in directive["Metrics"])
-    return found
-
-
 @pytest.fixture(scope="module")
 def opened(page) -> dict:
     """What Chromium shows of the page: the lineage graph and the columns' types."""
@@ -202,7 +192,7 @@ def test_a_loaded_night_publishes_the_site_to_the_stage(aws, capsys):
     assert published["ContentType"] == docs.CONTENT_TYPE
     html = published["Body"].read().decode()
     assert "exposure.shop.analyst_sql" in html and "source.shop.shop.order_items" in html
-    assert names.DOCS_PUBLISH_ERROR not in metric_names(capsys.readouterr().out)
+    assert names.DOCS_PUBLISH_ERROR not in emitted_metrics(capsys.readouterr().out)
 
     # A duplicate delivery loads nothing and leaves the page as it was.
     assert load(event, Context("load"))["loads"][0]["status"] == "duplicate"
@@ -238,7 +228,7 @@ def test_a_refused_publish_is_a_warning_and_a_metric_not_a_failed_night(aws, mon
     warning = next(line for line in lines if line["level"] == "WARNING")
     assert "docs site was not published" in warning["message"]
     assert warning["error_type"] == "ClientError" and "AccessDenied" in warning["error"]
-    assert names.DOCS_PUBLISH_ERROR in metric_names(capsys.readouterr().out)
+    assert names.DOCS_PUBLISH_ERROR in emitted_metrics(capsys.readouterr().out)
     assert not S3Stage(aws["bucket"]).exists(DOCS_KEY)
 
 

@@ -14,7 +14,7 @@ from dbt_project.analytics_schema import LOAD_LOCK
 from dbt_project.db import connect
 from dbt_project.errors import CredentialsError, DatabaseUnavailable, LoadTimedOut
 from dbt_project.local_pg import free_port
-from tests.lambda_helpers import Context, load_handler, s3_event
+from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
 from tests.pipeline_helpers import snapshot
 
 MANIFEST = "etl-data/2026-11-25/_manifest.json"
@@ -22,15 +22,6 @@ MANIFEST = "etl-data/2026-11-25/_manifest.json"
 
 def log_lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.startswith('{"level"')]
-
-
-def metric_names(out: str) -> set[str]:
-    names = set()
-    for line in out.splitlines():
-        if '"_aws"' in line:
-            for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]:
-                names.update(m["Name"] for m in directive["Metrics"])
-    return names
 
 
 def test_a_load_waiting_on_a_stuck_lock_ends_before_the_function_would(aws):
@@ -99,8 +90,8 @@ def test_an_unreachable_database_is_counted_as_a_connection_error(aws, monkeypat
     with pytest.raises(DatabaseUnavailable, match="cannot reach PostgreSQL"):
         load_handler("extract")({"run_date": "2026-11-25"}, Context("extract"))
     out = capsys.readouterr().out
-    assert "DBConnectionError" in metric_names(out)
-    assert "SecretRetrievalError" not in metric_names(out)
+    assert "DBConnectionError" in emitted_metrics(out)
+    assert "SecretRetrievalError" not in emitted_metrics(out)
 
 
 def test_an_unreadable_secret_is_counted_as_a_secret_error(aws, monkeypatch, capsys):
@@ -108,5 +99,5 @@ def test_an_unreadable_secret_is_counted_as_a_secret_error(aws, monkeypatch, cap
     with pytest.raises(CredentialsError, match="cannot read the source database secret"):
         load_handler("extract")({"run_date": "2026-11-25"}, Context("extract"))
     out = capsys.readouterr().out
-    assert "SecretRetrievalError" in metric_names(out)
-    assert "DBConnectionError" not in metric_names(out)
+    assert "SecretRetrievalError" in emitted_metrics(out)
+    assert "DBConnectionError" not in emitted_metrics(out)

@@ -20,7 +20,7 @@ from dbt_project.pipeline import init
 from dbt_project.source_db import create_source_tables
 from tests import reference
 from tests.datagen import Shop
-from tests.lambda_helpers import Context, load_handler, s3_event
+from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
 
 LATEST = previous_business_day(utc_now())
 
@@ -152,18 +152,6 @@ def reports_topic(aws, monkeypatch):
     return received
 
 
-def metric_values(out: str, name: str) -> list[float]:
-    values = []
-    for line in out.splitlines():
-        if line.startswith('{"_aws"') and name in line:
-            values += (
-                json.loads(line)[name]
-                if isinstance(json.loads(line)[name], list)
-                else [json.loads(line)[name]]
-            )
-    return values
-
-
 def test_a_loaded_night_sends_one_heartbeat_and_one_report(aws, reports_topic, capsys):
     init, extract, load = (load_handler(n) for n in ("db_initializer", "extract", "load"))
     init({"sample_data": True, "sample_end_date": "2026-11-25"}, Context("db_initializer"))
@@ -172,7 +160,7 @@ def test_a_loaded_night_sends_one_heartbeat_and_one_report(aws, reports_topic, c
     event = s3_event(aws["bucket"], "etl-data/2026-11-25/_manifest.json")
     result = load(event, Context("load"))
     out = capsys.readouterr().out
-    assert metric_values(out, "NightsLoaded") == [1.0]
+    assert emitted_metrics(out).get("NightsLoaded") == [1.0]
     report = result["loads"][0]["report"]
     assert report["run_date"] == "2026-11-25" and report["trigger"] == "manual"
     assert report["tables"]["daily_sales_summary"]["inserted"] > 0
@@ -180,7 +168,7 @@ def test_a_loaded_night_sends_one_heartbeat_and_one_report(aws, reports_topic, c
     # a duplicate delivery: no heartbeat, no report
     assert load(event, Context("load"))["loads"][0]["status"] == "duplicate"
     out = capsys.readouterr().out
-    assert metric_values(out, "NightsLoaded") == []
+    assert "NightsLoaded" not in emitted_metrics(out)
     assert reports_topic() == []
 
 
