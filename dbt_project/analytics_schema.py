@@ -60,6 +60,30 @@ FILLFACTOR = {"customer_analytics": 70}
 # quarter of the load, and the upsert refuses a key that appears twice all the same
 # ("cannot affect row a second time"). The small files keep theirs.
 STAGED_WITHOUT_KEY = frozenset({"customer_analytics"})
+# top_customers ranks every customer: in this order a LIMIT reads only the rows it
+# returns. Its figures over all customers (the revenue share's denominator, the latest
+# as_of_date) come from one row that the load rewrites in its transaction.
+REVENUE_RANK_INDEX = "customer_analytics_revenue_rank_idx"
+CUSTOMER_TOTALS = "customer_totals"
+
+
+def customer_totals_ddl() -> sql.Composed:
+    """The ranking's index and the one-row table of totals over all customers."""
+    return sql.SQL(
+        """
+        create index if not exists {index} on {customers} (total_revenue desc, customer_id);
+        create table if not exists {totals} (
+            singleton boolean primary key default true check (singleton),
+            revenue_of_all_customers numeric not null,
+            latest_as_of_date date,
+            customer_count bigint not null
+        );
+        """
+    ).format(
+        index=sql.Identifier(REVENUE_RANK_INDEX),
+        customers=sql.Identifier(ANALYTICS_SCHEMA, "customer_analytics"),
+        totals=sql.Identifier(ANALYTICS_SCHEMA, CUSTOMER_TOTALS),
+    )
 
 
 def ledger_ddl() -> sql.Composed:

@@ -170,7 +170,7 @@ def cmd_load(args) -> int:
         f"in {result.seconds:.1f}s"
     )
     if result.status == "loaded" and not args.skip_tests:
-        raise_for_analytics(test_analytics(target=target, dbt=_dbt(args)))
+        raise_for_analytics(test_analytics(target=target, dbt=_dbt(args), loads=[result]))
     return 0
 
 

@@ -126,7 +126,7 @@ def handle_load(event, context=None) -> dict:
             results.append(result)
         loaded = [r for r in results if r.status == "loaded"]
         if loaded:
-            tests = test_analytics(target=target, dbt=dbt(settings))
+            tests = test_analytics(target=target, dbt=dbt(settings), loads=loaded)
             logger.info(
                 "analytics tests",
                 extra={

@@ -218,6 +218,7 @@ def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
         for ownership in OWNERSHIPS:
             _apply_ownership(cur, ownership, manifest, result)
         _load_customers(cur, manifest, result)
+        cur.execute(load_sql.refresh_customer_totals())
     except (psycopg2.errors.CheckViolation, psycopg2.errors.NotNullViolation) as exc:
         table = exc.diag.table_name or "an analytics table"
         rule = exc.diag.constraint_name or exc.diag.column_name or ""

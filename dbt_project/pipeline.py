@@ -6,7 +6,7 @@ The CLI and the Lambda handlers call these functions and nothing deeper.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -23,6 +23,9 @@ from .stage import Stage
 from .target_db import create_roles, create_target_tables, set_reader_password
 
 ANALYTICS_SELECTOR = "analytics_side"
+# After a night: only the days its window's nights wrote, and no test that repeats a
+# constraint of the loaded tables (selectors.yml).
+NIGHTLY_ANALYTICS_SELECTOR = "analytics_nightly"
 
 
 @dataclass
@@ -47,10 +50,28 @@ def load(
     return load_manifest(target.connection(), stage, manifest, time_limit_ms=time_limit_ms)
 
 
-def test_analytics(*, target: Database, dbt: DbtProject) -> AnalyticsTests:
-    """The data tests of the analytics side, run against the loaded tables and views."""
+def _tested_window(loads: Sequence[LoadResult]) -> dict[str, object] | None:
+    """run_date and lookback_days spanning the loads' nights (the days each wrote carry
+    its run date in etl.day_versions); None (every row) when there is none or one of
+    them was a full refresh, which owns every day."""
+    if not loads or any(load.full_refresh for load in loads):
+        return None
+    last = max(load.run_date for load in loads)
+    first = min(load.run_date for load in loads)
+    return {"run_date": last.isoformat(), "lookback_days": (last - first).days + 1}
+
+
+def test_analytics(
+    *, target: Database, dbt: DbtProject, loads: Sequence[LoadResult] = ()
+) -> AnalyticsTests:
+    """The data tests of the analytics side, run against the loaded tables and views:
+    after ``loads``, only what their nights wrote; without them, every row."""
     started = time.perf_counter()
-    run = invoke_dbt(dbt, target, ["test", "--selector", ANALYTICS_SELECTOR], target="analytics")
+    window = _tested_window(loads)
+    selector = ANALYTICS_SELECTOR if window is None else NIGHTLY_ANALYTICS_SELECTOR
+    run = invoke_dbt(
+        dbt, target, ["test", "--selector", selector], target="analytics", dbt_vars=window
+    )
     if credentials_refused(run):  # not the data's fault: say what it is
         raise_for_failures(run, "the analytics-side dbt tests")
     return AnalyticsTests(
@@ -80,10 +101,12 @@ def run_night(
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     run_tests: bool = True,
     gzip_level: int = DEFAULT_GZIP_LEVEL,
+    earlier_loads: Sequence[LoadResult] = (),
     **extract_options,
 ) -> NightResult:
     """Extract, load and test one day; ``extract_options`` go to ``extract`` (trigger,
-    freshness_gate, full_refresh)."""
+    freshness_gate, full_refresh). The tests also cover ``earlier_loads`` (a backfill's
+    nights before this one)."""
     started = time.perf_counter()
     extracted = extract(
         run_date,
@@ -95,7 +118,9 @@ def run_night(
         **extract_options,
     )
     loaded = load(target=target, stage=stage, manifest=extracted.manifest_key)
-    tests = test_analytics(target=target, dbt=dbt) if run_tests else None
+    tests = None
+    if run_tests:
+        tests = test_analytics(target=target, dbt=dbt, loads=[*earlier_loads, loaded])
     return NightResult(extracted.run_date, extracted, loaded, tests, time.perf_counter() - started)
 
 
@@ -114,9 +139,10 @@ def backfill(
 ) -> Iterator[NightResult]:
     """Every day in order; the analytics tests run once, after the last day."""
     days = date_range(start, end, limit=limit)
+    loads: list[LoadResult] = []
     for index, day in enumerate(days):
         last = index == len(days) - 1
-        yield run_night(
+        night = run_night(
             day,
             source=source,
             target=target,
@@ -125,7 +151,10 @@ def backfill(
             lookback_days=lookback_days,
             run_tests=run_tests and last,
             gzip_level=gzip_level,
+            earlier_loads=loads,
         )
+        loads.append(night.load)
+        yield night
 
 
 @dataclass

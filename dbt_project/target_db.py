@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from psycopg2 import sql
 
+from . import load_sql
 from .analytics_schema import (
     ANALYTICS_SCHEMA,
+    CUSTOMER_TOTALS,
     EXTRA_COLUMNS,
     FILLFACTOR,
     META_SCHEMA,
     VERSION_COLUMN,
+    customer_totals_ddl,
     ledger_ddl,
 )
 from .contracts import MARTS, contract
@@ -29,6 +32,9 @@ def create_target_tables(conn) -> None:
             )
         cur.execute(ledger_ddl())
         _upgrade_customer_versions(cur)
+        # Also brings an earlier version's database up to date: index, table, totals.
+        cur.execute(customer_totals_ddl())
+        cur.execute(load_sql.refresh_customer_totals())
 
 
 def _upgrade_customer_versions(cur) -> None:
@@ -114,7 +120,9 @@ def create_roles(conn, database: str) -> None:
                     reader=reader,
                     analytics=analytics,
                     meta=meta,
-                    marts=sql.SQL(", ").join(sql.Identifier(ANALYTICS_SCHEMA, m) for m in MARTS),
+                    marts=sql.SQL(", ").join(
+                        sql.Identifier(ANALYTICS_SCHEMA, m) for m in (*MARTS, CUSTOMER_TOTALS)
+                    ),
                 )
             )
 

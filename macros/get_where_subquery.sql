@@ -10,6 +10,10 @@
     costs, not what the history costs; a full-history `dbt build` still tests
     every row. Parents of relationships tests are not filtered: a line of a new
     order must still find its product, an order its customer.
+
+    On the analytics database (target `analytics`), run_date and lookback_days name
+    the nights whose days the tests look at (loaded_days_filter below): the loaded
+    day marts and the views keyed by day see only those days.
 -#}
 
 {% macro postgres__get_where_subquery(relation) -%}
@@ -35,6 +39,9 @@
         {%- do return(none) -%}
     {%- endif -%}
     {%- set name = relation.identifier | lower -%}
+    {%- if target.name == 'analytics' -%}
+        {%- do return(loaded_day_test_filter(name)) -%}
+    {%- endif -%}
     {%- set orders_of = {
         'orders': 'orders',
         'stg_shop__orders': 'stg_shop__orders',
@@ -57,5 +64,44 @@
         condition (unit_price < 0 looks selective), which grows with the history. -#}
     {%- do return(
         'order_id = any(array(select order_id from ' ~ orders ~ ' where ' ~ touched ~ '))'
+    ) -%}
+{%- endmacro %}
+
+
+{% macro loaded_day_test_filter(name) -%}
+    {#- On the analytics database: the rows of the tested nights' days, for the loaded
+        day marts and the views keyed by day; none for any other relation. -#}
+    {%- set day_columns = {
+        'daily_sales_summary': 'sales_date',
+        'product_sales_summary': 'sales_date',
+        'regional_sales_trend': adapter.quote('date'),
+    } -%}
+    {%- if name in day_columns -%}
+        {%- do return(loaded_days_filter(day_columns[name])) -%}
+    {%- elif name == 'weekly_sales_summary' -%}
+        {%- do return(loaded_days_filter("week_start", "cast(date_trunc('week', sales_date) as date)")) -%}
+    {%- endif -%}
+    {%- do return(none) -%}
+{%- endmacro %}
+
+
+{% macro loaded_days_filter(column, of_day='sales_date') -%}
+    {#- On the analytics database with run_date: `column` is one of the days written by
+        the nights run_date - lookback_days + 1 .. run_date and not rewritten since
+        (etl.day_versions records the night of each owned day, late-change days
+        included), passed through `of_day`. The pipeline passes a night's own run_date
+        and lookback_days 1, or a backfill's first and last nights.
+        Anywhere else `true`: a windowed build's marts hold only its window already,
+        and without run_date every row is tested. -#}
+    {%- set window = run_window() -%}
+    {%- if target.name != 'analytics' or window.run_date is none -%}
+        {%- do return('true') -%}
+    {%- endif -%}
+    {#- The ledger's schema, dbt_project.analytics_schema.META_SCHEMA. An array, so that
+        the day's index serves the lookup rather than a semi-join planned as a scan. -#}
+    {%- do return(
+        column ~ ' = any(array(select distinct ' ~ of_day ~ ' from etl.day_versions'
+        ~ " where as_of_date between date '" ~ window.first_date ~ "'"
+        ~ " and date '" ~ window.run_date ~ "'))"
     ) -%}
 {%- endmacro %}

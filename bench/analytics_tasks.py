@@ -1,0 +1,136 @@
+"""Child-process tasks of the night, queries and cold cases (see ``analytics_cases``)."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path
+
+from dbt_project.db import PgSettings
+
+_PLAN_DEPTH = 6
+
+
+def _database(url: str):
+    from dbt_project.db import Database
+
+    return Database.from_settings(PgSettings.from_url(url))
+
+
+def _plan_path(cur, query: str) -> str:
+    """The plan's top nodes, outermost first, following each node's row source."""
+    cur.execute("explain (format json) " + query)
+    node, names = cur.fetchone()[0][0]["Plan"], []
+    while node is not None and len(names) < _PLAN_DEPTH:
+        name = node["Node Type"]
+        if node.get("Index Name"):
+            name += f" ({node['Index Name']})"
+        names.append(name)
+        # The row source, not a once-evaluated InitPlan beside it.
+        children = [c for c in node.get("Plans", []) if c.get("Parent Relationship") != "InitPlan"]
+        node = children[0] if children else None
+    return " → ".join(names)
+
+
+def _time_queries(url: str, repeats: int) -> list[dict]:
+    from dbt_project.demo import EXAMPLE_QUERIES
+
+    conn = _database(url).connection()
+    timed = []
+    with conn.cursor() as cur:
+        cur.execute("set search_path = analytics")
+        for query in EXAMPLE_QUERIES:
+            cur.execute(query)  # warm the cache: every size is timed warm
+            rows = len(cur.fetchall())
+            best = None
+            for _ in range(max(1, repeats)):
+                started = time.perf_counter()
+                cur.execute(query)
+                cur.fetchall()
+                seconds = time.perf_counter() - started
+                best = seconds if best is None else min(best, seconds)
+            timed.append(
+                {"query": query, "rows": rows, "seconds": best, "plan": _plan_path(cur, query)}
+            )
+    conn.rollback()
+    return timed
+
+
+def analytics_side(target: str, run_date: str, repeats: int) -> dict:
+    """Build the views, time the nightly analytics tests (warm: the first call parses),
+    then the four example queries, each the fastest of ``repeats``."""
+    from dbt_project.dbt_runner import DbtProject, raise_for_failures
+    from dbt_project.load import LoadResult
+    from dbt_project.pipeline import invoke_dbt, test_analytics
+
+    database, dbt = _database(target), DbtProject()
+    run = invoke_dbt(
+        dbt, database, ["run", "--select", "path:models/analytics"], target="analytics"
+    )
+    raise_for_failures(run, "building the analytic views")
+    night = LoadResult("bench", "bench", date.fromisoformat(run_date), "loaded")
+    tests = [test_analytics(target=database, dbt=dbt, loads=[night]) for _ in range(1 + repeats)]
+    if not all(t.passed for t in tests):
+        raise RuntimeError(f"the analytics tests failed: {tests[0].failures}")
+    queries = _time_queries(target, repeats)
+    database.close()
+    warm = min(t.seconds for t in tests[1:] or tests)
+    return {"rows": 0, "seconds": warm, "tests_seconds": warm, "queries": queries}
+
+
+def nights(source: str, target: str, stage: str, day: str, repeats: int) -> dict:
+    """The whole history in one full-refresh night, then ``repeats`` nights of ``day``
+    (extract, load, analytics tests) in the same process; reports each warm night."""
+    from dbt_project.dbt_runner import DbtProject
+    from dbt_project.pipeline import init, run_night
+    from dbt_project.stage import LocalStage
+
+    source_db, target_db, dbt = _database(source), _database(target), DbtProject()
+    init(source=source_db, target=target_db, dbt=dbt)
+    common = {
+        "source": source_db,
+        "target": target_db,
+        "stage": LocalStage(Path(stage)),
+        "dbt": dbt,
+    }
+    run_night(day, **common, full_refresh=True, run_tests=False, freshness_gate=False)
+    made = []
+    for _ in range(max(1, repeats)):
+        night = run_night(day, **common, lookback_days=2, freshness_gate=False)
+        if not night.tests.passed:
+            raise RuntimeError(f"the analytics tests failed: {night.tests.failures}")
+        made.append(
+            {
+                "seconds": night.seconds,
+                "extract": night.extract.seconds,
+                "load": night.load.seconds,
+                "tests": night.tests.seconds,
+                "rows": sum(night.extract.rows.values()),
+            }
+        )
+    source_db.close()
+    target_db.close()
+    best = min(made, key=lambda n: n["seconds"])
+    return {"rows": best["rows"], "seconds": best["seconds"], "nights": made, "best": best}
+
+
+def cold_night(source: str, stage: str, day: str, warm: int) -> dict:
+    """A night's extract as a fresh Lambda container runs it: the imports (timed in a
+    fresh interpreter: this process has imported the package already), dbt's parse,
+    the first build and the unload; then ``warm`` more in the same process."""
+    import subprocess
+    import sys
+
+    from bench.tasks import extract_calls
+
+    probe = (
+        "import time; started = time.perf_counter(); "
+        "import dbt_project.pipeline, dbt_project.stage, dbt.cli.main; "
+        "print(time.perf_counter() - started)"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    result = extract_calls(source, stage, [day] * (1 + warm), lookback_days=1)
+    result["import_seconds"] = float(imported.stdout.strip())
+    return result
