@@ -135,8 +135,8 @@ def start_embedded(data_dir: Path, port: int = DEFAULT_PORT, password: str | Non
     if _port_open(port):
         raise ConfigError(_port_taken(port, data_dir))
     options = (
-        f"-h 127.0.0.1 -p {port} -k {data_dir} -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off -c max_connections=100"
+        f"-h 127.0.0.1 -p {port} -k {_socket_dir(data_dir)} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
     )
     _run_as_owner(
         [
@@ -162,6 +162,28 @@ def start_embedded(data_dir: Path, port: int = DEFAULT_PORT, password: str | Non
             )
         time.sleep(0.1)
     return Server(url=url, embedded=True, data_dir=data_dir)
+
+
+# A Unix socket's path stops at 107 bytes; ".s.PGSQL.<port>.lock" takes 20 of them.
+_MAX_SOCKET_DIR = 80
+
+
+def _socket_dir(data_dir: Path) -> Path:
+    """The data folder, or a short folder named after it when the checkout sits deep."""
+    if len(str(data_dir)) <= _MAX_SOCKET_DIR:
+        return data_dir
+    import hashlib
+    import tempfile
+
+    short = (
+        Path(tempfile.gettempdir())
+        / f"etl-pg-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]}"
+    )
+    short.mkdir(mode=0o700, exist_ok=True)
+    owner = data_dir.stat()
+    if os.geteuid() == 0:
+        os.chown(short, owner.st_uid, owner.st_gid)
+    return short
 
 
 def _port_taken(port: int, data_dir: Path) -> str:

@@ -29,18 +29,21 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # each is one unit; any other module is a unit of its own, so that its module fixtures
 # are set up once.
 _ONE_UNIT_PACKAGES = ("tests/infra/", "tests/sandbox/", "tests/faults/")
-# The longest units first (seconds on 2 cores), so that the last to start are short
-# ones and neither worker idles at the end; anything unlisted follows in file order.
+# The longest units first, so that the last to start are short ones and neither worker
+# idles at the end; anything unlisted follows in file order. Seconds on 2 busy cores.
 _LONGEST_FIRST = (
-    "tests/sandbox/",  # ~110 s: the round trip as deployed, the layers for this machine
-    "tests/faults/",  # ~110 s: the nights, then every fault
-    "tests/infra/",  # ~80 s: the Lambda layers, three syntheses, the scanners
-    "tests/integration/test_dbt_project.py",  # ~75 s: windowed builds, sqlfluff
-    "tests/bench/",  # ~50 s: every benchmark case at a tiny size
-    "tests/integration/test_pipeline.py",
+    "tests/faults/",  # ~210: the nights, then every fault
+    "tests/sandbox/",  # ~120: the layers for this machine, the round trip as deployed
+    "tests/integration/test_dbt_project.py",  # ~100: windowed builds, sqlfluff
+    "tests/bench/",  # ~60-100: every benchmark case at a tiny size
+    "tests/integration/test_operations.py",
+    "tests/infra/",  # ~60: the Lambda layers, the syntheses, the scanners
+    "tests/integration/test_initializer.py",
+    "tests/integration/test_docs.py",
     "tests/integration/test_lambda.py",
-    "tests/integration/test_lambda_operations.py",
-    "tests/integration/test_logins.py",
+    "tests/integration/test_load.py",
+    "tests/integration/test_overlapping_extracts.py",
+    "tests/integration/test_pipeline.py",
 )
 
 

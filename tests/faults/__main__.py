@@ -21,7 +21,9 @@ def main(argv: list[str]) -> int:
         args.remove("--full")
         os.environ["ETL_SOAK_NIGHTS"] = FULL_SOAK_NIGHTS
     os.chdir(Path(__file__).resolve().parents[2])
-    return pytest.main(["tests/faults", "-q", "-p", "no:randomly", *args])
+    # In one process (-n 0): the report is gathered by this process's hooks, and the
+    # suite's package fixtures (the nights) are made once.
+    return pytest.main(["tests/faults", "-q", "-p", "no:randomly", "-n", "0", *args])
 
 
 if __name__ == "__main__":

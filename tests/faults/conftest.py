@@ -101,15 +101,26 @@ def fault(request) -> FaultRecord:
     return describe
 
 
-def pytest_terminal_summary(terminalreporter, config):
-    records = config.stash.get(_RECORDS, [])
-    if not records:
-        return
-    terminalreporter.section("fault injection report")
-    for record in records:
-        terminalreporter.write_line(record.line())
+def report_lines(records: list[FaultRecord]) -> list[str]:
     passed = sum(r.outcome == "passed" for r in records)
-    terminalreporter.write_line(f"faults: {passed} passed, {len(records) - passed} failed")
+    tally = f"faults: {passed} passed, {len(records) - passed} failed"
+    return [record.line() for record in records] + [tally] if records else []
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    lines = report_lines(config.stash.get(_RECORDS, []))
+    if lines:
+        terminalreporter.section("fault injection report")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session):
+    # On an xdist worker: hand the report to the controller, which prints it
+    # (tests/conftest.py), since a worker's terminal output is not shown.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_report"] = report_lines(session.config.stash.get(_RECORDS, []))
 
 
 # -- environment -----------------------------------------------------------------------

@@ -100,10 +100,10 @@ def cli(args, capsys, **env) -> tuple[int, list[str], str]:
 
 
 def test_a_port_held_by_another_checkouts_server_is_named_and_dev_db_stop_frees_it(
-    tmp_path, capsys
+    short_tmp_path, capsys
 ):
     port = local_pg.free_port()
-    other, this = tmp_path / "other-checkout", tmp_path / "this-checkout"
+    other, this = short_tmp_path / "other-checkout", short_tmp_path / "this-checkout"
     env = {"ETL_PG_PORT": str(port), "ETL_PG_URL": ""}
     # given another checkout's local server on the port
     code, _, _ = cli(
