@@ -134,3 +134,21 @@ def cold_night(source: str, stage: str, day: str, warm: int) -> dict:
     result = extract_calls(source, stage, [day] * (1 + warm), lookback_days=1)
     result["import_seconds"] = float(imported.stdout.strip())
     return result
+
+
+def ship_project(folder: str, dbname: str) -> dict:
+    """The dbt project as the common layer ships it (``infra/layers.py``): its files
+    under ``folder``, with dbt's parse for the target ``source`` on database ``dbname``."""
+    import shutil
+
+    from dbt_project.dbt_runner import ship_parse
+    from infra.layers import REPO_ROOT, common_sources
+
+    root = Path(folder)
+    for relative, path in common_sources(REPO_ROOT):
+        if relative.startswith("dbt/"):
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, root / relative)
+    started = time.perf_counter()
+    ship_parse(root / "dbt", "source", {"ETL_PG_DBNAME": dbname})
+    return {"rows": 0, "seconds": time.perf_counter() - started, "project": str(root / "dbt")}

@@ -37,14 +37,16 @@ class ChildFailed(RuntimeError):
     pass
 
 
-def run(task: str, **params) -> Measurement:
-    """Run ``task`` (a function of ``bench.tasks``) with ``params`` in a new process."""
+def run(task: str, *, child_env: dict[str, str] | None = None, **params) -> Measurement:
+    """Run ``task`` (a function of ``bench.tasks``) with ``params`` in a new process,
+    with ``child_env`` added to its environment."""
     with tempfile.TemporaryDirectory(prefix="etlbench-child-") as scratch:
         result_path = Path(scratch) / "result.json"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         env.setdefault("ETL_WORK_DIR", str(Path(scratch) / "work"))
         env.setdefault("DO_NOT_TRACK", "1")
+        env.update(child_env or {})
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.child", task, json.dumps(params), str(result_path)],
             cwd=ROOT,

@@ -45,6 +45,9 @@ RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
 PACKAGE = "dbt_project"
 DBT_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml", "packages.yml")
 DBT_PROJECT_DIRS = ("models", "macros", "seeds", "tests/dbt", "analyses", "snapshots")
+# dbt's parse of the project, shipped with it (dbt_project.dbt_runner.load_shipped_parse)
+# for each target the functions use, with the database name of infra/constructs/databases.py.
+SHIPPED_PARSES = {"source": "shop", "analytics": "analytics"}
 
 # Removed from the dependencies layer: bytecode for the build machine's Python (not
 # the runtime's) anywhere, and a package's own test suite (<package>/tests) — only at
@@ -228,7 +231,9 @@ def fetch_rds_ca_bundle(
 
 def build_common(out: Path, *, repo_root: Path = REPO_ROOT) -> Path:
     """Copy the package and the dbt project files into ``out`` (``python/``, ``dbt/``),
-    and add the RDS CA bundle."""
+    add dbt's parse of the project (``dbt/.dbt-parse``) and the RDS CA bundle."""
+    from dbt_project.dbt_runner import ship_parse
+
     shutil.rmtree(out, ignore_errors=True)
     for relative, source in common_sources(repo_root):
         destination = out / relative
@@ -236,6 +241,8 @@ def build_common(out: Path, *, repo_root: Path = REPO_ROOT) -> Path:
         shutil.copy2(source, destination)
     if not (out / "dbt" / "dbt_project.yml").is_file():
         raise LayersNotBuilt(f"{repo_root} holds no dbt_project.yml: not the repository root")
+    for target, dbname in SHIPPED_PARSES.items():
+        ship_parse(out / "dbt", target, {"ETL_PG_DBNAME": dbname})
     fetch_rds_ca_bundle(out / RDS_CA_BUNDLE)
     return out
 

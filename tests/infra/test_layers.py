@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
+import json
 import re
 
 import pytest
@@ -15,6 +17,7 @@ from infra.layers import (
     RDS_CA_TARBALL_SHA256,
     REQUIREMENTS,
     RUNTIME_PROVIDED,
+    SHIPPED_PARSES,
     LayersNotBuilt,
     directory_size,
     pem_blocks_from_js,
@@ -77,6 +80,25 @@ def test_common_layer_puts_the_project_at_opt_dbt(lambda_layers):
         assert (common / "dbt" / name).is_file(), name
     assert list((common / "dbt" / "models").rglob("*.sql"))
     assert not list(common.rglob("__pycache__"))
+
+
+def test_common_layer_ships_dbt_parse_for_the_functions_targets(lambda_layers):
+    from infra.constructs.databases import Databases
+
+    defaults = inspect.signature(Databases.__init__).parameters
+    assert {
+        "source": defaults["source_database_name"].default,
+        "analytics": defaults["target_database_name"].default,
+    } == SHIPPED_PARSES
+    pins = dict(line.split("==") for line in REQUIREMENTS.read_text().splitlines() if "==" in line)
+    parsed = lambda_layers.common / "dbt" / ".dbt-parse"
+    for target, dbname in SHIPPED_PARSES.items():
+        stamp = json.loads((parsed / f"{target}.json").read_text())
+        assert (parsed / f"{target}.msgpack").stat().st_size > 0
+        assert stamp["inputs"]["target"] == target
+        assert stamp["inputs"]["ETL_PG_DBNAME"] == dbname
+        # parsed by the dbt the dependencies layer carries, or Lambda would refuse it
+        assert stamp["engine"] == {name: pins[name] for name in ("dbt-core", "dbt-postgres")}
 
 
 def test_common_layer_carries_the_rds_ca_bundle(lambda_layers):

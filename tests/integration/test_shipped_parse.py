@@ -1,0 +1,132 @@
+"""dbt's parse shipped with the project (the common layer's): used by a cold start when
+it fits, refused and parsed again when it does not.
+
+The project is copied as the layer build copies it, parsed there, then moved: a layer
+keeps neither the build's folder nor its modification times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from dbt_project import dbt_runner
+from dbt_project.db import connect
+from dbt_project.dbt_runner import load_shipped_parse, ship_parse
+from dbt_project.source_db import create_source_tables, load_sample_data
+from infra.layers import REPO_ROOT, common_sources
+
+PROBE = "shipped_parse_probe"
+STAGING_MODEL = "models/staging/stg_shop__customers.sql"
+
+
+@pytest.fixture(scope="module")
+def source(module_database):
+    settings = module_database("shipped")
+    conn = connect(settings)
+    with conn, conn.cursor() as cur:
+        create_source_tables(conn)
+        load_sample_data(conn)
+        cur.execute("select max((ordered_at at time zone 'Asia/Tokyo')::date) from orders")
+        (last_day,) = cur.fetchone()
+    conn.close()
+    return settings, last_day - timedelta(days=1)
+
+
+@pytest.fixture
+def project(tmp_path, source):
+    """The dbt project as the common layer ships it: parsed for the source's database
+    name with the profile's default host and port, then moved (to where Lambda mounts
+    it, in Lambda) with new modification times."""
+    built = tmp_path / "build" / "dbt"
+    for relative, path in common_sources(REPO_ROOT):
+        if relative.startswith("dbt/"):
+            (built.parent / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, built.parent / relative)
+    ship_parse(built, "source", {"ETL_PG_DBNAME": source[0].dbname})
+    moved = tmp_path / "opt" / "dbt"
+    shutil.copytree(built, moved, copy_function=shutil.copyfile)
+    shutil.rmtree(built)
+    return moved
+
+
+# A fresh process, as a cold Lambda start: dbt has set none of its global flags yet.
+_COLD_EXTRACT = """
+import json, sys
+from pathlib import Path
+from dbt_project.db import Database, PgSettings
+from dbt_project.dbt_runner import DbtProject
+from dbt_project.extract import extract
+from dbt_project.stage import LocalStage
+
+url, project, day, stage = sys.argv[1:]
+dbt = DbtProject(root=Path(project))
+database = Database.from_settings(PgSettings.from_url(url))
+result = extract(day, source=database, stage=LocalStage(Path(stage)), dbt=dbt)
+with database.connection().cursor() as cur:
+    cur.execute(
+        "select column_name from information_schema.columns"
+        " where table_schema = 'etl' and table_name = 'stg_shop__customers'"
+    )
+    columns = [name for (name,) in cur.fetchall()]
+print(json.dumps({"rows": sum(result.rows.values()), "shipped": dbt.shipped, "columns": columns}))
+"""
+
+
+def _extract(project, source, tmp_path) -> dict:
+    settings, day = source
+    args = [settings.url, str(project), day.isoformat(), str(tmp_path / "stage")]
+    done = subprocess.run(
+        [sys.executable, "-c", _COLD_EXTRACT, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["rows"] > 0
+    return result
+
+
+def test_a_cold_extract_uses_the_shipped_parse(project, source, tmp_path):
+    # given the shipped parse, another host and port than the build's, another folder
+    # when a fresh process extracts a day
+    result = _extract(project, source, tmp_path)
+    # then dbt did not parse: the shipped parse served the build
+    assert result["shipped"] == ["source"]
+    assert PROBE not in result["columns"]
+
+
+def test_a_changed_model_file_refuses_the_shipped_parse(project, source, tmp_path):
+    # given a model file changed after the parse was shipped
+    model = project / STAGING_MODEL
+    text = model.read_text()
+    model.write_text(text.replace("\nfrom ", f",\n    1 as {PROBE}\nfrom ", 1))
+    # when a fresh process extracts a day
+    result = _extract(project, source, tmp_path)
+    # then the stale parse was refused, dbt parsed, and the build has the change
+    assert result["shipped"] == []
+    assert PROBE in result["columns"]
+
+
+def test_other_settings_or_another_dbt_refuse_the_shipped_parse(project, source, monkeypatch):
+    settings, _ = source
+    env = {"ETL_PG_DBNAME": settings.dbname}
+    assert load_shipped_parse(project, "source", env) is not None
+    # another database name: the relations of nodes and sources name it
+    assert load_shipped_parse(project, "source", {"ETL_PG_DBNAME": "other"}) is None
+    # another target, or a var that shapes the parse
+    assert load_shipped_parse(project, "analytics", env) is None
+    assert load_shipped_parse(project, "source", env, {"source_schema": "shop"}) is None
+    # vars that only macros read at run time do not
+    assert load_shipped_parse(project, "source", env, {"run_date": "2026-11-01"}) is not None
+    # another dbt
+    monkeypatch.setattr(dbt_runner, "_engine", lambda: {"dbt-core": "0.0.0"})
+    assert load_shipped_parse(project, "source", env) is None
