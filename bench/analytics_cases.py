@@ -13,7 +13,7 @@ from psycopg2 import sql
 
 from dbt_project.analytics_schema import ANALYTICS_SCHEMA, META_SCHEMA
 from dbt_project.load_sql import refresh_customer_totals
-from dbt_project.source_db import create_source_tables, load_sample_data
+from dbt_project.source_db import create_source_tables, history_bounds, load_sample_data
 from dbt_project.target_db import create_target_tables
 
 from . import child
@@ -195,12 +195,11 @@ def case_cold(ctx) -> Iterator[Row]:
     source = ctx.databases.new("cold")
     from .suite import _connection
 
-    with _connection(source) as conn, conn:
-        create_source_tables(conn)
-        load_sample_data(conn)
-        with conn.cursor() as cur:
-            cur.execute("select max((ordered_at at time zone 'Asia/Tokyo')::date) from orders")
-            (last_day,) = cur.fetchone()
+    with _connection(source) as conn:
+        with conn:
+            create_source_tables(conn)
+            load_sample_data(conn)
+        _, last_day = history_bounds(conn)
     # As Lambda runs it: the project and dbt's parse of it from the common layer.
     layer = child.run("ship_project", folder=str(ctx.scratch / "cold-layer"), dbname=source.dbname)
     measured = child.run(

@@ -17,7 +17,7 @@ from pathlib import Path
 from dbt_project.analytics_schema import REQUIRED_TABLES
 from dbt_project.db import PgSettings, connect
 from dbt_project.layout import manifest_key
-from dbt_project.source_db import create_source_tables, load_sample_data
+from dbt_project.source_db import create_source_tables, history_bounds, load_sample_data
 from dbt_project.stage import LocalStage
 from dbt_project.target_db import create_target_tables
 from dbt_project.unload import Relation, unload_night
@@ -444,12 +444,11 @@ def case_history(ctx: Context) -> Iterator[Row]:
 def case_dbt(ctx: Context) -> Iterator[Row]:
     ctx.progress("dbt: sample data, cold and warm extracts")
     source = ctx.databases.new("sample")
-    with _connection(source) as conn, conn:
-        create_source_tables(conn)
-        load_sample_data(conn)
-        with conn.cursor() as cur:
-            cur.execute("select max((ordered_at at time zone 'Asia/Tokyo')::date) from orders")
-            (last_day,) = cur.fetchone()
+    with _connection(source) as conn:
+        with conn:
+            create_source_tables(conn)
+            load_sample_data(conn)
+        _, last_day = history_bounds(conn)
     day = last_day - timedelta(days=1)
     # Two new days in turn, each a change of vars (the second one has no orders yet).
     following_days = [last_day.isoformat(), (last_day + timedelta(days=1)).isoformat()]

@@ -163,7 +163,11 @@ def _shift_sample(cur, end_date: date) -> None:
 
 
 def history_bounds(conn, schema: str = "public") -> tuple[date | None, date | None]:
-    """The first and last business day with an order (None, None for no orders)."""
+    """The first and last business day with an order (None, None for no orders).
+
+    Ends the connection's transaction (a read, left open, would block set_session):
+    call it with nothing uncommitted.
+    """
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL(

@@ -8,10 +8,33 @@ from psycopg2 import sql
 
 from dbt_project.analytics_schema import ANALYTICS_SCHEMA, META_SCHEMA, REQUIRED_TABLES
 from dbt_project.contracts import contract
-from dbt_project.db import PgSettings, connect
+from dbt_project.db import Database, PgSettings, connect
+from dbt_project.dbt_runner import DbtProject
+from dbt_project.pipeline import init
+from dbt_project.source_db import create_source_tables
 from dbt_project.unload import Relation, unload_night
+from tests.datagen import Shop
 
 BUILD_SCHEMA = "etl"
+
+
+def initialised_shop(
+    databases, first: date, last: date, *, seed: int, dbt: DbtProject | None = None
+) -> tuple[PgSettings, PgSettings]:
+    """A source with generated orders from ``first`` to ``last`` and an analytics
+    database, both made ready by `init` as an administrator."""
+    source, target = databases("src"), databases("tgt")
+    conn = connect(source)
+    create_source_tables(conn)
+    conn.commit()
+    Shop(conn, seed=seed).history(first, last)
+    conn.close()
+    init(
+        source=Database.from_settings(source),
+        target=Database.from_settings(target),
+        dbt=dbt or DbtProject(),
+    )
+    return source, target
 
 
 def write_night(

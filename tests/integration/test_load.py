@@ -334,18 +334,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_is_refused_clearly_and_changes_nothing(env, case):
     # given a loaded earlier night, and a new night damaged after its manifest was written
-    prev = D - timedelta(days=3)
-    env.load(
-        env.extract(
-            prev,
-            night(
-                prev,
-                customers=[customer(1, "10.00", 1, prev)],
-                products=[product(prev, 7, "10.00")],
-                regions=[region(prev, "大阪", "10.00")],
-            ),
-        )
-    )
+    _loaded_night_before(env)
     env.extract(
         D,
         night(

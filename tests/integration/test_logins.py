@@ -14,10 +14,9 @@ from dbt_project.dbt_runner import DbtProject
 from dbt_project.errors import CredentialsError
 from dbt_project.pipeline import init, run_night
 from dbt_project.roles import EXTRACT_LOGIN, LOAD_LOGIN
-from dbt_project.source_db import create_source_tables
 from dbt_project.stage import LocalStage
 from tests import reference
-from tests.datagen import Shop
+from tests.pipeline_helpers import initialised_shop
 
 FIRST = date(2026, 3, 1)
 LAST = date(2026, 3, 10)
@@ -37,14 +36,8 @@ def as_login(admin: PgSettings, login: str) -> PgSettings:
 @pytest.fixture(scope="module")
 def logins(module_database, tmp_path_factory):
     """A source and an analytics database made by `init` as an administrator."""
-    source, target = module_database("src"), module_database("tgt")
-    conn = connect(source)
-    with conn:
-        create_source_tables(conn)
-    Shop(conn, seed=20261130).history(FIRST, LAST)
-    conn.close()
     dbt = DbtProject()
-    init(source=Database.from_settings(source), target=Database.from_settings(target), dbt=dbt)
+    source, target = initialised_shop(module_database, FIRST, LAST, seed=20261130, dbt=dbt)
     return {
         "source": source,
         "target": target,

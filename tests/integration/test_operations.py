@@ -12,15 +12,12 @@ from psycopg2 import sql
 
 from dbt_project.business_calendar import previous_business_day, utc_now
 from dbt_project.cli import main
-from dbt_project.db import Database, connect
-from dbt_project.dbt_runner import DbtProject
+from dbt_project.db import connect
 from dbt_project.errors import SourceStale
 from dbt_project.extract import EXTRACT_LOCK
-from dbt_project.pipeline import init
-from dbt_project.source_db import create_source_tables
 from tests import reference
-from tests.datagen import Shop
 from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
+from tests.pipeline_helpers import initialised_shop
 
 LATEST = previous_business_day(utc_now())
 
@@ -28,11 +25,8 @@ LATEST = previous_business_day(utc_now())
 def shop_until(new_database, newest_change_hours_ago: float):
     """A shop whose history ends on the latest finished day, then its newest order
     change moved to ``newest_change_hours_ago`` hours before now."""
-    source, target = new_database("src"), new_database("tgt")
+    source, target = initialised_shop(new_database, LATEST - timedelta(days=9), LATEST, seed=3)
     conn = connect(source)
-    create_source_tables(conn)
-    conn.commit()
-    Shop(conn, seed=3).history(LATEST - timedelta(days=9), LATEST)
     with conn, conn.cursor() as cur:
         # Everything at least that old: the shop stopped writing then.
         cur.execute(
@@ -42,11 +36,6 @@ def shop_until(new_database, newest_change_hours_ago: float):
             {"hours": newest_change_hours_ago},
         )
     conn.close()
-    init(
-        source=Database.from_settings(source),
-        target=Database.from_settings(target),
-        dbt=DbtProject(),
-    )
     return source, target
 
 

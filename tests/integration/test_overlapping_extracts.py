@@ -12,30 +12,17 @@ import time
 from datetime import date
 
 from dbt_project.db import Database, connect
-from dbt_project.dbt_runner import DbtProject
 from dbt_project.extract import EXTRACT_LOCK
-from dbt_project.pipeline import init, load
-from dbt_project.source_db import create_source_tables
+from dbt_project.pipeline import load
 from dbt_project.stage import LocalStage
 from tests import reference
-from tests.datagen import Shop
+from tests.pipeline_helpers import initialised_shop
 
 DAY = date(2026, 4, 10)
 
 
 def shop(new_database):
-    source, target = new_database("src"), new_database("tgt")
-    conn = connect(source)
-    create_source_tables(conn)
-    conn.commit()
-    Shop(conn, seed=11).history(date(2026, 4, 1), DAY)
-    conn.close()
-    init(
-        source=Database.from_settings(source),
-        target=Database.from_settings(target),
-        dbt=DbtProject(),
-    )
-    return source, target
+    return initialised_shop(new_database, date(2026, 4, 1), DAY, seed=11)
 
 
 def etl_extract(source, stage, tmp_path, name, **env) -> subprocess.Popen:
