@@ -258,13 +258,13 @@ def _node_seconds(target_path: Path) -> dict:
 
 class _ParseTimer:
     """Times dbt's manifest parsing by wrapping the function its CLI calls for it, and
-    the reading of a shipped parse instead (``dbt_runner.load_shipped_parse``)."""
+    the reading of a shipped parse instead (``dbt_parse.load_shipped_parse``)."""
 
     def __init__(self):
         self.seconds = 0.0
-        from dbt_project import dbt_runner
+        from dbt_project import dbt_parse
 
-        dbt_runner.load_shipped_parse = self._timed(dbt_runner.load_shipped_parse)
+        dbt_parse.load_shipped_parse = self._timed(dbt_parse.load_shipped_parse)
         try:
             import dbt.cli.requires as requires
         except ImportError:  # pragma: no cover - another dbt layout: report no parse time

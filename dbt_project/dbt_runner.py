@@ -7,17 +7,15 @@ dbt runs its nodes on threads, never on processes, so this changes nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import multiprocessing.context
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from . import dbt_parse
 from .business_calendar import parse_date
 from .db import PgSettings
 from .errors import ConfigError, DatabaseUnavailable, DataTestsFailed, LoginRefused
@@ -44,6 +42,10 @@ if not _shm_usable():
     _use_thread_locks()
 
 quiet_dbt_tracking()
+
+_RUNTIME_VARS = dbt_parse.RUNTIME_VARS
+# dbt keeps global state per process: one invocation at a time, whichever DbtProject.
+_DBT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -99,170 +101,38 @@ def run_vars(
     return values
 
 
-# Vars that only macros read while a node runs. Any other var may shape the parsed
-# project (the sources' schema does), so a change to it means a new parse.
-_RUNTIME_VARS = frozenset({"run_date", "lookback_days"})
-# What dbt parses: a change to any of these files means a new parse.
-_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml")
-_PROJECT_FOLDERS = ("models", "macros", "tests/dbt", "seeds")
-# The parse shipped with the project (the common layer's, see infra/layers.py): per
-# target, <target>.msgpack (dbt's serialized Manifest) and <target>.json (its inputs).
-SHIPPED_PARSE_DIR = ".dbt-parse"
-# Profile values that shape the parsed project: nodes and sources name their database.
-# Host, port, user, TLS settings and PGOPTIONS leave dbt's manifest unchanged, and the
-# password is never part of it: one layer's parse serves every deployment's endpoints.
-_PARSE_ENV = ("ETL_PG_DBNAME",)
-
-log = logging.getLogger(__name__)
-
-
-def _parsed_files(root: Path) -> list[Path]:
-    paths = [root / name for name in _PROJECT_FILES]
-    for folder in _PROJECT_FOLDERS:
-        paths += sorted((root / folder).rglob("*"))
-    return [p for p in paths if p.is_file()]
-
-
-def content_fingerprint(root: Path) -> str:
-    """Digest of the names (relative to ``root``), sizes and contents of the files dbt
-    parses: unlike modification times, it survives the copy into a layer."""
-    digest = hashlib.sha256()
-    for path in _parsed_files(root):
-        data = path.read_bytes()
-        digest.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
-        digest.update(data)
-    return digest.hexdigest()
-
-
-def _engine() -> dict[str, str]:
-    from dbt.adapters.postgres.__version__ import version as postgres
-    from dbt.version import __version__ as core
-
-    return {"dbt-core": core, "dbt-postgres": postgres}
-
-
-def parse_inputs(target: str, env: dict[str, str], dbt_vars) -> dict[str, str]:
-    """The inputs of a parse that are not project files (nor secrets)."""
-    kept = {k: v for k, v in (dbt_vars or {}).items() if k not in _RUNTIME_VARS}
-    return {
-        "target": target,
-        **{name: env.get(name, "") for name in _PARSE_ENV},
-        "vars": json.dumps(kept, sort_keys=True),
-    }
-
-
-def ship_parse(root: Path, target: str, env: dict[str, str]) -> Path:
-    """Parse the project at ``root`` for ``target`` with the profile variables ``env``,
-    and write the result under ``root``/.dbt-parse for ``load_shipped_parse``."""
-    from dbt.cli.main import dbtRunner
-    from dbt.parser.manifest import extended_mashumaro_encoder
-
-    with tempfile.TemporaryDirectory() as scratch, scoped_environ(env):
-        parsed = dbtRunner().invoke(
-            [
-                *("--quiet", "--log-level-file", "none", "parse", "--no-partial-parse"),
-                *("--project-dir", str(root), "--profiles-dir", str(root), "--target", target),
-                *("--target-path", f"{scratch}/target", "--log-path", f"{scratch}/logs"),
-            ]
-        )
-    if not parsed.success or parsed.result is None:
-        raise ConfigError(f"dbt could not parse {root} for target {target}: {parsed.exception}")
-    folder = root / SHIPPED_PARSE_DIR
-    folder.mkdir(exist_ok=True)
-    (folder / f"{target}.msgpack").write_bytes(parsed.result.to_msgpack(extended_mashumaro_encoder))
-    stamp = {
-        "engine": _engine(),
-        "fingerprint": content_fingerprint(root),
-        "inputs": parse_inputs(target, env, None),
-        "root": str(root),
-    }
-    (folder / f"{target}.json").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
-    return folder
-
-
-def _stale(root: Path, stamp: dict, target: str, env: dict[str, str], dbt_vars) -> str | None:
-    """Why the shipped parse described by ``stamp`` does not fit this call, if it does not."""
-    if stamp.get("engine") != _engine():
-        return f"parsed by {stamp.get('engine')}, this is {_engine()}"
-    if stamp.get("inputs") != parse_inputs(target, env, dbt_vars):
-        return "parsed for other settings (database name or vars)"
-    if stamp.get("fingerprint") != content_fingerprint(root):
-        return "the project files changed since"
-    return None
-
-
-def load_shipped_parse(root: Path, target: str, env: dict[str, str], dbt_vars=None):
-    """The Manifest shipped under ``root``/.dbt-parse for this call, or None when there
-    is none or it does not fit (another dbt, other inputs, changed files): then dbt
-    parses as without one."""
-    folder = root / SHIPPED_PARSE_DIR
-    try:
-        stamp = json.loads((folder / f"{target}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    reason = _stale(root, stamp, target, env, dbt_vars)
-    if reason is None:
-        from dbt.contracts.graph.manifest import Manifest
-        from dbt.parser.manifest import extended_mashumuro_decoder
-
-        data = (folder / f"{target}.msgpack").read_bytes()
-        manifest = Manifest.from_msgpack(data, decoder=extended_mashumuro_decoder)
-        # env_var() values the project files read while parsing: only ``env``'s are known.
-        changed = [k for k, v in manifest.env_vars.items() if env.get(k) != v]
-        reason = f"{', '.join(sorted(changed))} changed since" if changed else None
-    if reason is not None:
-        log.info("Not using the shipped dbt parse of %s: %s", target, reason)
-        return None
-    _move_root(manifest, stamp["root"], str(root))
-    manifest.build_flat_graph()
-    return manifest
-
-
-def _move_root(manifest, built: str, root: str) -> None:
-    """Point the paths a parse records at the project where it now sits (in Lambda,
-    /opt/dbt rather than the build's folder): seeds read their CSV from there."""
-    for source_file in manifest.files.values():
-        if source_file.path.project_root == built:
-            source_file.path.project_root = root
-    for node in manifest.nodes.values():
-        if getattr(node, "root_path", None) == built:
-            node.root_path = root
-
-
 class DbtProject:
-    """One dbt runner for the life of the process (warm Lambda invocations reuse it).
+    """Runs dbt commands on the project (warm Lambda invocations reuse one).
 
-    The project is parsed once per target and kept: a later call, even for another
-    run_date, goes straight to running nodes. dbt re-parses on every change of
-    --vars otherwise, which costs more than running the nightly build itself.
+    The project is parsed once per target and set of inputs, and the parse is kept
+    for the process (``dbt_parse``): a later call, even for another run_date or from
+    another DbtProject, goes straight to running nodes. dbt re-parses on every change
+    of --vars otherwise, which costs more than running the nightly build itself.
 
-    dbt does not support concurrent invocations in one process: callers run one at a
-    time (the functions that run dbt have reserved concurrency 1).
+    dbt does not support concurrent invocations in one process: calls take one lock.
     """
 
     def __init__(self, root: Path | None = None, settings: Settings | None = None):
         self.settings = settings or current()
         self.root = root or self.settings.project_dir
-        self._manifests: dict[tuple, object] = {}
-        self._lock = threading.Lock()
         self.shipped: list[str] = []  # targets served by the shipped parse
 
     def _fingerprint(self) -> tuple:
         """Names, sizes and modification times of the files dbt parses."""
-        stats = ((p, p.stat()) for p in _parsed_files(self.root))
+        stats = ((p, p.stat()) for p in dbt_parse.parsed_files(self.root))
         return tuple((str(p), s.st_size, s.st_mtime_ns) for p, s in stats)
 
     def _runner(self, key: tuple, parse_args: list[str]):
         """A dbtRunner holding the parsed project for ``key``, parsing it if needed."""
         from dbt.cli.main import dbtRunner
 
-        manifest = self._manifests.get(key)
+        manifest = dbt_parse.remembered(key)
         if manifest is None:
             parsed = dbtRunner().invoke(parse_args)
             if not parsed.success or parsed.result is None:
                 return None, parsed
-            manifest = self._manifests[key] = parsed.result
-        return dbtRunner(manifest=manifest), None
+            dbt_parse.remember(key, manifest := parsed.result)
+        return dbtRunner(manifest=manifest), manifest
 
     def target_path(self, target: str) -> Path:
         """Where dbt writes the artifacts of ``target`` (its manifest, run results)."""
@@ -306,22 +176,26 @@ class DbtProject:
         # What the parsed project depends on; the password and the runtime vars do not
         # change it.
         parse_key = (
+            str(self.root),
             target,
             tuple(sorted((k, v) for k, v in env.items() if "SECRET" not in k)),
             json.dumps({k: v for k, v in (dbt_vars or {}).items() if k not in _RUNTIME_VARS}),
             self._fingerprint(),
         )
-        with self._lock, scoped_environ(env):
-            if parse_key not in self._manifests:
-                shipped = load_shipped_parse(self.root, target, env, dbt_vars)
+        with _DBT_LOCK, scoped_environ(env):
+            if dbt_parse.remembered(parse_key) is None:
+                shipped = dbt_parse.load_shipped_parse(self.root, target, env, dbt_vars)
                 if shipped is not None:
-                    self._manifests[parse_key] = shipped
+                    dbt_parse.remember(parse_key, shipped)
                     self.shipped.append(target)
-            runner, failed_parse = self._runner(parse_key, [*flags, "parse", *options])
-            result = failed_parse or runner.invoke([*flags, *command, *options])
-            if runner is not None and not (target_path / "manifest.json").exists():
-                # After the call: writing needs the flags that dbt sets while invoked.
-                self._manifests[parse_key].write(str(target_path / "manifest.json"))
+            runner, parsed = self._runner(parse_key, [*flags, "parse", *options])
+            if runner is None:
+                result = parsed
+            else:
+                result = runner.invoke([*flags, *command, *options])
+                if not (target_path / "manifest.json").exists():
+                    # After the call: writing needs the flags that dbt sets while invoked.
+                    parsed.write(str(target_path / "manifest.json"))
         return _summarise(result, target_path)
 
 

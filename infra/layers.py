@@ -45,7 +45,7 @@ RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
 PACKAGE = "dbt_project"
 DBT_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml", "packages.yml")
 DBT_PROJECT_DIRS = ("models", "macros", "seeds", "tests/dbt", "analyses", "snapshots")
-# dbt's parse of the project, shipped with it (dbt_project.dbt_runner.load_shipped_parse)
+# dbt's parse of the project, shipped with it (dbt_project.dbt_parse.load_shipped_parse)
 # for each target the functions use, with the database name of infra/constructs/databases.py.
 SHIPPED_PARSES = {"source": "shop", "analytics": "analytics"}
 
@@ -232,7 +232,7 @@ def fetch_rds_ca_bundle(
 def build_common(out: Path, *, repo_root: Path = REPO_ROOT) -> Path:
     """Copy the package and the dbt project files into ``out`` (``python/``, ``dbt/``),
     add dbt's parse of the project (``dbt/.dbt-parse``) and the RDS CA bundle."""
-    from dbt_project.dbt_runner import ship_parse
+    from dbt_project.dbt_parse import ship_parse
 
     shutil.rmtree(out, ignore_errors=True)
     for relative, source in common_sources(repo_root):

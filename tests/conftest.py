@@ -35,7 +35,7 @@ _LONGEST_FIRST = (
     "tests/faults/",  # ~210: the nights, then every fault
     "tests/sandbox/",  # ~120: the layers for this machine, the round trip as deployed
     "tests/integration/test_dbt_project.py",  # ~100: windowed builds, sqlfluff
-    "tests/bench/",  # ~60-100: every benchmark case at a tiny size
+    "tests/bench/",  # ~85 in four units: every benchmark case at a tiny size
     "tests/integration/test_operations.py",
     "tests/infra/",  # ~60: the Lambda layers, the syntheses, the scanners
     "tests/integration/test_initializer.py",
@@ -131,6 +131,20 @@ def pg_server(tmp_path_factory) -> PgSettings:
         local_pg.stop_embedded(server.data_dir)
 
 
+# Database names in use by this process. A name is reused once its database is dropped:
+# dbt's parse depends on the database name, and the process keeps its parses
+# (dbt_project.dbt_parse), so a later test on a reused name does not parse again.
+_NAMES_IN_USE: set[str] = set()
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def _free_name(prefix: str) -> str:
+    n = 0
+    while f"{prefix}_{_WORKER}_{n}" in _NAMES_IN_USE:
+        n += 1
+    return f"{prefix}_{_WORKER}_{n}"
+
+
 class _Databases:
     """Creates empty databases on the test server and drops them at teardown."""
 
@@ -146,16 +160,22 @@ class _Databases:
         conn.close()
 
     def __call__(self, prefix: str = "t") -> PgSettings:
-        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        self._execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        name = _free_name(prefix)
+        _NAMES_IN_USE.add(name)
         self.created.append(name)
+        self._drop(name)  # left by an earlier run on a server given by ETL_TEST_PG_URL
+        self._execute(sql.SQL("create database {}").format(sql.Identifier(name)))
         return self.server.with_database(name)
+
+    def _drop(self, name: str) -> None:
+        self._execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
 
     def drop_all(self) -> None:
         for name in self.created:
-            self._execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
+            self._drop(name)
+            _NAMES_IN_USE.discard(name)
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from datetime import timedelta
 
 import pytest
 
-from dbt_project import dbt_runner
+from dbt_project import dbt_parse
 from dbt_project.db import connect
-from dbt_project.dbt_runner import load_shipped_parse, ship_parse
+from dbt_project.dbt_parse import load_shipped_parse, ship_parse
 from dbt_project.source_db import create_source_tables, load_sample_data
 from infra.layers import REPO_ROOT, common_sources
 
@@ -128,5 +128,5 @@ def test_other_settings_or_another_dbt_refuse_the_shipped_parse(project, source,
     # vars that only macros read at run time do not
     assert load_shipped_parse(project, "source", env, {"run_date": "2026-11-01"}) is not None
     # another dbt
-    monkeypatch.setattr(dbt_runner, "_engine", lambda: {"dbt-core": "0.0.0"})
+    monkeypatch.setattr(dbt_parse, "_engine", lambda: {"dbt-core": "0.0.0"})
     assert load_shipped_parse(project, "source", env) is None

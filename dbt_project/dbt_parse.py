@@ -1,0 +1,168 @@
+"""dbt's parsed project: kept once per process, shipped with the common layer.
+
+A parse costs more than a night's build, so a process parses a project once per set
+of inputs and keeps the result (``remembered``/``remember``), and a cold start reads
+the parse shipped beside the project (``load_shipped_parse``) when it provably fits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+
+from .errors import ConfigError
+from .settings import scoped_environ
+
+# Vars that only macros read while a node runs. Any other var may shape the parsed
+# project (the sources' schema does), so a change to it means a new parse.
+RUNTIME_VARS = frozenset({"run_date", "lookback_days"})
+# What dbt parses: a change to any of these files means a new parse.
+_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml")
+_PROJECT_FOLDERS = ("models", "macros", "tests/dbt", "seeds")
+# The parse shipped with the project (the common layer's, see infra/layers.py): per
+# target, <target>.msgpack (dbt's serialized Manifest) and <target>.json (its inputs).
+SHIPPED_PARSE_DIR = ".dbt-parse"
+# Profile values that shape the parsed project: nodes and sources name their database.
+# Host, port, user, TLS settings and PGOPTIONS leave dbt's manifest unchanged, and the
+# password is never part of it: one layer's parse serves every deployment's endpoints.
+_PARSE_ENV = ("ETL_PG_DBNAME",)
+
+log = logging.getLogger(__name__)
+
+
+def parsed_files(root: Path) -> list[Path]:
+    paths = [root / name for name in _PROJECT_FILES]
+    for folder in _PROJECT_FOLDERS:
+        paths += sorted((root / folder).rglob("*"))
+    return [p for p in paths if p.is_file()]
+
+
+def content_fingerprint(root: Path) -> str:
+    """Digest of the names (relative to ``root``), sizes and contents of the files dbt
+    parses: unlike modification times, it survives the copy into a layer."""
+    digest = hashlib.sha256()
+    for path in parsed_files(root):
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _engine() -> dict[str, str]:
+    from dbt.adapters.postgres.__version__ import version as postgres
+    from dbt.version import __version__ as core
+
+    return {"dbt-core": core, "dbt-postgres": postgres}
+
+
+def parse_inputs(target: str, env: dict[str, str], dbt_vars) -> dict[str, str]:
+    """The inputs of a parse that are not project files (nor secrets)."""
+    kept = {k: v for k, v in (dbt_vars or {}).items() if k not in RUNTIME_VARS}
+    return {
+        "target": target,
+        **{name: env.get(name, "") for name in _PARSE_ENV},
+        "vars": json.dumps(kept, sort_keys=True),
+    }
+
+
+def ship_parse(root: Path, target: str, env: dict[str, str]) -> Path:
+    """Parse the project at ``root`` for ``target`` with the profile variables ``env``,
+    and write the result under ``root``/.dbt-parse for ``load_shipped_parse``."""
+    from dbt.cli.main import dbtRunner
+    from dbt.parser.manifest import extended_mashumaro_encoder
+
+    with tempfile.TemporaryDirectory() as scratch, scoped_environ(env):
+        parsed = dbtRunner().invoke(
+            [
+                *("--quiet", "--log-level-file", "none", "parse", "--no-partial-parse"),
+                *("--project-dir", str(root), "--profiles-dir", str(root), "--target", target),
+                *("--target-path", f"{scratch}/target", "--log-path", f"{scratch}/logs"),
+            ]
+        )
+    if not parsed.success or parsed.result is None:
+        raise ConfigError(f"dbt could not parse {root} for target {target}: {parsed.exception}")
+    folder = root / SHIPPED_PARSE_DIR
+    folder.mkdir(exist_ok=True)
+    (folder / f"{target}.msgpack").write_bytes(parsed.result.to_msgpack(extended_mashumaro_encoder))
+    stamp = {
+        "engine": _engine(),
+        "fingerprint": content_fingerprint(root),
+        "inputs": parse_inputs(target, env, None),
+        "root": str(root),
+    }
+    (folder / f"{target}.json").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def _stale(root: Path, stamp: dict, target: str, env: dict[str, str], dbt_vars) -> str | None:
+    """Why the shipped parse described by ``stamp`` does not fit this call, if it does not."""
+    if stamp.get("engine") != _engine():
+        return f"parsed by {stamp.get('engine')}, this is {_engine()}"
+    if stamp.get("inputs") != parse_inputs(target, env, dbt_vars):
+        return "parsed for other settings (database name or vars)"
+    if stamp.get("fingerprint") != content_fingerprint(root):
+        return "the project files changed since"
+    return None
+
+
+def load_shipped_parse(root: Path, target: str, env: dict[str, str], dbt_vars=None):
+    """The Manifest shipped under ``root``/.dbt-parse for this call, or None when there
+    is none or it does not fit (another dbt, other inputs, changed files): then dbt
+    parses as without one."""
+    folder = root / SHIPPED_PARSE_DIR
+    try:
+        stamp = json.loads((folder / f"{target}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    reason = _stale(root, stamp, target, env, dbt_vars)
+    if reason is None:
+        from dbt.contracts.graph.manifest import Manifest
+        from dbt.parser.manifest import extended_mashumuro_decoder
+
+        data = (folder / f"{target}.msgpack").read_bytes()
+        manifest = Manifest.from_msgpack(data, decoder=extended_mashumuro_decoder)
+        # env_var() values the project files read while parsing: only ``env``'s are known.
+        changed = [k for k, v in manifest.env_vars.items() if env.get(k) != v]
+        reason = f"{', '.join(sorted(changed))} changed since" if changed else None
+    if reason is not None:
+        log.info("Not using the shipped dbt parse of %s: %s", target, reason)
+        return None
+    _move_root(manifest, stamp["root"], str(root))
+    manifest.build_flat_graph()
+    return manifest
+
+
+def _move_root(manifest, built: str, root: str) -> None:
+    """Point the paths a parse records at the project where it now sits (in Lambda,
+    /opt/dbt rather than the build's folder): seeds read their CSV from there."""
+    for source_file in manifest.files.values():
+        if source_file.path.project_root == built:
+            source_file.path.project_root = root
+    for node in manifest.nodes.values():
+        if getattr(node, "root_path", None) == built:
+            node.root_path = root
+
+
+# Parses kept by this process, newest last: one per target and set of inputs. A Lambda
+# container holds one or two; a test worker holds one per database name it reuses.
+_KEPT_PARSES = 16
+_parses: OrderedDict[tuple, object] = OrderedDict()
+
+
+def remembered(key: tuple):
+    """The Manifest this process parsed (or read) for ``key``, if it still holds it."""
+    manifest = _parses.get(key)
+    if manifest is not None:
+        _parses.move_to_end(key)
+    return manifest
+
+
+def remember(key: tuple, manifest) -> None:
+    _parses[key] = manifest
+    _parses.move_to_end(key)
+    while len(_parses) > _KEPT_PARSES:
+        _parses.popitem(last=False)
