@@ -29,8 +29,9 @@ from .unload import built_relations, unload_night
 
 EXTRACT_SELECTOR = "extract"
 # Extracts of the same source run one at a time: two dbt builds at once would race on
-# the tables they swap in, and two incremental builds of int_customer_days that own the
-# same days would each delete them and both insert theirs. Any constant will do.
+# the tables they swap in, and two incremental builds of int_customer_days (or
+# int_customer_settled) that own the same days would each delete them and both insert
+# theirs. Any constant will do.
 EXTRACT_LOCK = 0x5E7105E
 _BUSY = "another extract of this source is running (it holds the extract lock)"
 

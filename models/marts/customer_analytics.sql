@@ -1,6 +1,7 @@
--- Lifetime totals of the owned customers, from their days in int_customer_days:
--- what a night reads grows with the customers it touches and the days they bought
--- on, not with every order line of their history.
+-- Lifetime totals of the owned customers: what int_customer_settled holds for their
+-- days before the first owned day, plus their days from then up to run_date in
+-- int_customer_days. A night reads a few days per customer it touches, not the
+-- customer's whole history.
 with
 
 customers as (
@@ -15,6 +16,10 @@ customer_days as (
     select * from {{ ref('int_customer_days') }}
 ),
 
+settled as (
+    select * from {{ ref('int_customer_settled') }}
+),
+
 touched_orders as (
     {{ select_touched_orders('orders') }}
 ),
@@ -26,17 +31,24 @@ owned_customers as (
 
 customer_totals as (
     select
-        customer_id,
-        cast(sum(order_count) as bigint) as total_orders,
-        sum(item_count) as total_items,
-        sum(revenue) as total_revenue,
-        min(order_date) as first_order_date,
-        max(order_date) as last_order_date
-    from customer_days
-    where
-        {{ owned_customer_filter('customer_id', 'owned_customers') }}
-        and {{ on_or_before_run_date('order_date') }}
-    group by customer_id
+        settled.customer_id,
+        settled.order_count + coalesce(later.order_count, 0) as total_orders,
+        settled.item_count + coalesce(later.item_count, 0) as total_items,
+        settled.revenue + coalesce(later.revenue, 0) as total_revenue,
+        coalesce(settled.first_order_date, later.first_order_date) as first_order_date,
+        coalesce(later.last_order_date, settled.last_order_date) as last_order_date
+    from settled
+    -- One index range per customer: its days from settled_before up to run_date.
+    cross join
+        lateral (
+            select {{ customer_day_totals('customer_days') }}
+            from customer_days
+            where
+                customer_days.customer_id = settled.customer_id
+                and customer_days.order_date >= settled.settled_before
+                and {{ on_or_before_run_date('customer_days.order_date') }}
+        ) as later
+    where {{ owned_customer_filter('settled.customer_id', 'owned_customers') }}
 ),
 
 final as (
@@ -57,6 +69,7 @@ final as (
     from customer_totals
     inner join customers
         on customer_totals.customer_id = customers.customer_id
+    where customer_totals.total_orders > 0
 )
 
 select * from final

@@ -172,6 +172,7 @@ def test_a_full_refresh_repairs_corrupted_state_and_equals_a_fresh_build(
     conn = connect(source)
     with conn, conn.cursor() as cur:
         cur.execute("update etl.int_customer_days set revenue = revenue * 3")
+        cur.execute("update etl.int_customer_settled set order_count = order_count + 1")
     conn.close()
     conn = connect(target)
     with conn, conn.cursor() as cur:
