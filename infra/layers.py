@@ -12,7 +12,6 @@ machines without the ``infra`` extra. Command line: ``python scripts/build_layer
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -24,6 +23,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from infra import bytecode
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_COMMAND = "python scripts/build_layers.py"
@@ -254,8 +255,10 @@ def build(
     python_version: str = LAMBDA_PYTHON_VERSION,
     requirements: Path = REQUIREMENTS,
     repo_root: Path = REPO_ROOT,
+    compile_with: str | None = None,
 ) -> LayerDirs:
-    """Build both layers into ``out`` and record what they were built for."""
+    """Build both layers into ``out``, compiled to bytecode when a Python of
+    ``python_version`` is at hand (``bytecode.py``), and record what they were built for."""
     layers = LayerDirs(out)
     out.mkdir(parents=True, exist_ok=True)
     layers.info_file.unlink(missing_ok=True)
@@ -266,9 +269,13 @@ def build(
         requirements=requirements,
     )
     build_common(layers.common, repo_root=repo_root)
+    interpreter = bytecode.interpreter_for(python_version, compile_with)
+    for layer in (layers.dependencies, layers.common) if interpreter else ():
+        bytecode.compile_tree(layer / "python", interpreter)
     info = {
         "platform": platform,
         "python_version": python_version,
+        "bytecode": python_version if interpreter else None,
         "requirements_sha256": _requirements_digest(requirements),
         "common_sha256": _common_digest(repo_root),
         "rds_ca_tarball_sha256": RDS_CA_TARBALL_SHA256,
@@ -355,44 +362,3 @@ def lock(
 def directory_size(path: Path) -> int:
     """Bytes of all files below ``path``: what a layer or function takes unzipped."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="build_layers",
-        description="Build the Lambda layers (dependencies, common code) without Docker.",
-    )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: build/layers")
-    parser.add_argument("--platform", default=LAMBDA_PIP_PLATFORM, help="pip --platform tag")
-    parser.add_argument("--python-version", default=LAMBDA_PYTHON_VERSION)
-    parser.add_argument("--requirements", type=Path, default=REQUIREMENTS)
-    parser.add_argument(
-        "--lock",
-        action="store_true",
-        help=f"re-resolve {REQUIREMENTS_IN.name} into {REQUIREMENTS.name} instead of building",
-    )
-    args = parser.parse_args(argv)
-    try:
-        if args.lock:
-            pins = lock()
-            print(f"wrote {len(pins)} pins to {REQUIREMENTS.relative_to(REPO_ROOT)}")
-            return 0
-        layers = build(
-            args.out.resolve(),
-            platform=args.platform,
-            python_version=args.python_version,
-            requirements=args.requirements.resolve(),
-        )
-    except subprocess.CalledProcessError as error:
-        print(f"build_layers: pip failed (exit {error.returncode})", file=sys.stderr)
-        return 1
-    except LayersNotBuilt as error:
-        print(f"build_layers: {error}", file=sys.stderr)
-        return 1
-    for path in (layers.dependencies, layers.common):
-        print(f"{path}: {directory_size(path) / 1e6:.1f} MB unzipped")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -5,14 +5,19 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from cryptography import x509
 
+from infra import bytecode
 from infra.lambda_defaults import RDS_CA_BUNDLE_PATH
 from infra.layers import (
     BUILD_COMMAND,
+    LAMBDA_PYTHON_VERSION,
     RDS_CA_BUNDLE,
     RDS_CA_TARBALL_SHA256,
     REQUIREMENTS,
@@ -30,6 +35,7 @@ from .conftest import FUNCTION_NAMES
 # Lambda: function code plus all its layers, unzipped.
 UNZIPPED_LIMIT = 250 * 1024 * 1024
 ELF_MACHINE_AARCH64 = 0xB7
+PYTHON = "{}.{}".format(*sys.version_info[:2])
 
 
 @pytest.mark.parametrize("name", FUNCTION_NAMES)
@@ -65,12 +71,44 @@ def test_dependencies_layer_is_built_for_lambda_arm64(lambda_layers):
     assert int.from_bytes(header[18:20], "little") == ELF_MACHINE_AARCH64
 
 
-def test_dependencies_layer_leaves_boto3_to_the_runtime_and_carries_no_bytecode(lambda_layers):
+def test_dependencies_layer_leaves_boto3_to_the_runtime(lambda_layers):
     site = lambda_layers.dependencies / "python"
     for name in RUNTIME_PROVIDED:
         assert not (site / name).exists(), f"{name} would shadow the runtime's copy"
-    assert not list(site.rglob("__pycache__"))
-    assert not list(site.rglob("*.pyc"))
+
+
+def test_layers_carry_bytecode_of_the_runtime_s_python_only(lambda_layers):
+    # given the Python that could compile for the runtime on this machine, if any
+    compiler = bytecode.interpreter_for(LAMBDA_PYTHON_VERSION)
+    info = json.loads(lambda_layers.info_file.read_text())
+    for layer in (lambda_layers.dependencies, lambda_layers.common):
+        sources = sorted(layer.rglob("*.py"))
+        compiled = sorted(layer.rglob("*.pyc"))
+        if compiler is None:
+            # then the layers carry sources only, and say so
+            assert info["bytecode"] is None and not compiled
+            continue
+        # then every module has its bytecode, for the runtime's Python and no other
+        tag = "cpython-" + LAMBDA_PYTHON_VERSION.replace(".", "")
+        assert info["bytecode"] == LAMBDA_PYTHON_VERSION
+        assert {p.name.split(".")[1] for p in compiled} == {tag}
+        expected = {p.parent / "__pycache__" / f"{p.stem}.{tag}.pyc" for p in sources}
+        assert expected <= set(compiled), sorted(expected - set(compiled))[:5]
+
+
+def test_bytecode_is_used_without_looking_at_the_source(tmp_path):
+    # given a module compiled for this Python, then edited (a layer never is)
+    package = tmp_path / "python"
+    package.mkdir()
+    (package / "probe_module.py").write_text("VALUE = 'compiled'\n")
+    bytecode.compile_tree(package, bytecode.interpreter_for(PYTHON))
+    (package / "probe_module.py").write_text("VALUE = 'edited since'\n")
+    # when a fresh interpreter imports it from a folder it may not write to
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(package)}
+    probe = "import probe_module; print(probe_module.VALUE)"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    # then the bytecode ran: nothing was compiled at import
+    assert out.stdout.strip() == "compiled", out.stderr
 
 
 def test_common_layer_puts_the_project_at_opt_dbt(lambda_layers):
@@ -79,7 +117,8 @@ def test_common_layer_puts_the_project_at_opt_dbt(lambda_layers):
     for name in ("dbt_project.yml", "profiles.yml"):
         assert (common / "dbt" / name).is_file(), name
     assert list((common / "dbt" / "models").rglob("*.sql"))
-    assert not list(common.rglob("__pycache__"))
+    # no bytecode from the checkout: the package's is compiled for the runtime (below)
+    assert not list((common / "dbt").rglob("__pycache__"))
 
 
 def test_common_layer_ships_dbt_parse_for_the_functions_targets(lambda_layers):
