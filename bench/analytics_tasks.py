@@ -123,8 +123,10 @@ def cold_night(source: str, stage: str, day: str, warm: int) -> dict:
     """A night's extract as a fresh Lambda container runs it: the imports (timed in a
     fresh interpreter: this process has imported the package already), dbt's parse,
     the first build and the unload; then ``warm`` more in the same process."""
+    import os
     import subprocess
     import sys
+    import tempfile
 
     from bench.tasks import extract_calls
 
@@ -133,11 +135,24 @@ def cold_night(source: str, stage: str, day: str, warm: int) -> dict:
         "import dbt_project.pipeline, dbt_project.stage, dbt.cli.main; "
         "print(time.perf_counter() - started)"
     )
-    imported = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    )
-    result = extract_calls(source, stage, [day] * (1 + warm), lookback_days=1)
-    result["import_seconds"] = float(imported.stdout.strip())
+
+    def imports(**env) -> float:
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env},
+        )
+        return float(done.stdout.strip())
+
+    result = {"import_seconds": imports()}
+    # As from a layer without bytecode: no cache to read, none written (a read-only /opt).
+    with tempfile.TemporaryDirectory() as empty:
+        result["source_import_seconds"] = imports(
+            PYTHONPYCACHEPREFIX=empty, PYTHONDONTWRITEBYTECODE="1"
+        )
+    result.update(extract_calls(source, stage, [day] * (1 + warm), lookback_days=1))
     return result
 
 
