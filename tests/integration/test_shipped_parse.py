@@ -130,3 +130,21 @@ def test_other_settings_or_another_dbt_refuse_the_shipped_parse(project, source,
     # another dbt
     monkeypatch.setattr(dbt_parse, "_engine", lambda: {"dbt-core": "0.0.0"})
     assert load_shipped_parse(project, "source", env) is None
+
+
+def test_another_python_reads_the_portable_copy_and_both_copies_agree(project, source, monkeypatch):
+    # given the parse as the Python that shipped it reads it (pickled, flat graph built)
+    env = {"ETL_PG_DBNAME": source[0].dbname}
+    fast = load_shipped_parse(project, "source", env)
+    # when another Python version reads it: the pickle is not for it
+    monkeypatch.setattr(dbt_parse, "_python", lambda: "3.99")
+    portable = load_shipped_parse(project, "source", env)
+    # then it reads the msgpack copy, and both describe the same project at this folder
+    assert portable is not None and portable is not fast
+    assert sorted(portable.nodes) == sorted(fast.nodes) and len(fast.nodes) > 40
+    assert sorted(portable.flat_graph["nodes"]) == sorted(fast.flat_graph["nodes"])
+    node = "model.shop.customer_analytics"
+    assert portable.nodes[node].raw_code == fast.nodes[node].raw_code
+    assert {
+        f.path.project_root for f in fast.files.values() if f.path.project_root.endswith("dbt")
+    } == {str(project)}
