@@ -15,6 +15,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 
@@ -163,13 +164,19 @@ class _ManifestPickler(pickle.Pickler):
         return copyreg.__newobj__, (Manifest,), state
 
 
+def _unpickle(path: Path):
+    """A Manifest that _ManifestPickler wrote: the project's own artifact (the layer's,
+    or the work folder's), read only after its stamp matched."""
+    with path.open("rb") as data:
+        manifest = pickle.load(data)  # noqa: S301 - see the docstring
+    manifest._lock = type(manifest).__dataclass_fields__["_lock"].default_factory()
+    return manifest
+
+
 def _read_manifest(folder: Path, target: str, stamp: dict):
     pickled = folder / f"{target}.pickle"
     if stamp.get("python") == _python() and pickled.exists():
-        with pickled.open("rb") as data:
-            manifest = pickle.load(data)  # noqa: S301 - the layer's own artifact, stamped
-        manifest._lock = type(manifest).__dataclass_fields__["_lock"].default_factory()
-        return manifest
+        return _unpickle(pickled)
     from dbt.contracts.graph.manifest import Manifest
     from dbt.parser.manifest import extended_mashumuro_decoder
 
@@ -224,3 +231,38 @@ def remember(key: tuple, manifest) -> None:
     _parses.move_to_end(key)
     while len(_parses) > _KEPT_PARSES:
         _parses.popitem(last=False)
+
+
+def _kept_name(key: tuple) -> str:
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+
+
+def keep(folder: Path, key: tuple, manifest) -> None:
+    """Keep the parse for ``key`` in ``folder`` for ``read_kept`` in a later process.
+    ``key`` holds the project files' names, sizes and modification times, the
+    profile's settings and the vars: any change makes another key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = _kept_name(key)
+    stamp = {"key": repr(key), "engine": _engine(), "python": _python()}
+    # Each file whole or absent for a concurrent reader: written aside, then renamed.
+    scratch = folder / f".{name}.{uuid.uuid4().hex}"
+    with scratch.open("wb") as out:
+        _ManifestPickler(out, protocol=5).dump(manifest)
+    scratch.replace(folder / f"{name}.pickle")
+    scratch.write_text(json.dumps(stamp))
+    scratch.replace(folder / f"{name}.json")
+
+
+def read_kept(folder: Path, key: tuple):
+    """The parse ``keep`` wrote for ``key`` with this dbt and this Python, or None."""
+    name = _kept_name(key)
+    try:
+        stamp = json.loads((folder / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if stamp != {"key": repr(key), "engine": _engine(), "python": _python()}:
+        return None
+    try:
+        return _unpickle(folder / f"{name}.pickle")
+    except (OSError, pickle.UnpicklingError, EOFError):
+        return None

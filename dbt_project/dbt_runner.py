@@ -120,6 +120,7 @@ class DbtProject:
         self.settings = settings or current()
         self.root = root or self.settings.project_dir
         self.shipped: list[str] = []  # targets served by the shipped parse
+        self.kept: list[str] = []  # targets served by a parse an earlier process kept
         self._shipped_keys: set[tuple] = set()
 
     def _fingerprint(self) -> tuple:
@@ -132,11 +133,21 @@ class DbtProject:
         from dbt.cli.main import dbtRunner
 
         manifest = dbt_parse.remembered(key)
+        # Outside Lambda, a parse is also kept on disk for the next process (the next
+        # `etl run`); a Lambda container starts with an empty /tmp and the shipped parse.
+        kept = None if self.settings.in_lambda else self.settings.work_dir / "dbt" / "parses"
+        if manifest is None and kept is not None:
+            manifest = dbt_parse.read_kept(kept, key)
+            if manifest is not None:
+                self.kept.append(key[1])
         if manifest is None:
             parsed = dbtRunner().invoke(parse_args)
             if not parsed.success or parsed.result is None:
                 return None, parsed
-            dbt_parse.remember(key, manifest := parsed.result)
+            manifest = parsed.result
+            if kept is not None:
+                dbt_parse.keep(kept, key, manifest)
+        dbt_parse.remember(key, manifest)
         return dbtRunner(manifest=manifest), manifest
 
     def target_path(self, target: str) -> Path:

@@ -39,16 +39,21 @@ def source(module_database):
     return settings, last_day - timedelta(days=1)
 
 
+def _copy_project(folder):
+    """The dbt project's files as the common layer carries them, under ``folder``/dbt."""
+    for relative, path in common_sources(REPO_ROOT):
+        if relative.startswith("dbt/"):
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, folder / relative)
+    return folder / "dbt"
+
+
 @pytest.fixture
 def project(tmp_path, source):
     """The dbt project as the common layer ships it: parsed for the source's database
     name with the profile's default host and port, then moved (to where Lambda mounts
     it, in Lambda) with new modification times."""
-    built = tmp_path / "build" / "dbt"
-    for relative, path in common_sources(REPO_ROOT):
-        if relative.startswith("dbt/"):
-            (built.parent / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, built.parent / relative)
+    built = _copy_project(tmp_path / "build")
     ship_parse(built, "source", {"ETL_PG_DBNAME": source[0].dbname})
     moved = tmp_path / "opt" / "dbt"
     shutil.copytree(built, moved, copy_function=shutil.copyfile)
@@ -75,11 +80,12 @@ with database.connection().cursor() as cur:
         " where table_schema = 'etl' and table_name = 'stg_shop__customers'"
     )
     columns = [name for (name,) in cur.fetchall()]
-print(json.dumps({"rows": sum(result.rows.values()), "shipped": dbt.shipped, "columns": columns}))
+found = {"rows": result.rows, "shipped": dbt.shipped, "kept": dbt.kept, "columns": columns}
+print(json.dumps(found))
 """
 
 
-def _extract(project, source, tmp_path) -> dict:
+def _extract(project, source, tmp_path, **env) -> dict:
     settings, day = source
     args = [settings.url, str(project), day.isoformat(), str(tmp_path / "stage")]
     done = subprocess.run(
@@ -87,11 +93,11 @@ def _extract(project, source, tmp_path) -> dict:
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
     )
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["rows"] > 0
+    assert sum(result["rows"].values()) > 0
     return result
 
 
@@ -148,3 +154,21 @@ def test_another_python_reads_the_portable_copy_and_both_copies_agree(project, s
     assert {
         f.path.project_root for f in fast.files.values() if f.path.project_root.endswith("dbt")
     } == {str(project)}
+
+
+def test_a_later_process_reads_the_parse_an_earlier_one_kept_until_a_file_changes(source, tmp_path):
+    # given a project with no shipped parse (a checkout) and one work folder
+    project = _copy_project(tmp_path / "checkout")
+    work = {"ETL_WORK_DIR": str(tmp_path / "work")}
+    # when a process extracts a day, then another does the same
+    first = _extract(project, source, tmp_path, **work)
+    second = _extract(project, source, tmp_path, **work)
+    # then the first parsed and kept it, the second read it, and both built the same
+    assert (first["shipped"], first["kept"]) == ([], [])
+    assert (second["shipped"], second["kept"]) == ([], ["source"])
+    assert second["rows"] == first["rows"]
+    # when a model file changes, the next process parses again and builds the change
+    model = project / STAGING_MODEL
+    model.write_text(model.read_text().replace("\nfrom ", f",\n    1 as {PROBE}\nfrom ", 1))
+    third = _extract(project, source, tmp_path, **work)
+    assert third["kept"] == [] and PROBE in third["columns"]
