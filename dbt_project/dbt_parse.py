@@ -251,6 +251,14 @@ def keep(folder: Path, key: tuple, manifest) -> None:
     scratch.replace(folder / f"{name}.pickle")
     scratch.write_text(json.dumps(stamp))
     scratch.replace(folder / f"{name}.json")
+    # Every edit of a model makes a new key: keep the newest few, not every one.
+    try:
+        kept = sorted(folder.glob("*.pickle"), key=lambda path: path.stat().st_mtime_ns)
+    except OSError:  # another process pruned meanwhile: the next keep() will
+        return
+    for stale in kept[:-_KEPT_PARSES]:
+        stale.unlink(missing_ok=True)
+        stale.with_suffix(".json").unlink(missing_ok=True)
 
 
 def read_kept(folder: Path, key: tuple):
