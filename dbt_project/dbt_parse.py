@@ -103,7 +103,7 @@ def ship_parse(root: Path, target: str, env: dict[str, str]) -> Path:
     (folder / f"{target}.msgpack").write_bytes(manifest.to_msgpack(extended_mashumaro_encoder))
     manifest.build_flat_graph()  # no project paths in it: it holds wherever the project moves
     with (folder / f"{target}.pickle").open("wb") as out:
-        _ManifestPickler(out, protocol=5).dump(manifest)
+        _ManifestPickler(out).dump(manifest)
     stamp = {
         "engine": _engine(),
         "fingerprint": content_fingerprint(root),
@@ -155,13 +155,17 @@ class _ManifestPickler(pickle.Pickler):
     them by position and leaves ``fixtures`` out, which shifts every later one; its
     lock cannot be pickled and is made anew on reading."""
 
-    def reducer_override(self, obj):
+    def __init__(self, out):
         from dbt.contracts.graph.manifest import Manifest
 
-        if type(obj) is not Manifest:
+        super().__init__(out, protocol=5)
+        self.manifest_class = Manifest
+
+    def reducer_override(self, obj):  # called for every object in the graph: kept cheap
+        if type(obj) is not self.manifest_class:
             return NotImplemented
         state = {name: value for name, value in vars(obj).items() if name != "_lock"}
-        return copyreg.__newobj__, (Manifest,), state
+        return copyreg.__newobj__, (self.manifest_class,), state
 
 
 def _unpickle(path: Path):
@@ -247,7 +251,7 @@ def keep(folder: Path, key: tuple, manifest) -> None:
     # Each file whole or absent for a concurrent reader: written aside, then renamed.
     scratch = folder / f".{name}.{uuid.uuid4().hex}"
     with scratch.open("wb") as out:
-        _ManifestPickler(out, protocol=5).dump(manifest)
+        _ManifestPickler(out).dump(manifest)
     scratch.replace(folder / f"{name}.pickle")
     scratch.write_text(json.dumps(stamp))
     scratch.replace(folder / f"{name}.json")

@@ -119,28 +119,38 @@ class DbtProject:
     def __init__(self, root: Path | None = None, settings: Settings | None = None):
         self.settings = settings or current()
         self.root = root or self.settings.project_dir
-        self.shipped: list[str] = []  # targets served by the shipped parse
         self.kept: list[str] = []  # targets served by a parse an earlier process kept
-        self._shipped_keys: set[tuple] = set()
+        self._shipped_keys: list[tuple] = []  # parses read from the shipped ones
+
+    @property
+    def shipped(self) -> list[str]:
+        """Targets served by the parse shipped with the project."""
+        return [key[1] for key in self._shipped_keys]
 
     def _fingerprint(self) -> tuple:
         """Names, sizes and modification times of the files dbt parses."""
         stats = ((p, p.stat()) for p in dbt_parse.parsed_files(self.root))
         return tuple((str(p), s.st_size, s.st_mtime_ns) for p, s in stats)
 
-    def _runner(self, key: tuple, parse_args: list[str]):
-        """A dbtRunner holding the parsed project for ``key``, parsing it if needed."""
-        from dbt.cli.main import dbtRunner
-
-        manifest = dbt_parse.remembered(key)
-        # Outside Lambda, a parse is also kept on disk for the next process (the next
-        # `etl run`); a Lambda container starts with an empty /tmp and the shipped parse.
+    def _manifest(self, key: tuple, env: dict[str, str], dbt_vars, parse_args: list[str]):
+        """The parsed project for ``key`` and None, or None and dbt's failed parse: this
+        process's parse, else the one shipped with the project, else (outside Lambda)
+        one an earlier process kept on disk, else dbt parses now. A Lambda container
+        starts with an empty /tmp and the shipped parse, so it keeps nothing."""
+        target = key[1]
         kept = None if self.settings.in_lambda else self.settings.work_dir / "dbt" / "parses"
+        manifest = dbt_parse.remembered(key)
+        if manifest is None:
+            manifest = dbt_parse.load_shipped_parse(self.root, target, env, dbt_vars)
+            if manifest is not None:
+                self._shipped_keys.append(key)
         if manifest is None and kept is not None:
             manifest = dbt_parse.read_kept(kept, key)
             if manifest is not None:
-                self.kept.append(key[1])
+                self.kept.append(target)
         if manifest is None:
+            from dbt.cli.main import dbtRunner
+
             parsed = dbtRunner().invoke(parse_args)
             if not parsed.success or parsed.result is None:
                 return None, parsed
@@ -148,7 +158,7 @@ class DbtProject:
             if kept is not None:
                 dbt_parse.keep(kept, key, manifest)
         dbt_parse.remember(key, manifest)
-        return dbtRunner(manifest=manifest), manifest
+        return manifest, None
 
     def target_path(self, target: str) -> Path:
         """Where dbt writes the artifacts of ``target`` (its manifest, run results)."""
@@ -199,15 +209,12 @@ class DbtProject:
             self._fingerprint(),
         )
         with _DBT_LOCK, scoped_environ(env):
-            if dbt_parse.remembered(parse_key) is None:
-                shipped = dbt_parse.load_shipped_parse(self.root, target, env, dbt_vars)
-                if shipped is not None:
-                    dbt_parse.remember(parse_key, shipped)
-                    self.shipped.append(target)
-                    self._shipped_keys.add(parse_key)
-            runner, parsed = self._runner(parse_key, [*flags, "parse", *options])
-            if runner is None:
-                return _summarise(parsed, target_path)
+            parsed, failed = self._manifest(parse_key, env, dbt_vars, [*flags, "parse", *options])
+            if parsed is None:
+                return _summarise(failed, target_path)
+            from dbt.cli.main import dbtRunner
+
+            runner = dbtRunner(manifest=parsed)
             if command[0] in _OWN_ARTIFACTS:
                 (target_path / "run_results.json").unlink(missing_ok=True)
                 result = runner.invoke([*flags, *command, "--no-write-json", *options])

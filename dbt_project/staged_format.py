@@ -43,7 +43,7 @@ class PromisedFile(Protocol):
 
 
 class _Compressor(io.RawIOBase):
-    """The sink's raw end: receives whole chunks, compresses, counts, hashes."""
+    """The sink's raw end: hands the buffered writer's whole chunks to the sink."""
 
     def __init__(self, sink: CompressingSink):
         self.sink = sink
@@ -52,11 +52,7 @@ class _Compressor(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
-        chunk = bytes(data)
-        self.sink.rows += chunk.count(b"\n")
-        self.sink.uncompressed_bytes += len(chunk)
-        self.sink._emit(self.sink.compressor.compress(chunk))
-        return len(chunk)
+        return self.sink._take(bytes(data))
 
 
 class CompressingSink:
@@ -75,6 +71,12 @@ class CompressingSink:
         self.uncompressed_bytes = 0
         self._buffered = io.BufferedWriter(_Compressor(self), CHUNK)
         self.write = self._buffered.write
+
+    def _take(self, chunk: bytes) -> int:
+        self.rows += chunk.count(b"\n")
+        self.uncompressed_bytes += len(chunk)
+        self._emit(self.compressor.compress(chunk))
+        return len(chunk)
 
     def _emit(self, data: bytes) -> None:
         if data:

@@ -145,6 +145,10 @@ def _free_name(prefix: str) -> str:
     return f"{prefix}_{_WORKER}_{n}"
 
 
+def _drop(name: str) -> sql.Composed:
+    return sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+
+
 class _Databases:
     """Creates empty databases on the test server and drops them at teardown."""
 
@@ -152,30 +156,26 @@ class _Databases:
         self.server = server
         self.created: list[str] = []
 
-    def _execute(self, statement: sql.Composable) -> None:
+    def _execute(self, *statements: sql.Composable) -> None:
         conn = connect(self.server)
-        conn.autocommit = True
+        conn.autocommit = True  # one statement at a time: create database runs in none
         with conn.cursor() as cur:
-            cur.execute(statement)
+            for statement in statements:
+                cur.execute(statement)
         conn.close()
 
     def __call__(self, prefix: str = "t") -> PgSettings:
         name = _free_name(prefix)
         _NAMES_IN_USE.add(name)
         self.created.append(name)
-        self._drop(name)  # left by an earlier run on a server given by ETL_TEST_PG_URL
-        self._execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        # The drop clears a database left by an earlier run on an ETL_TEST_PG_URL server.
+        self._execute(_drop(name), sql.SQL("create database {}").format(sql.Identifier(name)))
         return self.server.with_database(name)
 
-    def _drop(self, name: str) -> None:
-        self._execute(
-            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-        )
-
     def drop_all(self) -> None:
-        for name in self.created:
-            self._drop(name)
-            _NAMES_IN_USE.discard(name)
+        if self.created:
+            self._execute(*map(_drop, self.created))
+            _NAMES_IN_USE.difference_update(self.created)
 
 
 @pytest.fixture

@@ -20,13 +20,9 @@ settled as (
     select * from {{ ref('int_customer_settled') }}
 ),
 
-touched_orders as (
-    {{ select_touched_orders('orders') }}
-),
-
+-- The same owned customers whose earlier days int_customer_settled has just settled.
 owned_customers as (
-    select distinct customer_id
-    from touched_orders
+    select * from {{ ref('run_window_customers') }}
 ),
 
 customer_totals as (
