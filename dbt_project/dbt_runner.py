@@ -43,7 +43,6 @@ if not _shm_usable():
 
 quiet_dbt_tracking()
 
-_RUNTIME_VARS = dbt_parse.RUNTIME_VARS
 # dbt keeps global state per process: one invocation at a time, whichever DbtProject.
 _DBT_LOCK = threading.Lock()
 # Commands run with --no-write-json, their artifacts written by DbtProject instead.
@@ -120,6 +119,7 @@ class DbtProject:
         self.settings = settings or current()
         self.root = root or self.settings.project_dir
         self.kept: list[str] = []  # targets served by a parse an earlier process kept
+        self.parsed: list[str] = []  # targets dbt parsed for this project's calls
         self._shipped_keys: list[tuple] = []  # parses read from the shipped ones
 
     @property
@@ -155,6 +155,7 @@ class DbtProject:
             if not parsed.success or parsed.result is None:
                 return None, parsed
             manifest = parsed.result
+            self.parsed.append(target)
             if kept is not None:
                 dbt_parse.keep(kept, key, manifest)
         dbt_parse.remember(key, manifest)
@@ -199,13 +200,13 @@ class DbtProject:
         flags = self._flags()
         env = settings.dbt_env()
         env["PGOPTIONS"] = self.settings.limits.options() or ""
-        # What the parsed project depends on; the password and the runtime vars do not
-        # change it.
+        # What the parsed project depends on, as for the shipped parse: the target, the
+        # database name and the vars other than the runtime ones. Another login, host or
+        # port (a test's own role, a rotated user) reuses the parse.
         parse_key = (
             str(self.root),
             target,
-            tuple(sorted((k, v) for k, v in env.items() if "SECRET" not in k)),
-            json.dumps({k: v for k, v in (dbt_vars or {}).items() if k not in _RUNTIME_VARS}),
+            tuple(sorted(dbt_parse.parse_inputs(target, env, dbt_vars).items())),
             self._fingerprint(),
         )
         with _DBT_LOCK, scoped_environ(env):

@@ -151,16 +151,10 @@ def proxy(moto_endpoint):
 
 
 @pytest.fixture
-def databases(pg_server):
-    """A factory of databases on the test server, dropped after the test."""
-    made: list[PgSettings] = []
-
-    def make(prefix: str) -> PgSettings:
-        made.append(harness.create_database(pg_server, prefix))
-        return made[-1]
-
-    yield make
-    harness.drop_databases(pg_server, [s.dbname for s in made])
+def databases(new_database):
+    """A factory of databases on the test server, dropped after the test. Their names
+    are reused from test to test, and so is dbt's parse, which names the database."""
+    return new_database
 
 
 @pytest.fixture

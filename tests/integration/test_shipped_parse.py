@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -19,8 +20,10 @@ import pytest
 from dbt_project import dbt_parse
 from dbt_project.db import connect
 from dbt_project.dbt_parse import load_shipped_parse, ship_parse
+from dbt_project.dbt_runner import DbtProject
 from dbt_project.source_db import create_source_tables, load_sample_data
 from infra.layers import REPO_ROOT, common_sources
+from tests.lambda_helpers import login_role
 
 PROBE = "shipped_parse_probe"
 STAGING_MODEL = "models/staging/stg_shop__customers.sql"
@@ -48,16 +51,23 @@ def _copy_project(folder):
     return folder / "dbt"
 
 
-@pytest.fixture
-def project(tmp_path, source):
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory, source):
     """The dbt project as the common layer ships it: parsed for the source's database
-    name with the profile's default host and port, then moved (to where Lambda mounts
-    it, in Lambda) with new modification times."""
-    built = _copy_project(tmp_path / "build")
+    name with the profile's default host and port, the build's folder then removed."""
+    built = _copy_project(tmp_path_factory.mktemp("build"))
     ship_parse(built, "source", {"ETL_PG_DBNAME": source[0].dbname})
+    layer = tmp_path_factory.mktemp("layer") / "dbt"
+    shutil.move(built, layer)
+    return layer
+
+
+@pytest.fixture
+def project(tmp_path, shipped):
+    """A copy of the shipped project for one test to change at will, moved (to where
+    Lambda mounts it, in Lambda) with new modification times."""
     moved = tmp_path / "opt" / "dbt"
-    shutil.copytree(built, moved, copy_function=shutil.copyfile)
-    shutil.rmtree(built)
+    shutil.copytree(shipped, moved, copy_function=shutil.copyfile)
     return moved
 
 
@@ -172,3 +182,32 @@ def test_a_later_process_reads_the_parse_an_earlier_one_kept_until_a_file_change
     model.write_text(model.read_text().replace("\nfrom ", f",\n    1 as {PROBE}\nfrom ", 1))
     third = _extract(project, source, tmp_path, **work)
     assert third["kept"] == [] and PROBE in third["columns"]
+
+
+def test_another_login_or_host_for_the_same_database_reuses_this_process_s_parse(
+    source, pg_server, tmp_path, monkeypatch
+):
+    # given a checkout's project that this process parsed for the source database
+    settings, _ = source
+    project = _copy_project(tmp_path / "checkout")
+    monkeypatch.setenv("ETL_WORK_DIR", str(tmp_path / "work"))
+    model = ["run", "--select", "stg_shop__customers"]
+    first = DbtProject(root=project)
+    assert first.invoke(model, settings=settings, target="source").success
+    assert first.parsed == ["source"]
+    # when another login reaches the same database by another host name
+    role = login_role(pg_server, "second-login")
+    other = replace(settings.with_credentials(role, "second-login"), host="localhost")
+    second = DbtProject(root=project)
+    run = second.invoke(model, settings=other, target="source")
+    # then dbt did not parse again, and the model was built as that login
+    assert run.success and second.parsed == [] and second.kept == []
+    conn = connect(settings)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "select pg_get_userbyid(relowner) from pg_class c"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = 'etl' and c.relname = 'stg_shop__customers'"
+        )
+        assert cur.fetchone() == (role,)
+    conn.close()

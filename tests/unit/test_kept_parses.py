@@ -3,9 +3,13 @@ dbt and Python, and only the newest few kept."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dbt_project import dbt_parse
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -50,3 +54,18 @@ def test_only_the_newest_parses_are_kept(tmp_path):
     assert dbt_parse.read_kept(tmp_path, key(0)) is None
     newest = dbt_parse._KEPT_PARSES + 2
     assert dbt_parse.read_kept(tmp_path, key(newest)).nodes == {"n": newest}
+
+
+def test_the_project_reads_no_profile_setting_a_parse_is_not_keyed_on():
+    # A parse is reused for another login, host, port or TLS setting of the same
+    # database (dbt_parse.parse_inputs). That holds while no project file reads them:
+    # the target's name and the database name are in the key; nothing else is.
+    reads = re.compile(r"\btarget\.(\w+)|\benv_var\(")
+    found = {
+        (path.relative_to(ROOT).as_posix(), match.group(0))
+        for path in dbt_parse.parsed_files(ROOT)
+        if path.name != "profiles.yml" and path.suffix in (".sql", ".yml", ".yaml", ".md")
+        for match in reads.finditer(path.read_text(encoding="utf-8"))
+        if match.group(1) not in ("name", "database", "dbname")
+    }
+    assert not found, f"project files read profile settings a parse is not keyed on: {found}"
