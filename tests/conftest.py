@@ -29,21 +29,23 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # each is one unit; any other module is a unit of its own, so that its module fixtures
 # are set up once.
 _ONE_UNIT_PACKAGES = ("tests/infra/", "tests/sandbox/", "tests/faults/")
-# The longest units first, so that the last to start are short ones and neither worker
+# The longest units first, so that the last to start are short ones and no worker
 # idles at the end; anything unlisted follows in file order. Seconds on 2 busy cores.
 _LONGEST_FIRST = (
-    "tests/faults/",  # ~210: the nights, then every fault
-    "tests/sandbox/",  # ~120: the layers for this machine, the round trip as deployed
-    "tests/integration/test_dbt_project.py",  # ~100: windowed builds, sqlfluff
-    "tests/bench/",  # ~85 in four units: every benchmark case at a tiny size
-    "tests/integration/test_operations.py",
-    "tests/infra/",  # ~60: the Lambda layers, the syntheses, the scanners
-    "tests/integration/test_initializer.py",
-    "tests/integration/test_docs.py",
+    "tests/faults/",  # ~150: the nights, then every fault (much of it waiting)
+    "tests/infra/",  # ~80: the Lambda layers, the syntheses, the scanners
+    "tests/sandbox/",  # ~75: the layers for this machine, the round trip as deployed
+    "tests/integration/test_dbt_project.py",  # ~65: dbt as users run it, sqlfluff
+    "tests/bench/",  # ~100 in four units: every benchmark case at a tiny size
+    "tests/integration/test_pipeline.py",  # ~35 each, down to ~20
     "tests/integration/test_lambda.py",
+    "tests/integration/test_shipped_parse.py",
+    "tests/integration/test_operations.py",
+    "tests/integration/test_docs.py",
     "tests/integration/test_load.py",
+    "tests/integration/test_initializer.py",
     "tests/integration/test_overlapping_extracts.py",
-    "tests/integration/test_pipeline.py",
+    "tests/integration/test_lambda_operations.py",
 )
 
 

@@ -1,8 +1,9 @@
 """The dbt project on a real PostgreSQL: the sample data, the run-window property on
 data it has never seen, invalid vars, and the SQL lint.
 
-dbt runs as a subprocess of the interpreter running the tests, with the connection
-settings of a fresh database and its own target and log folders.
+dbt runs as a user runs it, a subprocess of the interpreter running the tests, with the
+connection settings of a fresh database and its own target and log folders; the
+run-window property runs it in this process, as the functions do.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from dbt_project.db import connect
+from dbt_project.dbt_runner import DbtProject
 from dbt_project.source_db import create_source_tables, load_sample_data
 from tests import reference
 from tests.integration._dbt_helpers import (
@@ -330,7 +331,7 @@ def rename_schema(settings, old: str, new: str) -> None:
 
 
 @pytest.mark.slow
-def test_windowed_builds_equal_full_builds_restricted_to_their_days(new_database, tmp_path):
+def test_windowed_builds_equal_full_builds_restricted_to_their_days(new_database):
     # given: the generated shop, whole in one schema and cut after each run_date in others
     settings = new_database("window")
     shop = generated_shop()
@@ -338,32 +339,31 @@ def test_windowed_builds_equal_full_builds_restricted_to_their_days(new_database
     for n, (run_date, _) in enumerate(WINDOWS):
         load_shop(settings, shop.through(run_date), f"shop_through_{n}")
 
+    # dbt runs in this process, as in the functions: one parse serves every windowed
+    # build (run_date and lookback_days are runtime vars), one more each cut source.
+    dbt = DbtProject()
     for n, (run_date, lookback_days) in enumerate(WINDOWS):
         # when: a windowed build over all the data (schema dev) and a full build of the
-        # cut data (target source, schema etl), side by side. The first windowed build
-        # runs the nightly command whole: data tests and unit tests under its vars too.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            windowed_run = pool.submit(
-                run_dbt,
-                ["build" if n == 0 else "run", "--selector", "extract"],
-                settings=settings,
-                work_dir=tmp_path / f"window_{n}",
-                dbt_vars={
-                    "source_schema": "shop_all",
-                    "run_date": run_date.isoformat(),
-                    "lookback_days": lookback_days,
-                },
-            )
-            full_run = pool.submit(
-                run_dbt,
-                ["run", "--selector", "extract"],
-                settings=settings,
-                work_dir=tmp_path / f"full_{n}",
-                dbt_vars={"source_schema": f"shop_through_{n}"},
-                target="source",
-            )
-            windowed_run.result().check()
-            full_run.result().check()
+        # cut data (target source, schema etl). The first windowed build runs the
+        # nightly command whole: data tests and unit tests under its vars too.
+        windowed_run = dbt.invoke(
+            ["build" if n == 0 else "run", "--selector", "extract"],
+            settings=settings,
+            target="dev",
+            dbt_vars={
+                "source_schema": "shop_all",
+                "run_date": run_date.isoformat(),
+                "lookback_days": lookback_days,
+            },
+        )
+        assert windowed_run.success, windowed_run.failures
+        full_run = dbt.invoke(
+            ["run", "--selector", "extract"],
+            settings=settings,
+            target="source",
+            dbt_vars={"source_schema": f"shop_through_{n}"},
+        )
+        assert full_run.success, full_run.failures
         rename_schema(settings, "dev", f"windowed_{n}")
         rename_schema(settings, "etl", f"full_{n}")
 
