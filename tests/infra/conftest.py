@@ -111,22 +111,30 @@ def base_context(lambda_layers, code_root) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def learning(base_context, tmp_path_factory) -> Synthesized:
-    """The default setup (retain=false)."""
-    return synthesize({**base_context, "retain": "false"}, tmp_path_factory.mktemp("cdk-learning"))
+def cdk_out(tmp_path_factory) -> Path:
+    """One cloud assembly folder for the session's syntheses. CDK copies an asset into
+    it once (the dependencies layer is some 7,000 files) and a later synthesis finds it
+    staged; each synthesis's template is read before the next one overwrites it."""
+    return tmp_path_factory.mktemp("cdk.out")
 
 
 @pytest.fixture(scope="session")
-def reserved(base_context, tmp_path_factory) -> Synthesized:
+def learning(base_context, cdk_out) -> Synthesized:
+    """The default setup (retain=false)."""
+    return synthesize({**base_context, "retain": "false"}, cdk_out)
+
+
+@pytest.fixture(scope="session")
+def reserved(base_context, cdk_out) -> Synthesized:
     """The default setup with both opt-ins: reserved concurrency and interface endpoints
     in every AZ (-c reserved_concurrency=true -c endpoints_in_every_az=true)."""
     return synthesize(
         {**base_context, "reserved_concurrency": "true", "endpoints_in_every_az": "true"},
-        tmp_path_factory.mktemp("cdk-reserved"),
+        cdk_out,
     )
 
 
 @pytest.fixture(scope="session")
-def kept(base_context, tmp_path_factory) -> Synthesized:
+def kept(base_context, cdk_out) -> Synthesized:
     """The kept setup (retain=true)."""
-    return synthesize({**base_context, "retain": "true"}, tmp_path_factory.mktemp("cdk-kept"))
+    return synthesize({**base_context, "retain": "true"}, cdk_out)

@@ -150,7 +150,7 @@ def test_its_properties_are_the_code_hashes_and_the_databases(learning):
 
 
 def test_a_code_change_changes_the_properties_so_the_upgrade_runs_again(
-    learning, base_context, code_root, tmp_path
+    learning, base_context, code_root, cdk_out, tmp_path
 ):
     # given the functions' code with one handler changed
     changed = tmp_path / "lambdas"
@@ -158,7 +158,7 @@ def test_a_code_change_changes_the_properties_so_the_upgrade_runs_again(
     handler = changed / "db_initializer" / "handler.py"
     handler.write_text(handler.read_text() + "\n# changed\n")
 
-    after = synthesize({**base_context, "lambdas_dir": str(changed)}, tmp_path / "out")
+    after = synthesize({**base_context, "lambdas_dir": str(changed)}, cdk_out)
 
     before_properties = upgrade(learning.raw)["Properties"]
     after_properties = upgrade(after.raw)["Properties"]

@@ -99,9 +99,9 @@ def test_acknowledgments_are_the_reviewed_ones_with_reasons(learning, kept):
         assert len(reason) >= 100, f"{path} {rule}: say why, for a reviewer"
 
 
-def test_the_gate_reports_an_insecure_addition(base_context, tmp_path):
+def test_the_gate_reports_an_insecure_addition(base_context, cdk_out):
     """Proof that the gate can fail: the real app plus two deliberately bad resources."""
-    app = build_test_app(base_context, tmp_path / "insecure")
+    app = build_test_app(base_context, cdk_out)
     stack = app.node.find_child(DEFAULT_STACK_NAME)
     s3.CfnBucket(stack, "UnloggedUnencryptedBucket")
     ec2.CfnSecurityGroup(
