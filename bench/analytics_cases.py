@@ -50,7 +50,7 @@ def case_night(ctx) -> Iterator[Row]:
             target=targets[days].url,
             stage=str(ctx.scratch / f"night-{days}"),
             day=shop.last_day.isoformat(),
-            repeats=ctx.sizes.repeats,
+            repeats=ctx.sizes.night_repeats,
         )
     reference = None
     for days, _, _ in shops:

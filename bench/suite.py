@@ -49,6 +49,8 @@ class Sizes:
     # Case 6: whole nights over these histories (days); case 7: analytics databases of
     # these many customers, with this many days of the day marts.
     night_days: tuple[int, int] = (60, 300)
+    # Rounds of case 6's nights: a night's time moves by a tenth between runs.
+    night_repeats: int = 5
     query_customers: tuple[int, int] = (250_000, 1_000_000)
     query_days: int = 300
 
@@ -85,6 +87,7 @@ TINY = Sizes(
     repeats=1,
     warm_extracts=0,
     night_days=(3, 6),
+    night_repeats=1,
     query_customers=(1_000, 2_000),
     query_days=10,
 )
