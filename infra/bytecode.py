@@ -3,7 +3,7 @@
 Lambda mounts layers read-only under /opt, where Python cannot cache what it compiles:
 a layer without ``.pyc`` files makes every cold start compile each module it imports
 from source. For the imports of a night (the package, dbt and what dbt imports) that
-is about 3.0 s instead of 1.4 s on the development machines. So the layers ship
+is about 3 s instead of 1.1-1.2 s (bench case 8). So the layers ship
 ``__pycache__`` compiled by a Python of the runtime's version, in unchecked-hash mode
 (a layer never changes, and unzipping does not keep modification times).
 """
@@ -28,14 +28,25 @@ def _version_of(executable: str) -> str | None:
     return done.stdout.strip()
 
 
+class WrongInterpreter(ValueError):
+    """The Python named to compile with is not one of the runtime's version."""
+
+
 def interpreter_for(python_version: str, given: str | None = None) -> str | None:
-    """A Python of ``python_version`` to compile with: ``given`` if it is one, else this
-    Python, ``python<version>`` on PATH or a pyenv install; None when there is none."""
+    """A Python of ``python_version`` to compile with: ``given``, which must be one,
+    else this Python, ``python<version>`` on PATH or a pyenv install; None when there
+    is none."""
     if given:
-        candidates = [given]
-    else:
-        pyenv = sorted(Path.home().glob(f".pyenv/versions/{python_version}.*/bin/python3"))
-        candidates = [sys.executable, shutil.which(f"python{python_version}"), *map(str, pyenv)]
+        found = _version_of(given)
+        if found != python_version:
+            what = f"is Python {found}" if found else "does not run as a Python"
+            raise WrongInterpreter(
+                f"--compile-with {given} {what}; the functions run Python {python_version}. "
+                f"Pass a Python {python_version}, or leave the option out."
+            )
+        return given
+    pyenv = sorted(Path.home().glob(f".pyenv/versions/{python_version}.*/bin/python3"))
+    candidates = [sys.executable, shutil.which(f"python{python_version}"), *map(str, pyenv)]
     return next((c for c in candidates if c and _version_of(c) == python_version), None)
 
 
@@ -52,6 +63,6 @@ def compile_tree(root: Path, interpreter: str) -> None:
 def missing_message(python_version: str) -> str:
     return (
         f"no Python {python_version} to compile the layers with: they carry sources only, "
-        f"and every cold start compiles what it imports (about 1.6 s). Install Python "
+        f"and every cold start compiles what it imports (about 2 s). Install Python "
         f"{python_version} (the functions' runtime) or pass --compile-with PATH, then rebuild."
     )

@@ -259,6 +259,10 @@ def build(
 ) -> LayerDirs:
     """Build both layers into ``out``, compiled to bytecode when a Python of
     ``python_version`` is at hand (``bytecode.py``), and record what they were built for."""
+    try:  # before anything is written: a wrong --compile-with leaves ``out`` as it was
+        interpreter = bytecode.interpreter_for(python_version, compile_with)
+    except bytecode.WrongInterpreter as error:
+        raise LayersNotBuilt(str(error)) from None
     layers = LayerDirs(out)
     out.mkdir(parents=True, exist_ok=True)
     layers.info_file.unlink(missing_ok=True)
@@ -269,7 +273,6 @@ def build(
         requirements=requirements,
     )
     build_common(layers.common, repo_root=repo_root)
-    interpreter = bytecode.interpreter_for(python_version, compile_with)
     for layer in (layers.dependencies, layers.common) if interpreter else ():
         bytecode.compile_tree(layer / "python", interpreter)
     info = {

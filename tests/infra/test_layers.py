@@ -24,6 +24,7 @@ from infra.layers import (
     RUNTIME_PROVIDED,
     SHIPPED_PARSES,
     LayersNotBuilt,
+    build,
     directory_size,
     pem_blocks_from_js,
     require_built,
@@ -109,6 +110,22 @@ def test_bytecode_is_used_without_looking_at_the_source(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     # then the bytecode ran: nothing was compiled at import
     assert out.stdout.strip() == "compiled", out.stderr
+
+
+def test_a_compiler_of_another_version_is_refused_before_anything_is_built(tmp_path):
+    # given layers already built in a folder
+    out = tmp_path / "layers"
+    out.mkdir()
+    (out / "build-info.json").write_text("{}")
+    # when the build is told to compile with a Python that is not the runtime's
+    with pytest.raises(LayersNotBuilt) as refused:
+        build(out, python_version="2.7", compile_with=sys.executable)
+    # then it says which version it got, which it needs, and what to do; nothing changed
+    this = "{}.{}".format(*sys.version_info[:2])
+    assert f"is Python {this}" in str(refused.value)
+    assert "run Python 2.7" in str(refused.value) and "Pass a Python 2.7" in str(refused.value)
+    assert [p.name for p in out.iterdir()] == ["build-info.json"]
+    assert (out / "build-info.json").read_text() == "{}"
 
 
 def test_common_layer_puts_the_project_at_opt_dbt(lambda_layers):

@@ -23,6 +23,7 @@ from dbt_project.dbt_parse import load_shipped_parse, ship_parse
 from dbt_project.dbt_runner import DbtProject
 from dbt_project.source_db import create_source_tables, load_sample_data
 from infra.layers import REPO_ROOT, common_sources
+from tests.integration._dbt_helpers import query
 from tests.lambda_helpers import login_role
 
 PROBE = "shipped_parse_probe"
@@ -202,12 +203,10 @@ def test_another_login_or_host_for_the_same_database_reuses_this_process_s_parse
     run = second.invoke(model, settings=other, target="source")
     # then dbt did not parse again, and the model was built as that login
     assert run.success and second.parsed == [] and second.kept == []
-    conn = connect(settings)
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "select pg_get_userbyid(relowner) from pg_class c"
-            " join pg_namespace n on n.oid = c.relnamespace"
-            " where n.nspname = 'etl' and c.relname = 'stg_shop__customers'"
-        )
-        assert cur.fetchone() == (role,)
-    conn.close()
+    owner = query(
+        settings,
+        "select pg_get_userbyid(relowner) as owner from pg_class c"
+        " join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = 'etl' and c.relname = 'stg_shop__customers'",
+    )
+    assert owner == [{"owner": role}]
