@@ -11,10 +11,13 @@ from datetime import timedelta
 
 from psycopg2 import sql
 
-from dbt_project.analytics_schema import ANALYTICS_SCHEMA, META_SCHEMA
-from dbt_project.load_sql import refresh_customer_totals
-from dbt_project.source_db import create_source_tables, history_bounds, load_sample_data
-from dbt_project.target_db import create_target_tables
+from dbt_project.facts.names import ANALYTICS_SCHEMA, LEDGER_SCHEMA
+from dbt_project.postgres.analytics_schema import create_analytics_tables, refresh_customer_totals
+from dbt_project.postgres.source_schema import (
+    create_source_tables,
+    history_bounds,
+    load_sample_data,
+)
 
 from . import child
 from .data import Night, ShopHistory, _fill, _params, build_shop, vacuum
@@ -115,7 +118,7 @@ def _analytics_database(ctx, customers: int):
     ctx.progress(f"queries: an analytics database of {customers:,} customers")
     with _connection(target) as conn:
         with conn:
-            create_target_tables(conn)
+            create_analytics_tables(conn)
         with conn, conn.cursor() as cur:
             for name in ("customer_analytics", "product_sales_summary", "daily_sales_summary"):
                 extracted_at = night.extracted_at if name == "customer_analytics" else None
@@ -128,7 +131,7 @@ def _analytics_database(ctx, customers: int):
                 sql.SQL(
                     "insert into {} select d, least(d::date + 1, %s::date), %s, gen_random_uuid() "
                     "from generate_series(%s::date, %s::date, interval '1 day') as g (d)"
-                ).format(sql.Identifier(META_SCHEMA, "day_versions")),
+                ).format(sql.Identifier(LEDGER_SCHEMA, "day_versions")),
                 (night.run_date, night.extracted_at, night.first_date, night.run_date),
             )
             cur.execute(refresh_customer_totals())

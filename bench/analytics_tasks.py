@@ -6,13 +6,13 @@ import time
 from datetime import date
 from pathlib import Path
 
-from dbt_project.db import PgSettings
+from dbt_project.postgres.connection import PgSettings
 
 _PLAN_DEPTH = 6
 
 
 def _database(url: str):
-    from dbt_project.db import Database
+    from dbt_project.postgres.connection import Database
 
     return Database.from_settings(PgSettings.from_url(url))
 
@@ -33,7 +33,7 @@ def _plan_path(cur, query: str) -> str:
 
 
 def _time_queries(url: str, repeats: int) -> list[dict]:
-    from dbt_project.demo import EXAMPLE_QUERIES
+    from dbt_project.local.demo import EXAMPLE_QUERIES
 
     conn = _database(url).connection()
     timed = []
@@ -59,9 +59,9 @@ def _time_queries(url: str, repeats: int) -> list[dict]:
 def analytics_side(target: str, run_date: str, repeats: int) -> dict:
     """Build the views, time the nightly analytics tests (warm: the first call parses),
     then the four example queries, each the fastest of ``repeats``."""
-    from dbt_project.dbt_runner import DbtProject, raise_for_failures
-    from dbt_project.load import LoadResult
-    from dbt_project.pipeline import invoke_dbt, test_analytics
+    from dbt_project.dbt_runner.runner import DbtProject, raise_for_failures
+    from dbt_project.load.load import LoadResult
+    from dbt_project.pipeline import Pipeline, invoke_dbt
 
     database, dbt = _database(target), DbtProject()
     run = invoke_dbt(
@@ -69,7 +69,9 @@ def analytics_side(target: str, run_date: str, repeats: int) -> dict:
     )
     raise_for_failures(run, "building the analytic views")
     night = LoadResult("bench", "bench", date.fromisoformat(run_date), "loaded")
-    tests = [test_analytics(target=database, dbt=dbt, loads=[night]) for _ in range(1 + repeats)]
+    tests = [
+        Pipeline(dbt=dbt, analytics=database).test_analytics([night]) for _ in range(1 + repeats)
+    ]
     if not all(t.passed for t in tests):
         raise RuntimeError(f"the analytics tests failed: {tests[0].failures}")
     queries = _time_queries(target, repeats)
@@ -82,26 +84,27 @@ def nights(source: str, target: str, stage: str, day: str, repeats: int) -> dict
     """The whole history in one full-refresh night and one settling night, then
     ``repeats`` nights of ``day`` (extract, load, analytics tests) in the same process;
     reports each warm night."""
-    from dbt_project.dbt_runner import DbtProject
-    from dbt_project.pipeline import init, run_night
+    from dbt_project.dbt_runner.runner import DbtProject
+    from dbt_project.pipeline import Pipeline
+    from dbt_project.request import NightRequest, parse_date
     from dbt_project.stage import LocalStage
 
-    source_db, target_db, dbt = _database(source), _database(target), DbtProject()
-    init(source=source_db, target=target_db, dbt=dbt)
-    common = {
-        "source": source_db,
-        "target": target_db,
-        "stage": LocalStage(Path(stage)),
-        "dbt": dbt,
-    }
-    run_night(day, **common, full_refresh=True, run_tests=False, freshness_gate=False)
+    parts = Pipeline(
+        dbt=DbtProject(),
+        source=_database(source),
+        analytics=_database(target),
+        stage=LocalStage(Path(stage)),
+    )
+    parts.init()
+    run_date = parse_date(day)
+    parts.run_night(NightRequest(run_date, full_refresh=True), run_tests=False)
     # The first night after a full refresh sums its customers' history once to settle
     # them (int_customer_settled); the nights after it, as every night in operation,
     # find them settled. That first night is not timed.
-    run_night(day, **common, lookback_days=2, run_tests=False, freshness_gate=False)
+    parts.run_night(NightRequest(run_date, lookback_days=2), run_tests=False)
     made = []
     for _ in range(max(1, repeats)):
-        night = run_night(day, **common, lookback_days=2, freshness_gate=False)
+        night = parts.run_night(NightRequest(run_date, lookback_days=2))
         if not night.tests.passed:
             raise RuntimeError(f"the analytics tests failed: {night.tests.failures}")
         made.append(
@@ -113,8 +116,8 @@ def nights(source: str, target: str, stage: str, day: str, repeats: int) -> dict
                 "rows": sum(night.extract.rows.values()),
             }
         )
-    source_db.close()
-    target_db.close()
+    parts.source.close()
+    parts.analytics.close()
     best = min(made, key=lambda n: n["seconds"])
     return {"rows": best["rows"], "seconds": best["seconds"], "nights": made, "best": best}
 
@@ -157,12 +160,12 @@ def cold_night(source: str, stage: str, day: str, warm: int) -> dict:
 
 
 def ship_project(folder: str, dbname: str) -> dict:
-    """The dbt project as the common layer ships it (``infra/layers.py``): its files
+    """The dbt project as the common layer ships it (``infra/packaging/layers.py``): its files
     under ``folder``, with dbt's parse for the target ``source`` on database ``dbname``."""
     import shutil
 
-    from dbt_project.dbt_parse import ship_parse
-    from infra.layers import REPO_ROOT, common_sources
+    from dbt_project.dbt_runner.parse_cache import ship_parse
+    from infra.packaging.layers import REPO_ROOT, common_sources
 
     root = Path(folder)
     for relative, path in common_sources(REPO_ROOT):

@@ -13,14 +13,11 @@ from datetime import UTC, date, datetime, timedelta
 
 from psycopg2 import sql
 
-from dbt_project.analytics_schema import (
-    ANALYTICS_SCHEMA,
-    EXTRA_COLUMNS,
-    META_SCHEMA,
-    REQUIRED_TABLES,
-)
-from dbt_project.contracts import MARTS, contract
-from dbt_project.source_db import create_source_tables
+from dbt_project.contract.ownership import REQUIRED_TABLES
+from dbt_project.contract.tables import contract
+from dbt_project.facts.names import ANALYTICS_SCHEMA, LEDGER_SCHEMA, MARTS
+from dbt_project.postgres.analytics_schema import EXTRA_COLUMNS
+from dbt_project.postgres.source_schema import create_source_tables
 
 REGIONS = ("北海道", "東北", "関東", "東京", "中部", "近畿", "大阪", "中国", "四国", "九州")
 CATEGORIES = ("飲料", "食品", "家電", "本", "衣料", "玩具", "日用品", "化粧品")
@@ -183,7 +180,8 @@ def prepare_target(conn, night: Night, scenario: str) -> None:
         raise ValueError(f"unknown scenario {scenario!r}")
     marts = [sql.Identifier(ANALYTICS_SCHEMA, n) for n in MARTS]
     meta = [
-        sql.Identifier(META_SCHEMA, n) for n in ("load_ledger", "day_versions", "removed_customers")
+        sql.Identifier(LEDGER_SCHEMA, n)
+        for n in ("load_ledger", "day_versions", "removed_customers")
     ]
     with conn, conn.cursor() as cur:
         cur.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(marts + meta)))

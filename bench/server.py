@@ -17,8 +17,8 @@ from pathlib import Path
 
 from psycopg2 import sql
 
-from dbt_project import local_pg
-from dbt_project.db import PgSettings, connect
+from dbt_project.local import server as local_pg
+from dbt_project.postgres.connection import PgSettings, connect
 
 
 @contextmanager

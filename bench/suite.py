@@ -14,13 +14,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from dbt_project.analytics_schema import REQUIRED_TABLES
-from dbt_project.db import PgSettings, connect
-from dbt_project.layout import manifest_key
-from dbt_project.source_db import create_source_tables, history_bounds, load_sample_data
+from dbt_project.contract.ownership import REQUIRED_TABLES
+from dbt_project.extract.unload import Relation, unload_night
+from dbt_project.facts.stage_layout import manifest_key
+from dbt_project.postgres.analytics_schema import create_analytics_tables
+from dbt_project.postgres.connection import PgSettings, connect
+from dbt_project.postgres.source_schema import (
+    create_source_tables,
+    history_bounds,
+    load_sample_data,
+)
 from dbt_project.stage import LocalStage
-from dbt_project.target_db import create_target_tables
-from dbt_project.unload import Relation, unload_night
 
 from . import child
 from .analytics_cases import case_cold, case_night, case_queries
@@ -116,7 +120,7 @@ class Context:
         if self._target is None:
             self._target = self.databases.new("analytics")
             with _connection(self._target) as conn, conn:
-                create_target_tables(conn)
+                create_analytics_tables(conn)
         return self._target
 
     def night_schema(self, night: Night) -> str:

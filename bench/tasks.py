@@ -18,13 +18,15 @@ from pathlib import Path
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from dbt_project.analytics_schema import ANALYTICS_SCHEMA, EXTRA_COLUMNS, REQUIRED_TABLES
-from dbt_project.contracts import MARTS, contract
-from dbt_project.db import PgSettings, connect
-from dbt_project.load import load_manifest
-from dbt_project.manifest import Manifest
+from dbt_project.contract.manifest import Manifest
+from dbt_project.contract.ownership import REQUIRED_TABLES
+from dbt_project.contract.tables import contract
+from dbt_project.extract.unload import Relation
+from dbt_project.facts.names import ANALYTICS_SCHEMA, MARTS
+from dbt_project.load.load import load_manifest
+from dbt_project.postgres.analytics_schema import EXTRA_COLUMNS
+from dbt_project.postgres.connection import PgSettings, connect
 from dbt_project.stage import LocalStage
-from dbt_project.unload import Relation
 
 # The tasks of cases 6-8 live apart; the child finds every task here.
 from .analytics_tasks import analytics_side, cold_night, nights, ship_project  # noqa: F401
@@ -178,7 +180,7 @@ def unload_project(
     source: str, schema: str, stage: str, run_date: str, lookback_days: int, extracted_at: str
 ) -> dict:
     """The project's unload of one night: five files (COPY, gzip, SHA-256), manifest last."""
-    from dbt_project.unload import unload_night
+    from dbt_project.extract.unload import unload_night
 
     conn = _connect(source)
     relations = {name: Relation(schema, name) for name in REQUIRED_TABLES}
@@ -262,7 +264,7 @@ class _ParseTimer:
 
     def __init__(self):
         self.seconds = 0.0
-        from dbt_project import dbt_parse
+        from dbt_project.dbt_runner import parse_cache as dbt_parse
 
         dbt_parse.load_shipped_parse = self._timed(dbt_parse.load_shipped_parse)
         try:
@@ -297,9 +299,10 @@ def extract_calls(source: str, stage: str, days: list[str], lookback_days: int) 
     calls are warm, as in a warm Lambda or a backfill. Reports per call the dbt part
     (parse, node execution by type, the rest) and the unload part.
     """
-    from dbt_project.db import Database
-    from dbt_project.dbt_runner import DbtProject
-    from dbt_project.pipeline import extract
+    from dbt_project.dbt_runner.runner import DbtProject
+    from dbt_project.pipeline import Pipeline
+    from dbt_project.postgres.connection import Database
+    from dbt_project.request import NightRequest, parse_date
 
     started = time.perf_counter()
     import dbt.cli.main  # noqa: F401 - timed: every cold start pays it
@@ -311,13 +314,8 @@ def extract_calls(source: str, stage: str, days: list[str], lookback_days: int) 
     calls = []
     for day in days:
         shipped = len(project.shipped)
-        result = extract(
-            day,
-            source=database,
-            stage=LocalStage(Path(stage)),
-            dbt=project,
-            lookback_days=lookback_days,
-        )
+        parts = Pipeline(dbt=project, source=database, stage=LocalStage(Path(stage)))
+        result = parts.extract(NightRequest(parse_date(day), lookback_days=lookback_days))
         calls.append(
             {
                 "day": day,
@@ -340,6 +338,6 @@ def extract_calls(source: str, stage: str, days: list[str], lookback_days: int) 
 
 
 def _target_path(target: str) -> Path:
-    from dbt_project.dbt_runner import DbtProject
+    from dbt_project.dbt_runner.runner import DbtProject
 
     return DbtProject().target_path(target)

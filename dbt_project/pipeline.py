@@ -1,6 +1,8 @@
-"""The nightly job: extract (dbt build + unload) and load, for one day or a range.
+"""The nightly job: extract (dbt build + unload) and load, for one night or a range.
 
-The CLI and the Lambda handlers call these functions and nothing deeper.
+A ``Pipeline`` is what a night runs on: the source and analytics databases, the stage
+between them and the dbt project. The CLI, the demo and the Lambda handlers build one
+and call its methods, and nothing deeper.
 """
 
 from __future__ import annotations
@@ -10,22 +12,32 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from .business_calendar import DEFAULT_LOOKBACK_DAYS, date_range
-from .db import Database
-from .dbt_runner import DbtProject, credentials_refused, raise_for_failures
-from .errors import DataTestsFailed
-from .extract import ExtractResult, extract, invoke_dbt
-from .load import LoadResult, load_manifest
-from .logins import create_extract_login, create_load_login
-from .settings import DEFAULT_GZIP_LEVEL
-from .source_db import create_source_tables, load_sample_data, source_is_empty
-from .stage import Stage
-from .target_db import create_roles, create_target_tables, set_reader_password
+from dbt_project.dbt_runner import DbtProject, credentials_refused, invoke_dbt, raise_for_failures
+from dbt_project.errors import ConfigError, DataTestsFailed
+from dbt_project.extract import ExtractResult, extract
+from dbt_project.facts.names import ANALYTICS_TARGET
+from dbt_project.load import LoadResult, load_manifest
+from dbt_project.postgres import Database
+from dbt_project.postgres.analytics_schema import (
+    create_analytics_tables,
+    create_roles,
+    set_reader_password,
+)
+from dbt_project.postgres.logins import create_extract_login, create_load_login
+from dbt_project.postgres.source_schema import (
+    create_source_tables,
+    load_sample_data,
+    source_is_empty,
+)
+from dbt_project.request import BackfillRequest, NightRequest
+from dbt_project.settings import DEFAULT_GZIP_LEVEL
+from dbt_project.stage import Stage
 
 ANALYTICS_SELECTOR = "analytics_side"
 # After a night: only the days its window's nights wrote, and no test that repeats a
 # constraint of the loaded tables (selectors.yml).
 NIGHTLY_ANALYTICS_SELECTOR = "analytics_nightly"
+SOURCE_HAS_ROWS = "the source tables already hold rows: no sample data was added"
 
 
 @dataclass
@@ -44,41 +56,23 @@ class NightResult:
     seconds: float
 
 
-def load(
-    *, target: Database, stage: Stage, manifest: str, time_limit_ms: int | None = None
-) -> LoadResult:
-    return load_manifest(target.connection(), stage, manifest, time_limit_ms=time_limit_ms)
+@dataclass
+class InitResult:
+    sample_rows: dict[str, int] | None
+    views_built: int
+    # Why no sample rows were added, when they were asked for.
+    sample_note: str | None = None
 
 
 def _tested_window(loads: Sequence[LoadResult]) -> dict[str, object] | None:
     """run_date and lookback_days spanning the loads' nights (the days each wrote carry
-    its run date in etl.day_versions); None (every row) when there is none or one of
-    them was a full refresh, which owns every day."""
+    its run date in the ledger's day versions); None (every row) when there is none or
+    one of them was a full refresh, which owns every day."""
     if not loads or any(load.full_refresh for load in loads):
         return None
     last = max(load.run_date for load in loads)
     first = min(load.run_date for load in loads)
     return {"run_date": last.isoformat(), "lookback_days": (last - first).days + 1}
-
-
-def test_analytics(
-    *, target: Database, dbt: DbtProject, loads: Sequence[LoadResult] = ()
-) -> AnalyticsTests:
-    """The data tests of the analytics side, run against the loaded tables and views:
-    after ``loads``, only what their nights wrote; without them, every row."""
-    started = time.perf_counter()
-    window = _tested_window(loads)
-    selector = ANALYTICS_SELECTOR if window is None else NIGHTLY_ANALYTICS_SELECTOR
-    run = invoke_dbt(
-        dbt, target, ["test", "--selector", selector], target="analytics", dbt_vars=window
-    )
-    if credentials_refused(run):  # not the data's fault: say what it is
-        raise_for_failures(run, "the analytics-side dbt tests")
-    return AnalyticsTests(
-        passed=run.success,
-        failures=[str(f) for f in run.failures],
-        seconds=time.perf_counter() - started,
-    )
 
 
 def raise_for_analytics(tests: AnalyticsTests | None) -> None:
@@ -91,114 +85,128 @@ def raise_for_analytics(tests: AnalyticsTests | None) -> None:
         )
 
 
-def run_night(
-    run_date: date | str,
-    *,
-    source: Database,
-    target: Database,
-    stage: Stage,
-    dbt: DbtProject,
-    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
-    run_tests: bool = True,
-    gzip_level: int = DEFAULT_GZIP_LEVEL,
-    earlier_loads: Sequence[LoadResult] = (),
-    **extract_options,
-) -> NightResult:
-    """Extract, load and test one day; ``extract_options`` go to ``extract`` (trigger,
-    freshness_gate, full_refresh). The tests also cover ``earlier_loads`` (a backfill's
-    nights before this one)."""
-    started = time.perf_counter()
-    extracted = extract(
-        run_date,
-        source=source,
-        stage=stage,
-        dbt=dbt,
-        lookback_days=lookback_days,
-        gzip_level=gzip_level,
-        **extract_options,
-    )
-    loaded = load(target=target, stage=stage, manifest=extracted.manifest_key)
-    tests = None
-    if run_tests:
-        tests = test_analytics(target=target, dbt=dbt, loads=[*earlier_loads, loaded])
-    return NightResult(extracted.run_date, extracted, loaded, tests, time.perf_counter() - started)
-
-
-def backfill(
-    start: date | str,
-    end: date | str,
-    *,
-    source: Database,
-    target: Database,
-    stage: Stage,
-    dbt: DbtProject,
-    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
-    limit: int | None = None,
-    run_tests: bool = True,
-    gzip_level: int = DEFAULT_GZIP_LEVEL,
-) -> Iterator[NightResult]:
-    """Every day in order; the analytics tests run once, after the last day."""
-    days = date_range(start, end, limit=limit)
-    loads: list[LoadResult] = []
-    for index, day in enumerate(days):
-        last = index == len(days) - 1
-        night = run_night(
-            day,
-            source=source,
-            target=target,
-            stage=stage,
-            dbt=dbt,
-            lookback_days=lookback_days,
-            run_tests=run_tests and last,
-            gzip_level=gzip_level,
-            earlier_loads=loads,
-        )
-        loads.append(night.load)
-        yield night
-
-
 @dataclass
-class InitResult:
-    sample_rows: dict[str, int] | None
-    views_built: int
-    # Why no sample rows were added, when they were asked for.
-    sample_note: str | None = None
+class Pipeline:
+    """The parts a night runs on. A part a command does not use may be None (``etl
+    extract`` has no analytics database); asking for it then says which is missing."""
 
+    dbt: DbtProject | None = None
+    source: Database | None = None
+    analytics: Database | None = None
+    stage: Stage | None = None
+    gzip_level: int = DEFAULT_GZIP_LEVEL
 
-SOURCE_HAS_ROWS = "the source tables already hold rows: no sample data was added"
+    def _part(self, name: str):
+        part = getattr(self, name)
+        if part is None:
+            raise ConfigError(f"this command needs the {name} (none was given)")
+        return part
 
+    def extract(self, request: NightRequest) -> ExtractResult:
+        return extract(
+            request,
+            source=self._part("source"),
+            stage=self._part("stage"),
+            dbt=self._part("dbt"),
+            gzip_level=self.gzip_level,
+        )
 
-def init(
-    *,
-    source: Database,
-    target: Database,
-    dbt: DbtProject,
-    sample_data: bool = False,
-    sample_end_date: date | None = None,
-    source_schema: str = "public",
-    reader_password: str | None = None,
-) -> InitResult:
-    """Create what is missing on both sides; never deletes or overwrites operational rows.
+    def load(self, manifest_key: str, *, time_limit_ms: int | None = None) -> LoadResult:
+        return load_manifest(
+            self._part("analytics").connection(),
+            self._part("stage"),
+            manifest_key,
+            time_limit_ms=time_limit_ms,
+        )
 
-    Sample rows go only into a source whose tables are all empty, so a real shop's data
-    is never mixed with them; ``sample_end_date`` moves the sample history to end then.
-    """
-    inserted, note = None, None
-    conn = source.connection()
-    with conn:
-        create_source_tables(conn, source_schema)
-        if sample_data and source_is_empty(conn, source_schema):
-            inserted = load_sample_data(conn, source_schema, end_date=sample_end_date)
-        elif sample_data:
-            note = SOURCE_HAS_ROWS
-        create_extract_login(conn, source.settings.dbname, source_schema)
-    conn = target.connection()
-    with conn:
-        create_target_tables(conn)
-        create_roles(conn, target.settings.dbname)
-        create_load_login(conn, target.settings.dbname)
-        if reader_password:
-            set_reader_password(conn, reader_password)
-    run = invoke_dbt(dbt, target, ["run", "--select", "path:models/analytics"], target="analytics")
-    raise_for_failures(run, "building the analytic views")
-    return InitResult(inserted, run.models, note)
+    def test_analytics(self, loads: Sequence[LoadResult] = ()) -> AnalyticsTests:
+        """The data tests of the analytics side, run against the loaded tables and views:
+        after ``loads``, only what their nights wrote; without them, every row."""
+        started = time.perf_counter()
+        window = _tested_window(loads)
+        selector = ANALYTICS_SELECTOR if window is None else NIGHTLY_ANALYTICS_SELECTOR
+        run = invoke_dbt(
+            self._part("dbt"),
+            self._part("analytics"),
+            ["test", "--selector", selector],
+            target=ANALYTICS_TARGET,
+            dbt_vars=window,
+        )
+        if credentials_refused(run):  # not the data's fault: say what it is
+            raise_for_failures(run, "the analytics-side dbt tests")
+        return AnalyticsTests(
+            passed=run.success,
+            failures=[str(f) for f in run.failures],
+            seconds=time.perf_counter() - started,
+        )
+
+    def run_night(
+        self,
+        request: NightRequest,
+        *,
+        run_tests: bool = True,
+        earlier_loads: Sequence[LoadResult] = (),
+    ) -> NightResult:
+        """Extract, load and test one night. The tests also cover ``earlier_loads`` (a
+        backfill's nights before this one)."""
+        started = time.perf_counter()
+        extracted = self.extract(request)
+        loaded = self.load(extracted.manifest_key)
+        tests = None
+        if run_tests:
+            tests = self.test_analytics([*earlier_loads, loaded])
+        return NightResult(
+            extracted.run_date, extracted, loaded, tests, time.perf_counter() - started
+        )
+
+    def backfill(
+        self, request: BackfillRequest, *, run_tests: bool = True
+    ) -> Iterator[NightResult]:
+        """Every night in order; the analytics tests run once, after the last one."""
+        nights = request.nights()
+        loads: list[LoadResult] = []
+        for index, night_request in enumerate(nights):
+            last = index == len(nights) - 1
+            night = self.run_night(night_request, run_tests=run_tests and last, earlier_loads=loads)
+            loads.append(night.load)
+            yield night
+
+    def init(
+        self,
+        *,
+        sample_data: bool = False,
+        sample_end_date: date | None = None,
+        source_schema: str = "public",
+        reader_password: str | None = None,
+    ) -> InitResult:
+        """Create what is missing on both sides; never deletes or overwrites operational rows.
+
+        Sample rows go only into a source whose tables are all empty, so a real shop's
+        data is never mixed with them; ``sample_end_date`` moves the sample history to
+        end then.
+        """
+        source, analytics = self._part("source"), self._part("analytics")
+        inserted, note = None, None
+        conn = source.connection()
+        with conn:
+            create_source_tables(conn, source_schema)
+            if sample_data and source_is_empty(conn, source_schema):
+                inserted = load_sample_data(conn, source_schema, end_date=sample_end_date)
+            elif sample_data:
+                note = SOURCE_HAS_ROWS
+            create_extract_login(conn, source.settings.dbname, source_schema)
+        conn = analytics.connection()
+        with conn:
+            create_analytics_tables(conn)
+            create_roles(conn, analytics.settings.dbname)
+            create_load_login(conn, analytics.settings.dbname)
+            if reader_password:
+                set_reader_password(conn, reader_password)
+        run = invoke_dbt(
+            self._part("dbt"),
+            analytics,
+            ["run", "--select", "path:models/analytics"],
+            target=ANALYTICS_TARGET,
+        )
+        raise_for_failures(run, "building the analytic views")
+        return InitResult(inserted, run.models, note)

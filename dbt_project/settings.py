@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from dbt_project.errors import ConfigError
 
 # Lambda's sandbox: /tmp is the only writable place.
 LAMBDA_WORK_DIR = Path("/tmp/etl")  # noqa: S108
@@ -79,7 +79,7 @@ class Settings:
     dbt_log_path: Path | None = None
     # The `etl` command's defaults for its flags.
     source_url: str | None = None
-    target_url: str | None = None
+    analytics_url: str | None = None
     stage: str | None = None
     # The local development server.
     local_pg_url: str | None = None
@@ -126,7 +126,8 @@ class Settings:
             dbt_target_path=env.path("DBT_TARGET_PATH"),
             dbt_log_path=env.path("DBT_LOG_PATH"),
             source_url=env.text("ETL_SOURCE_URL"),
-            target_url=env.text("ETL_TARGET_URL"),
+            # ETL_TARGET_URL: the name before "target" was left to dbt's targets.
+            analytics_url=env.text("ETL_ANALYTICS_URL") or env.text("ETL_TARGET_URL"),
             stage=env.text("ETL_STAGE"),
             local_pg_url=env.text("ETL_PG_URL"),
             local_pg_port=env.integer(
@@ -136,7 +137,7 @@ class Settings:
             function_sslmode=env.text("ETL_PG_SSLMODE") or DEFAULT_FUNCTION_SSLMODE,
             sslrootcert=env.path("ETL_PG_SSLROOTCERT"),
             region=env.text("AWS_REGION") or env.text("AWS_DEFAULT_REGION"),
-            endpoints=tuple((prefix, env.endpoint(prefix)) for prefix in ("SOURCE", "TARGET")),
+            endpoints=tuple((prefix, env.endpoint(prefix)) for prefix in ("SOURCE", "ANALYTICS")),
             extract_function=env.text("EXTRACT_FUNCTION_NAME"),
             reader_secret_arn=env.text("READER_SECRET_ARN"),
             run_reports_topic=env.text("RUN_REPORTS_TOPIC_ARN"),
@@ -149,7 +150,7 @@ class Settings:
         )
 
     def endpoint(self, prefix: str) -> DbEndpoint:
-        """The ``SOURCE`` or ``TARGET`` database of a function, or why it is not set."""
+        """The ``SOURCE`` or ``ANALYTICS`` database of a function, or why it is not set."""
         found = dict(self.endpoints).get(prefix, f"{prefix}_DB_HOST")
         if isinstance(found, str):
             raise ConfigError(f"the function's environment lacks {found}; redeploy the stack")

@@ -26,7 +26,7 @@ from typing import Any
 
 from aws_cdk import App, Environment
 
-from infra.layers import DEFAULT_OUT, REPO_ROOT, LayersNotBuilt, require_built
+from infra.packaging.layers import DEFAULT_OUT, REPO_ROOT, LayersNotBuilt, require_built
 from infra.stack import EtlSettings, EtlStack
 
 DEFAULT_STACK_NAME = "ShopEtl"

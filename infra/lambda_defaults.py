@@ -4,10 +4,10 @@ from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 
-from dbt_project import metric_names
-from infra.layers import RDS_CA_BUNDLE
+from dbt_project.facts import metric_names
+from infra.packaging.layers import RDS_CA_BUNDLE
 
-# Must match the platform the layers are built for (infra/layers.py); a test checks it.
+# Must match the platform the layers are built for (infra/packaging/layers.py); a test checks it.
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.ARM_64
 

@@ -1,16 +1,12 @@
 """The functions' own CloudWatch metrics, as the stack's alarms and dashboard read them.
 
-The names come from ``dbt_project.metric_names``, the list the handlers emit from.
+The names come from ``dbt_project.facts.metric_names``, the list the handlers emit from.
 """
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 
-from dbt_project import metric_names
-
-# dbt_project.contracts.MARTS: the CDK app cannot import that module (it loads psycopg2
-# and PyYAML, which the infra extra does not install); a test keeps the two equal.
-MARTS = ("customer_analytics", "product_sales_summary", "daily_sales_summary")
+from dbt_project.facts import metric_names
 
 DEFAULT_PERIOD = Duration.minutes(5)
 

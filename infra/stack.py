@@ -7,7 +7,7 @@ from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
-from dbt_project.roles import EXTRACT_LOGIN, LOAD_LOGIN
+from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from infra.constructs.analytics_upgrade import AnalyticsUpgrade
 from infra.constructs.dashboard import Dashboard
 from infra.constructs.databases import Databases
@@ -17,7 +17,7 @@ from infra.constructs.network import Network
 from infra.constructs.run_reports import RunReports
 from infra.constructs.schedule import NightlySchedule
 from infra.constructs.stage_bucket import StageBucket
-from infra.layers import LayerDirs
+from infra.packaging.layers import LayerDirs
 
 
 @dataclass(frozen=True)

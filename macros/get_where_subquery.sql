@@ -97,7 +97,7 @@
     {%- if target.name != 'analytics' or window.run_date is none -%}
         {%- do return('true') -%}
     {%- endif -%}
-    {#- The ledger's schema, dbt_project.analytics_schema.META_SCHEMA. An array, so that
+    {#- The ledger's schema, dbt_project.facts.names.LEDGER_SCHEMA. An array, so that
         the day's index serves the lookup rather than a semi-join planned as a scan. -#}
     {%- do return(
         column ~ ' = any(array(select distinct ' ~ of_day ~ ' from etl.day_versions'

@@ -4,7 +4,8 @@
     python scripts/build_layers.py --out DIR --platform manylinux2014_x86_64 --python-version 3.11
     python scripts/build_layers.py --lock            # re-pin requirements/lambda.txt
 
-The logic lives in infra/layers.py (and infra/bytecode.py); this file is its command line.
+The logic lives in infra/packaging/ (layers.py, bytecode.py); this file is its command
+line.
 Needs pip's index and npm (the Amazon RDS CA bundle comes from a checksum-pinned npm
 tarball).
 """
@@ -18,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra import bytecode  # noqa: E402
-from infra.layers import (  # noqa: E402
+from infra.packaging import bytecode  # noqa: E402
+from infra.packaging.layers import (  # noqa: E402
     DEFAULT_OUT,
     LAMBDA_PIP_PLATFORM,
     LAMBDA_PYTHON_VERSION,

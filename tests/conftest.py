@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from psycopg2 import sql
 
-from dbt_project import local_pg
-from dbt_project.db import PgSettings, connect
+from dbt_project.local import server as local_pg
+from dbt_project.postgres.connection import PgSettings, connect
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -135,7 +135,7 @@ def pg_server(tmp_path_factory) -> PgSettings:
 
 # Database names in use by this process. A name is reused once its database is dropped:
 # dbt's parse depends on the database name, and the process keeps its parses
-# (dbt_project.dbt_parse), so a later test on a reused name does not parse again.
+# (dbt_project.dbt_runner.parse_cache), so a later test on a reused name does not parse again.
 _NAMES_IN_USE: set[str] = set()
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
@@ -251,14 +251,15 @@ def aws(new_database, s3_bucket, monkeypatch, tmp_path, pg_server):
     Manager, a stage bucket, Powertools configured, and no object cached from before."""
     import boto3
 
-    from dbt_project import lambda_app, observability
+    from dbt_project.aws import handlers as lambda_app
+    from dbt_project.aws import observability
     from tests.lambda_helpers import login_role
 
     source, target = new_database("src"), new_database("tgt")
     user = login_role(pg_server, "first-password")
     secrets = boto3.client("secretsmanager")
     arns = {}
-    for prefix, settings in (("SOURCE", source), ("TARGET", target)):
+    for prefix, settings in (("SOURCE", source), ("ANALYTICS", target)):
         arns[prefix] = secrets.create_secret(
             Name=f"{prefix.lower()}-{uuid.uuid4().hex[:6]}",
             SecretString=json.dumps({"username": user, "password": "first-password"}),

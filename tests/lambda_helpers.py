@@ -14,7 +14,7 @@ from urllib.parse import quote_plus
 
 from psycopg2 import sql
 
-from dbt_project.db import connect
+from dbt_project.postgres.connection import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,13 +6,14 @@ from datetime import date, datetime
 
 from psycopg2 import sql
 
-from dbt_project.analytics_schema import ANALYTICS_SCHEMA, META_SCHEMA, REQUIRED_TABLES
-from dbt_project.contracts import contract
-from dbt_project.db import Database, PgSettings, connect
-from dbt_project.dbt_runner import DbtProject
-from dbt_project.pipeline import init
-from dbt_project.source_db import create_source_tables
-from dbt_project.unload import Relation, unload_night
+from dbt_project.contract.ownership import REQUIRED_TABLES
+from dbt_project.contract.tables import contract
+from dbt_project.dbt_runner.runner import DbtProject
+from dbt_project.extract.unload import Relation, unload_night
+from dbt_project.facts.names import ANALYTICS_SCHEMA, LEDGER_SCHEMA
+from dbt_project.pipeline import Pipeline
+from dbt_project.postgres.connection import Database, PgSettings, connect
+from dbt_project.postgres.source_schema import create_source_tables
 from tests.datagen import Shop
 
 BUILD_SCHEMA = "etl"
@@ -29,11 +30,11 @@ def initialised_shop(
     conn.commit()
     Shop(conn, seed=seed).history(first, last)
     conn.close()
-    init(
-        source=Database.from_settings(source),
-        target=Database.from_settings(target),
+    Pipeline(
         dbt=dbt or DbtProject(),
-    )
+        source=Database.from_settings(source),
+        analytics=Database.from_settings(target),
+    ).init()
     return source, target
 
 
@@ -99,7 +100,7 @@ def snapshot(target: PgSettings) -> dict[str, list[tuple]]:
         cur.execute(
             "select table_schema, table_name from information_schema.tables "
             "where table_schema in (%s, %s) and table_type = 'BASE TABLE' order by 1, 2",
-            (ANALYTICS_SCHEMA, META_SCHEMA),
+            (ANALYTICS_SCHEMA, LEDGER_SCHEMA),
         )
         for schema, name in cur.fetchall():
             cur.execute(

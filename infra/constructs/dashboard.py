@@ -10,9 +10,10 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from dbt_project import metric_names as names
+from dbt_project.facts import metric_names as names
+from dbt_project.facts.names import MARTS
 from infra.function_specs import DB_INITIALIZER, EXTRACT, LOAD
-from infra.metrics import MARTS, etl_metric
+from infra.metrics import etl_metric
 
 # One point per night: a night runs around 02:00 in Asia/Tokyo, 17:00 UTC, well inside
 # one UTC day. The AWS metrics keep an hour's detail, enough to see a night's peak.
@@ -31,8 +32,8 @@ class Panel:
     statistic: str
 
 
-# Every metric of dbt_project.metric_names that a handler emits, and only those (a test
-# compares them with dbt_project/lambda_app.py).
+# Every metric of dbt_project.facts.metric_names that a handler emits, and only those (a test
+# compares them with dbt_project/aws/handlers.py).
 PANELS = (
     Panel(
         "Nights loaded (heartbeat) and stopped by the freshness gate",

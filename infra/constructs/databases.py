@@ -11,7 +11,7 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from dbt_project.roles import READER_ROLE
+from dbt_project.facts.roles import READER_ROLE
 from infra.nag import acknowledge, skip_checkov
 
 POSTGRES_PORT = 5432

@@ -11,15 +11,15 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from dbt_project import metric_names
-from dbt_project.roles import EXTRACT_LOGIN, LOAD_LOGIN
+from dbt_project.facts import metric_names
+from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from infra import lambda_defaults as defaults
 from infra.constructs.databases import DatabaseEndpoint
 from infra.constructs.function_role import accept_findings, function_role
 from infra.constructs.stage_bucket import StageBucket
 from infra.function_specs import DB_INITIALIZER, EXTRACT, LOAD, FunctionSpec
-from infra.layers import LayerDirs
 from infra.nag import acknowledge, skip_checkov
+from infra.packaging.layers import LayerDirs
 
 # No "tests": CDK matches a bare name at any depth, and the dbt project's own
 # tests/dbt folder (singular tests, unit-test fixtures) must reach /opt/dbt.
@@ -79,7 +79,7 @@ class Functions(Construct):
         self, source: DatabaseEndpoint, target: DatabaseEndpoint, stage: StageBucket
     ) -> None:
         source_environment = _database_environment("SOURCE", source)
-        target_environment = _database_environment("TARGET", target)
+        target_environment = _database_environment("ANALYTICS", target)
         bucket_environment = {"S3_BUCKET": stage.bucket.bucket_name}
         self.extract = self._function(
             EXTRACT,
@@ -95,7 +95,7 @@ class Functions(Construct):
             "Load",
             environment={
                 **target_environment,
-                "TARGET_DB_IAM_USER": LOAD_LOGIN,
+                "ANALYTICS_DB_IAM_USER": LOAD_LOGIN,
                 **bucket_environment,
             },
         )
@@ -106,7 +106,7 @@ class Functions(Construct):
                 **source_environment,
                 "SOURCE_DB_SECRET_ARN": source.secret.secret_arn,
                 **target_environment,
-                "TARGET_DB_SECRET_ARN": target.secret.secret_arn,
+                "ANALYTICS_DB_SECRET_ARN": target.secret.secret_arn,
             },
         )
 

@@ -14,7 +14,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from dbt_project import metric_names
+from dbt_project.facts import metric_names
 from infra.function_specs import EXTRACT, LOAD
 from infra.metrics import etl_metric
 

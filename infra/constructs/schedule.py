@@ -8,7 +8,7 @@ from aws_cdk import aws_scheduler_targets as targets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from dbt_project.business_calendar import BUSINESS_TIMEZONE
+from dbt_project.facts.business_calendar import BUSINESS_TIMEZONE
 from infra.nag import acknowledge, skip_checkov
 
 NIGHTLY = "cron(0 2 * * ? *)"

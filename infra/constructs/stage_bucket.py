@@ -8,7 +8,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3_notifications
 from constructs import Construct
 
-from dbt_project.layout import DATA_PREFIX, DOCS_KEY, DOCS_PREFIX, MANIFEST_NAME
+from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_KEY, DOCS_PREFIX, MANIFEST_NAME
 from infra.nag import acknowledge, logical_id, skip_checkov, skip_helper_function_checks
 
 STAGE_EXPIRY = Duration.days(30)
@@ -33,7 +33,7 @@ class StageBucket(Construct):
     """Private, TLS-only, S3-encrypted, versioned bucket whose staged files expire on
     their own.
 
-    The extract writes ``etl-data/YYYY-MM-DD/`` files (``dbt_project.layout``) and the
+    The extract writes ``etl-data/YYYY-MM-DD/`` files (``dbt_project.facts.stage_layout``) and the
     manifest last; only the manifest's creation triggers the load. Access to the bucket
     is granted per function and per prefix through the ``grant_*`` methods, which also
     acknowledge the prefix wildcard they put in the grantee's policy. The bucket policy

@@ -20,11 +20,12 @@ from datetime import date, timedelta
 import pytest
 from psycopg2 import sql
 
-from dbt_project.db import Database, PgSettings, connect
-from dbt_project.dbt_runner import DbtProject
-from dbt_project.layout import day_prefix
-from dbt_project.pipeline import extract
-from dbt_project.source_db import create_source_tables
+from dbt_project.dbt_runner.runner import DbtProject
+from dbt_project.facts.stage_layout import day_prefix
+from dbt_project.pipeline import Pipeline
+from dbt_project.postgres.connection import Database, PgSettings, connect
+from dbt_project.postgres.source_schema import create_source_tables
+from dbt_project.request import NightRequest
 from tests import reference
 from tests.datagen import Shop
 from tests.faults import harness
@@ -244,7 +245,9 @@ def nights(pg_server, moto_endpoint, dbt, private_work_dir) -> Nights:
             shop_night(shop, day)
             after = reference.order_states(source)
             late_cancelled += reference.late_cancellations(before, after, day, lookback)
-        result = extract(day, source=database, stage=stage, dbt=dbt, lookback_days=lookback)
+        result = Pipeline(dbt=dbt, source=database, stage=stage).extract(
+            NightRequest(day, lookback)
+        )
         days.append(day)
         lookbacks.append(lookback)
         keys.append(result.manifest_key)

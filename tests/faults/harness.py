@@ -13,10 +13,10 @@ from pathlib import Path
 
 from psycopg2 import sql
 
-from dbt_project.db import PgSettings, connect
-from dbt_project.load import load_manifest
+from dbt_project.load.load import load_manifest
+from dbt_project.postgres.analytics_schema import create_analytics_tables, create_roles
+from dbt_project.postgres.connection import PgSettings, connect
 from dbt_project.stage import S3Stage, s3_client
-from dbt_project.target_db import create_roles, create_target_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADER_APPLICATION = "shop-etl"
@@ -61,7 +61,7 @@ def etl(*args: str, env: dict[str, str], timeout: float = 120) -> tuple[int, str
 
 def etl_here(*args: str, capsys) -> tuple[int, str, str]:
     """The same `etl` command, in this process (faster where no process boundary matters)."""
-    from dbt_project.cli import main
+    from dbt_project.cli.main import main
 
     capsys.readouterr()
     code = main(list(args))
@@ -224,7 +224,7 @@ def without_load_counts(state: dict) -> dict:
 def prepare_target(settings: PgSettings) -> PgSettings:
     conn = connect(settings)
     with conn:
-        create_target_tables(conn)
+        create_analytics_tables(conn)
         create_roles(conn, settings.dbname)
     conn.close()
     return settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_project.analytics_schema import LOAD_LOCK
+from dbt_project.postgres.analytics_schema import LOAD_LOCK
 from tests.faults import harness
 from tests.pipeline_helpers import snapshot
 

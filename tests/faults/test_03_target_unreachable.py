@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dbt_project import local_pg
-from dbt_project.db import PgSettings
+from dbt_project.local import server as local_pg
+from dbt_project.postgres.connection import PgSettings
 from tests.faults import harness
 from tests.pipeline_helpers import snapshot
 

@@ -19,11 +19,12 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from dbt_project import local_pg
-from dbt_project.db import Database, PgSettings, connect
 from dbt_project.errors import DatabaseUnavailable
-from dbt_project.pipeline import extract
-from dbt_project.source_db import create_source_tables
+from dbt_project.local import server as local_pg
+from dbt_project.pipeline import Pipeline
+from dbt_project.postgres.connection import Database, PgSettings, connect
+from dbt_project.postgres.source_schema import create_source_tables
+from dbt_project.request import NightRequest
 from tests import reference
 from tests.datagen import Shop
 from tests.faults import harness
@@ -120,7 +121,7 @@ def test_a_source_restart_during_the_dbt_build(fault, source_server, dbt, moto_e
     injector.start()
     ready.wait(30)
     with pytest.raises(DatabaseUnavailable) as failed:
-        extract(DAY, source=source, stage=stage, dbt=dbt, lookback_days=LOOKBACK)
+        Pipeline(dbt=dbt, source=source, stage=stage).extract(NightRequest(DAY, LOOKBACK))
     injector.join(60)
     assert not errors, errors
     message = str(failed.value)
@@ -149,7 +150,7 @@ def test_a_source_restart_during_the_unload(fault, source_server, dbt, proxy, mo
     proxy.add("hook", method="PUT", path=r"/customer_analytics\.tsv\.gz$", hook=server.restart)
     restarts = server.restarts
     with pytest.raises(psycopg2.OperationalError) as failed:
-        extract(DAY, source=source, stage=stage, dbt=dbt, lookback_days=LOOKBACK)
+        Pipeline(dbt=dbt, source=source, stage=stage).extract(NightRequest(DAY, LOOKBACK))
     message = " ".join(str(failed.value).split())
     # libpq's error for a session whose server went away (never, say, a refused connect).
     assert server.restarts == restarts + 1
@@ -163,7 +164,7 @@ def _then_nothing_staged_and_a_rerun_succeeds(record, stage, source, settings, d
     keys = stage.list("etl-data/")
     assert not [k for k in keys if k.endswith("_manifest.json") or "/_dbt/" in k], keys
     record.check(f"no manifest ({len(keys)} orphan data files that no manifest names)")
-    result = extract(DAY, source=source, stage=stage, dbt=dbt, lookback_days=LOOKBACK)
+    result = Pipeline(dbt=dbt, source=source, stage=stage).extract(NightRequest(DAY, LOOKBACK))
     source.close()
     assert stage.exists(result.manifest_key)
     record.check("the re-run with the same Database object reconnects and writes the night")

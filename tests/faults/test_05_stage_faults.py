@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_project.db import Database
-from dbt_project.pipeline import extract
+from dbt_project.pipeline import Pipeline
+from dbt_project.postgres.connection import Database
+from dbt_project.request import NightRequest
 from tests.faults import harness
 from tests.pipeline_helpers import snapshot
 
@@ -82,7 +83,9 @@ def test_the_extract_survives_transient_stage_faults_and_a_permanent_one_leaves_
     monkeypatch.setenv("ETL_S3_MAX_ATTEMPTS", str(TRIES))
     proxy.add("error", method="PUT", path="/run_window_days.tsv.gz$", times=None, status=500)
     with pytest.raises(Exception, match="InternalError") as failed:
-        extract(day, source=source, stage=harness.stage_for(bucket, proxy.url), dbt=dbt)
+        Pipeline(dbt=dbt, source=source, stage=harness.stage_for(bucket, proxy.url)).extract(
+            NightRequest(day)
+        )
     assert _tries(proxy, "PUT", "run_window_days.tsv.gz") == TRIES
     left = harness.stage_for(bucket).list("etl-data/")
     assert not [k for k in left if k.endswith("_manifest.json") or "/_dbt/" in k], left
@@ -95,7 +98,9 @@ def test_the_extract_survives_transient_stage_faults_and_a_permanent_one_leaves_
     proxy.clear()
     monkeypatch.delenv("ETL_S3_MAX_ATTEMPTS")
     _inject(proxy, EXTRACT_FAULTS)
-    result = extract(day, source=source, stage=harness.stage_for(bucket, proxy.url), dbt=dbt)
+    result = Pipeline(dbt=dbt, source=source, stage=harness.stage_for(bucket, proxy.url)).extract(
+        NightRequest(day)
+    )
 
     # then every faulty call was retried and the night is the clean one
     for _, method, name, _, _ in EXTRACT_FAULTS:

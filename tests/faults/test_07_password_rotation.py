@@ -13,7 +13,7 @@ import pytest
 from psycopg2 import sql
 
 from dbt_project.errors import CredentialsError
-from dbt_project.layout import day_prefix
+from dbt_project.facts.stage_layout import day_prefix
 from tests.faults import harness
 from tests.lambda_helpers import Context, load_handler, s3_event
 from tests.pipeline_helpers import snapshot

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from dbt_project.analytics_schema import LOAD_LOCK
 from dbt_project.errors import StageError
-from dbt_project.load import load_manifest
+from dbt_project.load.load import load_manifest
+from dbt_project.postgres.analytics_schema import LOAD_LOCK
 from dbt_project.stage import s3_client
 from tests.faults import harness
 from tests.pipeline_helpers import snapshot

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_project.db import Database, connect
 from dbt_project.errors import DataTestsFailed
-from dbt_project.pipeline import extract
+from dbt_project.pipeline import Pipeline
+from dbt_project.postgres.connection import Database, connect
+from dbt_project.request import NightRequest
 from tests.faults import harness
 
 ORPHAN_ORDER, MISSING_CUSTOMER = 990001, 424242
@@ -59,7 +60,7 @@ def test_bad_source_rows_stop_the_night_before_the_stage(fault, nights, dbt, sou
     source = Database.from_settings(settings)
 
     with pytest.raises(DataTestsFailed) as failed:
-        extract(day, source=source, stage=stage, dbt=dbt)
+        Pipeline(dbt=dbt, source=source, stage=stage).extract(NightRequest(day))
     failures = failed.value.failures
     message = str(failed.value)
     assert any("non_negative" in f and "quantity" in f for f in failures), failures
@@ -78,7 +79,7 @@ def test_bad_source_rows_stop_the_night_before_the_stage(fault, nights, dbt, sou
             "update order_items set quantity = -quantity where order_item_id = %s", (bad_item,)
         )
     conn.close()
-    result = extract(day, source=source, stage=stage, dbt=dbt)
+    result = Pipeline(dbt=dbt, source=source, stage=stage).extract(NightRequest(day))
     source.close()
     objects = {key: stage.get_bytes(key) for key in stage.list("etl-data/")}
     assert nights.rows(result.manifest_key, objects) == nights.rows(nights.keys[-1])
@@ -108,7 +109,7 @@ def test_bad_rows_outside_the_window_wait_for_the_night_that_reads_them(
     source = Database.from_settings(settings)
     stage = harness.stage_for(harness.new_bucket())
     # The night reads none of that order's numbers: it extracts as a clean night does.
-    result = extract(day, source=source, stage=stage, dbt=dbt)
+    result = Pipeline(dbt=dbt, source=source, stage=stage).extract(NightRequest(day))
     objects = {key: stage.get_bytes(key) for key in stage.list("etl-data/")}
     assert nights.rows(result.manifest_key, objects) == nights.rows(nights.keys[-1])
     record.check("the night extracts exactly the clean night's rows")

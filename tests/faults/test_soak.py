@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import time
 
-from dbt_project.analytics_schema import LOAD_LOCK
+from dbt_project.postgres.analytics_schema import LOAD_LOCK
 from tests import reference
 from tests.faults import harness
 from tests.pipeline_helpers import snapshot

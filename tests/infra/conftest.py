@@ -25,7 +25,7 @@ from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
 from infra.app import DEFAULT_STACK_NAME, build_app  # noqa: E402
 from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD  # noqa: E402
-from infra.layers import REPO_ROOT, LayerDirs, LayersNotBuilt, build  # noqa: E402
+from infra.packaging.layers import REPO_ROOT, LayerDirs, LayersNotBuilt, build  # noqa: E402
 
 FUNCTION_NAMES = (EXTRACT.name, LOAD.name, DB_INITIALIZER.name)
 

@@ -13,9 +13,9 @@ import sys
 import pytest
 from cryptography import x509
 
-from infra import bytecode
 from infra.lambda_defaults import RDS_CA_BUNDLE_PATH
-from infra.layers import (
+from infra.packaging import bytecode
+from infra.packaging.layers import (
     BUILD_COMMAND,
     LAMBDA_PYTHON_VERSION,
     RDS_CA_BUNDLE,

@@ -7,12 +7,11 @@ import ast
 import json
 from typing import Any
 
-from dbt_project import metric_names
-from dbt_project.contracts import MARTS
-from infra import metrics
+from dbt_project.facts import metric_names
+from dbt_project.facts.names import MARTS
 from infra.constructs.run_reports import TOPIC_ARN_VARIABLE
 from infra.function_specs import DB_INITIALIZER, EXTRACT, LOAD
-from infra.layers import REPO_ROOT
+from infra.packaging.layers import REPO_ROOT
 
 SPECS = {spec.name: spec for spec in (EXTRACT, LOAD, DB_INITIALIZER)}
 # CloudWatch's limit on an alarm's Period x EvaluationPeriods: 7 days for periods of
@@ -91,7 +90,7 @@ def custom_metric_names(raw: dict[str, Any]) -> set[str]:
 def emitted_metric_names() -> set[str]:
     """Every ``metric_names.<NAME>`` the package and the handlers use, resolved."""
     found: set[str] = set()
-    sources = [*(REPO_ROOT / "dbt_project").glob("*.py"), *(REPO_ROOT / "lambdas").rglob("*.py")]
+    sources = [*(REPO_ROOT / "dbt_project").rglob("*.py"), *(REPO_ROOT / "lambdas").rglob("*.py")]
     for path in sources:
         if path.name == "metric_names.py":
             continue
@@ -138,12 +137,8 @@ def test_custom_metrics_carry_the_service_dimension_powertools_adds(learning):
             assert isinstance(metric[4], dict), "no dimension besides service"
 
 
-def test_infra_marts_are_the_contracts_marts():
-    assert metrics.MARTS == MARTS
-
-
 def test_infra_spells_no_metric_name_itself():
-    """Metric names come from dbt_project.metric_names, never a copy.
+    """Metric names come from dbt_project.facts.metric_names, never a copy.
 
     (The namespace is left out: it is also the stack's default name.)
     """

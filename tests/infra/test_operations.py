@@ -10,8 +10,8 @@ from typing import Any
 
 from aws_cdk import Duration
 
-from dbt_project.layout import DOCS_KEY, DOCS_PREFIX
-from dbt_project.roles import READER_ROLE
+from dbt_project.facts.roles import READER_ROLE
+from dbt_project.facts.stage_layout import DOCS_KEY, DOCS_PREFIX
 from infra.constructs.analytics_upgrade import FRAMEWORK_TIMEOUT, RESOURCE_TYPE
 
 from .conftest import cdk_json_context, synthesize

@@ -9,7 +9,7 @@ from aws_cdk import aws_s3 as s3
 from cdk_nag import AwsSolutionsChecks
 
 from infra.app import DEFAULT_STACK_NAME
-from infra.layers import REPO_ROOT
+from infra.packaging.layers import REPO_ROOT
 
 from .conftest import build_test_app
 

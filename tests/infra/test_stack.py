@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 
-from dbt_project.business_calendar import BUSINESS_TIMEZONE
-from dbt_project.layout import DATA_PREFIX, DOCS_KEY, MANIFEST_NAME
-from dbt_project.roles import EXTRACT_LOGIN, LOAD_LOGIN
+from dbt_project.facts.business_calendar import BUSINESS_TIMEZONE
+from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
+from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_KEY, MANIFEST_NAME
 from infra import lambda_defaults
 from infra.app import build_app
 from infra.constructs.function_role import VPC_NETWORK_INTERFACE_ACTIONS
 from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD
-from infra.layers import (
+from infra.packaging.layers import (
     BUILD_COMMAND,
     LAMBDA_PIP_PLATFORM,
     LAMBDA_PYTHON_VERSION,
@@ -46,20 +46,20 @@ DATABASE_KEYS = ("HOST", "PORT", "NAME")
 EXPECTED_KEYS = {
     "extract": {*(f"SOURCE_DB_{k}" for k in DATABASE_KEYS), "SOURCE_DB_IAM_USER", "S3_BUCKET"},
     "load": {
-        *(f"TARGET_DB_{k}" for k in DATABASE_KEYS),
-        "TARGET_DB_IAM_USER",
+        *(f"ANALYTICS_DB_{k}" for k in DATABASE_KEYS),
+        "ANALYTICS_DB_IAM_USER",
         "S3_BUCKET",
         "RUN_REPORTS_TOPIC_ARN",
     },
     "db_initializer": {
         *(f"SOURCE_DB_{k}" for k in (*DATABASE_KEYS, "SECRET_ARN")),
-        *(f"TARGET_DB_{k}" for k in (*DATABASE_KEYS, "SECRET_ARN")),
+        *(f"ANALYTICS_DB_{k}" for k in (*DATABASE_KEYS, "SECRET_ARN")),
         # the read-only login's secret, and the extract it starts after an initialization
         "READER_SECRET_ARN",
         "EXTRACT_FUNCTION_NAME",
     },
 }
-IAM_USERS = {"extract": ("SOURCE", EXTRACT_LOGIN), "load": ("TARGET", LOAD_LOGIN)}
+IAM_USERS = {"extract": ("SOURCE", EXTRACT_LOGIN), "load": ("ANALYTICS", LOAD_LOGIN)}
 # Statements with Resource "*" may hold only these actions (none supports a narrower one).
 STAR_RESOURCE_ACTIONS = {
     *VPC_NETWORK_INTERFACE_ACTIONS,
@@ -511,7 +511,7 @@ def test_environment_per_function(learning, name):
         assert variables[f"{prefix}_DB_IAM_USER"] == login
     statement_timeout = int(variables["ETL_STATEMENT_TIMEOUT_MS"])
     assert 0 < statement_timeout < SPECS[name].timeout.to_milliseconds()
-    for prefix in ("SOURCE", "TARGET"):
+    for prefix in ("SOURCE", "ANALYTICS"):
         if f"{prefix}_DB_SECRET_ARN" in variables:
             assert variables[f"{prefix}_DB_PORT"] == "5432"
             arn = variables[f"{prefix}_DB_SECRET_ARN"]

@@ -18,8 +18,8 @@ from pathlib import Path
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from dbt_project.db import PgSettings, connect
-from dbt_project.source_db import SOURCE_TABLES, create_source_tables
+from dbt_project.postgres.connection import PgSettings, connect
+from dbt_project.postgres.source_schema import SOURCE_TABLES, create_source_tables
 from tests.reference import TOKYO, Shop, business_day, expected_marts, money
 
 __all__ = ["TOKYO", "Shop", "business_day", "expected_marts", "money"]  # used by the tests

@@ -7,13 +7,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from dbt_project import business_calendar
-from dbt_project.cli import main
-from dbt_project.db import connect
-from dbt_project.layout import manifest_key
-from dbt_project.load import load_manifest
+from dbt_project.cli.main import main
+from dbt_project.facts import business_calendar
+from dbt_project.facts.stage_layout import manifest_key
+from dbt_project.load.load import load_manifest
+from dbt_project.postgres.analytics_schema import create_analytics_tables, create_roles
+from dbt_project.postgres.connection import connect
 from dbt_project.stage import LocalStage
-from dbt_project.target_db import create_roles, create_target_tables
 from tests.pipeline_helpers import snapshot, write_night
 
 # 12:00 on 25 November in Tokyo: the last business day that is over is the 24th.
@@ -27,7 +27,7 @@ def loaded(new_database, tmp_path, monkeypatch):
     source, target = new_database("src"), new_database("tgt")
     conn = connect(target)
     with conn:
-        create_target_tables(conn)
+        create_analytics_tables(conn)
         create_roles(conn, target.dbname)
     conn.close()
     stage = LocalStage(tmp_path / "stage")

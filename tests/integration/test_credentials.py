@@ -10,10 +10,11 @@ from datetime import date
 import pytest
 from psycopg2 import sql
 
-from dbt_project.db import Database, PgSettings, connect
-from dbt_project.dbt_runner import DbtProject
+from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.errors import CredentialsError
-from dbt_project.pipeline import extract, init
+from dbt_project.pipeline import Pipeline
+from dbt_project.postgres.connection import Database, PgSettings, connect
+from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests.datagen import Shop
 
@@ -55,11 +56,9 @@ def rotating(new_database, pg_server, tmp_path):
         )
     conn.close()
     dbt = DbtProject()
-    init(
-        source=Database.from_settings(source),
-        target=Database.from_settings(target),
-        dbt=dbt,
-    )
+    Pipeline(
+        dbt=dbt, source=Database.from_settings(source), analytics=Database.from_settings(target)
+    ).init()
     conn = connect(source)
     Shop(conn, seed=7).history(date(2026, 3, 1), DAY)
     conn.close()
@@ -84,7 +83,9 @@ def test_a_password_rotated_under_an_open_session_is_re_read_once(rotating):
     )
 
     # when the night runs: its own session still works, dbt's new ones are refused at first
-    result = extract(DAY, source=rotating["database"], stage=rotating["stage"], dbt=rotating["dbt"])
+    result = Pipeline(
+        dbt=rotating["dbt"], source=rotating["database"], stage=rotating["stage"]
+    ).extract(NightRequest(DAY))
 
     # then the secret was re-read exactly once and the night completed
     assert rotating["secret"].forced_reads == 1
@@ -96,7 +97,9 @@ def test_a_password_still_refused_after_the_re_read_is_a_credentials_error(rotat
     set_password(rotating["admin"], rotating["user"], "third")
 
     with pytest.raises(CredentialsError, match="could not log in") as refused:
-        extract(DAY, source=rotating["database"], stage=rotating["stage"], dbt=rotating["dbt"])
+        Pipeline(dbt=rotating["dbt"], source=rotating["database"], stage=rotating["stage"]).extract(
+            NightRequest(DAY)
+        )
     assert "password authentication failed" in str(refused.value)
     assert "Fix the data" not in str(refused.value)
     assert refused.value.exit_code == 3

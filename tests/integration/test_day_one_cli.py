@@ -10,11 +10,11 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from dbt_project import local_pg
-from dbt_project.cli import main
-from dbt_project.db import connect
-from dbt_project.demo import EXAMPLE_QUERIES
-from dbt_project.roles import READER_ROLE
+from dbt_project.cli.main import main
+from dbt_project.facts.roles import READER_ROLE
+from dbt_project.local import server as local_pg
+from dbt_project.local.demo import EXAMPLE_QUERIES
+from dbt_project.postgres.connection import connect
 
 
 def test_the_example_queries_run_verbatim_as_a_fresh_login(new_database, pg_server, tmp_path):

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from dbt_project.db import connect
-from dbt_project.dbt_runner import DbtProject
-from dbt_project.source_db import create_source_tables, load_sample_data
+from dbt_project.dbt_runner.runner import DbtProject
+from dbt_project.postgres.connection import connect
+from dbt_project.postgres.source_schema import create_source_tables, load_sample_data
 from tests import reference
 from tests.integration._dbt_helpers import (
     PROJECT_DIR,

@@ -12,14 +12,15 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from dbt_project import docs, observability
-from dbt_project import metric_names as names
-from dbt_project.cli import main
-from dbt_project.db import Database
-from dbt_project.dbt_runner import DbtProject
+from dbt_project.aws import observability
+from dbt_project.cli.main import main
+from dbt_project.dbt_runner import docs
+from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.errors import StageError
-from dbt_project.layout import DOCS_KEY
-from dbt_project.pipeline import init
+from dbt_project.facts import metric_names as names
+from dbt_project.facts.stage_layout import DOCS_KEY
+from dbt_project.pipeline import Pipeline
+from dbt_project.postgres.connection import Database
 from dbt_project.settings import Settings
 from dbt_project.stage import LocalStage, S3Stage
 from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
@@ -78,11 +79,11 @@ def page(module_database, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("work")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ETL_WORK_DIR", str(work))
-        init(
-            source=Database.from_settings(source),
-            target=Database.from_settings(target),
+        Pipeline(
             dbt=DbtProject(settings=Settings.from_env()),
-        )
+            source=Database.from_settings(source),
+            analytics=Database.from_settings(target),
+        ).init()
         assert main(["docs", "--target-url", target.url]) == 0
         again = work / "site" / "lineage.html"
         assert main(["docs", "--target-url", target.url, "--out", str(again)]) == 0
@@ -92,10 +93,11 @@ def page(module_database, tmp_path_factory) -> Path:
 
 
 def test_etl_docs_without_a_database_says_what_to_pass(monkeypatch, capsys):
+    monkeypatch.delenv("ETL_ANALYTICS_URL", raising=False)
     monkeypatch.delenv("ETL_TARGET_URL", raising=False)
     assert main(["docs"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("etl: error: no database given: pass --target-url")
+    assert err.startswith("etl: error: no database given: pass --analytics-url")
     assert err.count("\n") == 1
 
 

@@ -13,12 +13,12 @@ import pytest
 import requests
 from psycopg2 import sql
 
-from dbt_project.business_calendar import business_date, previous_business_day, utc_now
-from dbt_project.db import connect
-from dbt_project.demo import EXAMPLE_QUERIES
+from dbt_project.facts.business_calendar import business_date, previous_business_day, utc_now
+from dbt_project.facts.roles import READER_ROLE
+from dbt_project.local.demo import EXAMPLE_QUERIES
 from dbt_project.pipeline import SOURCE_HAS_ROWS
-from dbt_project.roles import READER_ROLE
-from dbt_project.source_db import history_bounds
+from dbt_project.postgres.connection import connect
+from dbt_project.postgres.source_schema import history_bounds
 from tests import reference
 from tests.lambda_helpers import Context, load_handler, s3_event
 
@@ -64,7 +64,7 @@ def test_no_payload_fills_an_empty_source_with_a_history_ending_today(aws):
 def test_a_source_with_rows_of_its_own_never_gets_sample_rows(aws):
     conn = connect(aws["source"])
     with conn, conn.cursor() as cur:
-        from dbt_project.source_db import create_source_tables
+        from dbt_project.postgres.source_schema import create_source_tables
 
         create_source_tables(conn)
         cur.execute(

@@ -10,10 +10,10 @@ import boto3
 import pytest
 from psycopg2 import sql
 
-from dbt_project import lambda_app
-from dbt_project.db import Database, connect
-from dbt_project.demo import EXAMPLE_QUERIES, run_example_queries
+from dbt_project.aws import handlers as lambda_app
 from dbt_project.errors import ConfigError, CredentialsError
+from dbt_project.local.demo import EXAMPLE_QUERIES, run_example_queries
+from dbt_project.postgres.connection import Database, connect
 from dbt_project.settings import Settings
 from tests import reference
 from tests.lambda_helpers import Context, load_handler, s3_event
@@ -119,7 +119,7 @@ def test_a_rotated_password_is_re_read_once_and_the_night_succeeds(aws, monkeypa
             SecretString=json.dumps({"username": aws["user"], "password": "second-password"}),
         )
     # As in a container whose connections were dropped: warm secret cache, no connection.
-    for prefix in ("SOURCE", "TARGET"):
+    for prefix in ("SOURCE", "ANALYTICS"):
         lambda_app.database(Settings.from_env(), prefix).close()
     # Every GetSecretValue from here on (a cache hit never reaches the provider's _get).
     from aws_lambda_powertools.utilities.parameters.secrets import SecretsProvider

@@ -9,11 +9,12 @@ import time
 
 import pytest
 
-from dbt_project import lambda_app, observability
-from dbt_project.analytics_schema import LOAD_LOCK
-from dbt_project.db import connect
+from dbt_project.aws import handlers as lambda_app
+from dbt_project.aws import observability
 from dbt_project.errors import CredentialsError, DatabaseUnavailable, LoadTimedOut
-from dbt_project.local_pg import free_port
+from dbt_project.local.server import free_port
+from dbt_project.postgres.analytics_schema import LOAD_LOCK
+from dbt_project.postgres.connection import connect
 from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
 from tests.pipeline_helpers import snapshot
 

@@ -16,14 +16,19 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from dbt_project.db import connect
+from dbt_project.contract.file_format import CHUNK
+from dbt_project.contract.manifest import MAX_MANIFEST_BYTES
 from dbt_project.errors import ConfigError, StageError
-from dbt_project.layout import manifest_key
-from dbt_project.load import load_manifest
-from dbt_project.manifest import MAX_MANIFEST_BYTES
+from dbt_project.facts.stage_layout import manifest_key
+from dbt_project.load.load import load_manifest
+from dbt_project.postgres.analytics_schema import (
+    LOADER_ROLE,
+    READER_ROLE,
+    create_analytics_tables,
+    create_roles,
+)
+from dbt_project.postgres.connection import connect
 from dbt_project.stage import LocalStage
-from dbt_project.staged_format import CHUNK
-from dbt_project.target_db import LOADER_ROLE, READER_ROLE, create_roles, create_target_tables
 from tests.pipeline_helpers import snapshot, table_rows, write_night
 
 D = date(2026, 11, 20)
@@ -74,7 +79,7 @@ def env(new_database, tmp_path):
     source, target = new_database("src"), new_database("tgt")
     conn = connect(target)
     with conn:
-        create_target_tables(conn)
+        create_analytics_tables(conn)
         create_roles(conn, target.dbname)
     conn.close()
     stage = LocalStage(tmp_path / "stage")
@@ -462,7 +467,7 @@ def test_analytics_tables_from_before_row_versions_are_upgraded_by_init(env):
     # when init runs again
     conn = connect(env.target)
     with conn:
-        create_target_tables(conn)
+        create_analytics_tables(conn)
     conn.close()
     # then the rows carry the old versions and the removed customer stays removed
     stale = env.extract(D, night(D, customers=[customer(2, "5.00", 1, D)]), at=T0)
@@ -564,9 +569,9 @@ BOMB_INFLATED = 1536 * CHUNK
 # address space after exec, zlib's C buffers included.
 _LOAD_IN_A_CHILD = """
 import json, sys
-from dbt_project.db import PgSettings, connect
+from dbt_project.postgres.connection import PgSettings, connect
 from dbt_project.errors import StageError
-from dbt_project.load import load_manifest
+from dbt_project.load.load import load_manifest
 from dbt_project.stage import LocalStage
 conn = connect(PgSettings.from_url(sys.argv[1]))
 try:

@@ -9,11 +9,12 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from dbt_project.db import Database, PgSettings, connect
-from dbt_project.dbt_runner import DbtProject
+from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.errors import CredentialsError
-from dbt_project.pipeline import init, run_night
-from dbt_project.roles import EXTRACT_LOGIN, LOAD_LOGIN
+from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
+from dbt_project.pipeline import Pipeline
+from dbt_project.postgres.connection import Database, PgSettings, connect
+from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests import reference
 from tests.pipeline_helpers import initialised_shop
@@ -51,14 +52,12 @@ def logins(module_database, tmp_path_factory):
 def test_a_whole_night_runs_with_only_the_functions_logins(logins):
     # given only the two logins: dbt builds and tests as etl_extract, loads as etl_load
     def night(day, lookback):
-        return run_night(
-            day,
-            source=Database.from_settings(logins["extract"]),
-            target=Database.from_settings(logins["load"]),
-            stage=logins["stage"],
+        return Pipeline(
             dbt=logins["dbt"],
-            lookback_days=lookback,
-        )
+            source=Database.from_settings(logins["extract"]),
+            analytics=Database.from_settings(logins["load"]),
+            stage=logins["stage"],
+        ).run_night(NightRequest(day, lookback_days=lookback))
 
     # when the history and then one more night run
     night(LAST - timedelta(days=1), (LAST - FIRST).days)
@@ -157,10 +156,10 @@ def test_init_again_keeps_the_logins_as_they_are(logins):
         return rows
 
     before = grants()
-    init(
-        source=Database.from_settings(logins["source"]),
-        target=Database.from_settings(logins["target"]),
+    Pipeline(
         dbt=logins["dbt"],
-    )
+        source=Database.from_settings(logins["source"]),
+        analytics=Database.from_settings(logins["target"]),
+    ).init()
     assert grants() == before
     assert ("etl_extract", "orders", "SELECT") in before

@@ -9,14 +9,17 @@ from datetime import date, timedelta
 
 import pytest
 
-from dbt_project import pipeline
-from dbt_project.analytics_schema import CUSTOMER_TOTALS, REVENUE_RANK_INDEX
-from dbt_project.db import Database, connect
-from dbt_project.dbt_runner import DbtProject
-from dbt_project.pipeline import init, run_night
-from dbt_project.source_db import create_source_tables
+from dbt_project.dbt_runner.runner import DbtProject
+from dbt_project.pipeline import Pipeline
+from dbt_project.postgres.analytics_schema import (
+    CUSTOMER_TOTALS,
+    REVENUE_RANK_INDEX,
+    create_analytics_tables,
+)
+from dbt_project.postgres.connection import Database, connect
+from dbt_project.postgres.source_schema import create_source_tables
+from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
-from dbt_project.target_db import create_target_tables
 from tests.datagen import Shop
 
 FIRST = date(2026, 3, 1)
@@ -45,18 +48,15 @@ def loaded(module_database, tmp_path_factory):
     source = Database.from_settings(source_settings)
     target = Database.from_settings(target_settings)
     dbt = DbtProject()
-    init(source=source, target=target, dbt=dbt)
+    Pipeline(dbt=dbt, source=source, analytics=target).init()
     stage = LocalStage(tmp_path_factory.mktemp("stage"))
     # The history up to the day before, then the night of LAST.
-    run_night(
-        LAST - timedelta(days=1),
-        source=source,
-        target=target,
-        stage=stage,
-        dbt=dbt,
-        full_refresh=True,
+    Pipeline(dbt=dbt, source=source, analytics=target, stage=stage).run_night(
+        NightRequest(LAST - timedelta(days=1), full_refresh=True)
     )
-    night = run_night(LAST, source=source, target=target, stage=stage, dbt=dbt, lookback_days=2)
+    night = Pipeline(dbt=dbt, source=source, analytics=target, stage=stage).run_night(
+        NightRequest(LAST, lookback_days=2)
+    )
     assert night.tests.passed, night.tests.failures
     return target, target_settings, dbt, night
 
@@ -73,15 +73,13 @@ def test_a_night_tests_its_days_and_a_full_run_every_day(loaded):
     )
     try:
         # when / then: the night's tests do not look at that day, a full run does
-        assert pipeline.test_analytics(target=target, dbt=dbt, loads=[night.load]).passed
-        full = pipeline.test_analytics(target=target, dbt=dbt)
+        assert Pipeline(dbt=dbt, analytics=target).test_analytics([night.load]).passed
+        full = Pipeline(dbt=dbt, analytics=target).test_analytics()
         assert not full.passed
         assert any("reconcile" in failure for failure in full.failures)
         # and tests that cover the night before, which wrote that day, see it
         earlier = replace(night.load, run_date=LAST - timedelta(days=1))
-        assert not pipeline.test_analytics(
-            target=target, dbt=dbt, loads=[earlier, night.load]
-        ).passed
+        assert not Pipeline(dbt=dbt, analytics=target).test_analytics([earlier, night.load]).passed
     finally:
         _execute(
             settings,
@@ -94,7 +92,7 @@ def test_a_night_tests_its_days_and_a_full_run_every_day(loaded):
 
 def test_the_nightly_selection_leaves_out_what_constraints_enforce(loaded):
     target, _, dbt, night = loaded
-    assert pipeline.test_analytics(target=target, dbt=dbt, loads=[night.load]).passed
+    assert Pipeline(dbt=dbt, analytics=target).test_analytics([night.load]).passed
     results = json.loads((dbt.target_path("analytics") / "run_results.json").read_text())
     names = {result["unique_id"].split(".")[2] for result in results["results"]}
     assert "assert_daily_and_product_summaries_reconcile" in names
@@ -122,7 +120,7 @@ def test_init_upgrades_a_database_without_the_totals_or_the_index(loaded):
     _execute(settings, f"drop index analytics.{REVENUE_RANK_INDEX}")
     conn = connect(settings)
     with conn:
-        create_target_tables(conn)
+        create_analytics_tables(conn)
     conn.close()
     assert _execute(settings, "select to_regclass(%s)", (f"analytics.{REVENUE_RANK_INDEX}",)) != [
         (None,)

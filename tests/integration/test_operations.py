@@ -10,11 +10,11 @@ import boto3
 import pytest
 from psycopg2 import sql
 
-from dbt_project.business_calendar import previous_business_day, utc_now
-from dbt_project.cli import main
-from dbt_project.db import connect
+from dbt_project.cli.main import main
 from dbt_project.errors import SourceStale
-from dbt_project.extract import EXTRACT_LOCK
+from dbt_project.extract.extract import EXTRACT_LOCK
+from dbt_project.facts.business_calendar import previous_business_day, utc_now
+from dbt_project.postgres.connection import connect
 from tests import reference
 from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
 from tests.pipeline_helpers import initialised_shop

@@ -11,9 +11,9 @@ import sys
 import time
 from datetime import date
 
-from dbt_project.db import Database, connect
-from dbt_project.extract import EXTRACT_LOCK
-from dbt_project.pipeline import load
+from dbt_project.extract.extract import EXTRACT_LOCK
+from dbt_project.pipeline import Pipeline
+from dbt_project.postgres.connection import Database, connect
 from dbt_project.stage import LocalStage
 from tests import reference
 from tests.pipeline_helpers import initialised_shop
@@ -66,10 +66,8 @@ def test_a_second_extract_waits_for_the_first_and_both_stay_whole(new_database, 
     assert [code for _, _, code in results] == [0, 0], tails
     runs = {key.split("/")[2] for key in stage.list("etl-data/") if key.endswith(".tsv.gz")}
     assert len(runs) == 2
-    loaded = load(
-        target=Database.from_settings(target),
-        stage=stage,
-        manifest=f"etl-data/{DAY}/_manifest.json",
+    loaded = Pipeline(analytics=Database.from_settings(target), stage=stage).load(
+        f"etl-data/{DAY}/_manifest.json"
     )
     assert loaded.status == "loaded"
     expected = reference.marts(reference.fetch_source(source), as_of=DAY)

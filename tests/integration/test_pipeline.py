@@ -6,11 +6,12 @@ from datetime import date, timedelta
 
 import pytest
 
-from dbt_project.cli import main
-from dbt_project.db import Database, connect
-from dbt_project.dbt_runner import DbtProject
-from dbt_project.pipeline import init, run_night
-from dbt_project.source_db import create_source_tables
+from dbt_project.cli.main import main
+from dbt_project.dbt_runner.runner import DbtProject
+from dbt_project.pipeline import Pipeline
+from dbt_project.postgres.connection import Database, connect
+from dbt_project.postgres.source_schema import create_source_tables
+from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests import reference
 from tests.datagen import Shop
@@ -39,11 +40,13 @@ def prepare_shop(databases, tmp_path, dbt):
         Database.from_settings(source_settings),
         Database.from_settings(target_settings),
     )
-    init(source=source, target=target, dbt=dbt)
+    Pipeline(dbt=dbt, source=source, analytics=target).init()
     stage = LocalStage(tmp_path / "stage")
 
-    def night(day, **kwargs):
-        return run_night(day, source=source, target=target, stage=stage, dbt=dbt, **kwargs)
+    parts = Pipeline(dbt=dbt, source=source, analytics=target, stage=stage)
+
+    def night(day, run_tests=True, **request):
+        return parts.run_night(NightRequest(day, **request), run_tests=run_tests)
 
     night(HISTORY_END, lookback_days=HISTORY_LOOKBACK, run_tests=False)
     return shop, night, source_settings, target_settings, stage

@@ -8,8 +8,8 @@ import time
 import psycopg2
 import pytest
 
-from dbt_project.analytics_schema import LOAD_LOCK
-from dbt_project.db import Database, connect
+from dbt_project.postgres.analytics_schema import LOAD_LOCK
+from dbt_project.postgres.connection import Database, connect
 from dbt_project.settings import SessionLimits, Settings
 
 

@@ -17,12 +17,12 @@ from datetime import timedelta
 
 import pytest
 
-from dbt_project import dbt_parse
-from dbt_project.db import connect
-from dbt_project.dbt_parse import load_shipped_parse, ship_parse
-from dbt_project.dbt_runner import DbtProject
-from dbt_project.source_db import create_source_tables, load_sample_data
-from infra.layers import REPO_ROOT, common_sources
+from dbt_project.dbt_runner import parse_cache as dbt_parse
+from dbt_project.dbt_runner.parse_cache import load_shipped_parse, ship_parse
+from dbt_project.dbt_runner.runner import DbtProject
+from dbt_project.postgres.connection import connect
+from dbt_project.postgres.source_schema import create_source_tables, load_sample_data
+from infra.packaging.layers import REPO_ROOT, common_sources
 from tests.integration._dbt_helpers import query
 from tests.lambda_helpers import login_role
 
@@ -76,15 +76,17 @@ def project(tmp_path, shipped):
 _COLD_EXTRACT = """
 import json, sys
 from pathlib import Path
-from dbt_project.db import Database, PgSettings
-from dbt_project.dbt_runner import DbtProject
-from dbt_project.extract import extract
+from dbt_project.postgres.connection import Database, PgSettings
+from dbt_project.dbt_runner.runner import DbtProject
+from dbt_project.pipeline import Pipeline
+from dbt_project.request import NightRequest, parse_date
 from dbt_project.stage import LocalStage
 
 url, project, day, stage = sys.argv[1:]
 dbt = DbtProject(root=Path(project))
 database = Database.from_settings(PgSettings.from_url(url))
-result = extract(day, source=database, stage=LocalStage(Path(stage)), dbt=dbt)
+parts = Pipeline(dbt=dbt, source=database, stage=LocalStage(Path(stage)))
+result = parts.extract(NightRequest(parse_date(day)))
 with database.connection().cursor() as cur:
     cur.execute(
         "select column_name from information_schema.columns"

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from dbt_project import local_pg
-from dbt_project.cli import main
-from dbt_project.db import PgSettings, connect
+from dbt_project.cli.main import main
 from dbt_project.errors import CredentialsError
+from dbt_project.local import server as local_pg
+from dbt_project.postgres.connection import PgSettings, connect
 
 PASSWORD = "tls-test"
 

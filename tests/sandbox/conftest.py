@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from infra.layers import REPO_ROOT, LayerDirs, build
+from infra.packaging.layers import REPO_ROOT, LayerDirs, build
 
 from .lambda_sandbox import (
     AssembledFunction,

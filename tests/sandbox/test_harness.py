@@ -10,7 +10,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from infra.layers import REPO_ROOT
+from infra.packaging.layers import REPO_ROOT
 
 from .lambda_sandbox import SANDBOX_GID, SANDBOX_UID, WRITABLE_MOUNTS, run_python
 

@@ -29,10 +29,10 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from dbt_project import local_pg
-from dbt_project.contracts import MARTS
-from dbt_project.db import Database, PgSettings, ensure_database
-from dbt_project.demo import EXAMPLE_QUERIES, run_example_queries
+from dbt_project.facts.names import MARTS
+from dbt_project.local import server as local_pg
+from dbt_project.local.demo import EXAMPLE_QUERIES, run_example_queries
+from dbt_project.postgres.connection import Database, PgSettings, ensure_database
 from infra import lambda_defaults as defaults  # noqa: E402
 from infra.constructs import functions as functions_module  # noqa: E402
 from infra.constructs.functions import (  # noqa: E402
@@ -42,7 +42,7 @@ from infra.constructs.functions import (  # noqa: E402
     LOAD,
     FunctionSpec,
 )
-from infra.layers import RUNTIME_PROVIDED, common_sources  # noqa: E402
+from infra.packaging.layers import RUNTIME_PROVIDED, common_sources  # noqa: E402
 from tests import reference
 
 from .lambda_sandbox import (
@@ -58,8 +58,8 @@ HISTORY_NIGHT = date(2026, 11, 24)
 # What each function's environment names (infra/constructs/functions.py).
 USES = {
     EXTRACT.name: ("SOURCE", "bucket"),
-    LOAD.name: ("TARGET", "bucket"),
-    DB_INITIALIZER.name: ("SOURCE", "TARGET"),
+    LOAD.name: ("ANALYTICS", "bucket"),
+    DB_INITIALIZER.name: ("SOURCE", "ANALYTICS"),
 }
 MOTO_PORT = 4566
 
@@ -103,7 +103,7 @@ def start_services(network: NetworkNamespace, stack: ExitStack) -> Vpc:
     databases = {}
     # Database names as the stack makes them (infra/constructs/databases.py); one
     # loopback address, so the second server takes the next port.
-    for prefix, port, name in (("SOURCE", 5432, "shop"), ("TARGET", 5433, "analytics")):
+    for prefix, port, name in (("SOURCE", 5432, "shop"), ("ANALYTICS", 5433, "analytics")):
         stack.callback(local_pg.stop_embedded, root / prefix.lower())
         databases[prefix] = start_database(root / prefix.lower(), port, name)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=MOTO_PORT, verbose=False)
@@ -250,7 +250,7 @@ def check_analytics(vpc: Vpc) -> list[tuple[str, list[str], list[tuple]]]:
     expected = reference.marts(
         reference.fetch_source(vpc.databases["SOURCE"]), as_of=LAST_SAMPLE_DAY
     )
-    actual = reference.read_marts(vpc.databases["TARGET"])
+    actual = reference.read_marts(vpc.databases["ANALYTICS"])
     assert actual["product_sales_summary"] == expected["product_sales_summary"]
     assert actual["daily_sales_summary"] == expected["daily_sales_summary"]
 
@@ -264,7 +264,7 @@ def check_analytics(vpc: Vpc) -> list[tuple[str, list[str], list[tuple]]]:
         assert row["last_order_date"] <= row["as_of_date"]
     assert set(as_of.values()) == {HISTORY_NIGHT, LAST_SAMPLE_DAY}
     assert all(expected.values())
-    target = Database.from_settings(vpc.databases["TARGET"])
+    target = Database.from_settings(vpc.databases["ANALYTICS"])
     try:
         return run_example_queries(target)
     finally:
@@ -348,5 +348,5 @@ def test_the_deployed_assets_hold_the_dbt_project_and_dbt_s_own_files(assemble):
     ]
     assert not stripped, (
         f"the dependencies layer lacks {len(stripped)} files dbt loads, e.g. "
-        f"{sorted(stripped)[:5]}: the layer build (infra/layers.py) strips their folders"
+        f"{sorted(stripped)[:5]}: the layer build (infra/packaging/layers.py) strips their folders"
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from dbt_project.contracts import MARTS, contract, load_contracts, normalise_type
+from dbt_project.contract.tables import contract, load_contracts, normalise_type
 from dbt_project.errors import StageError
+from dbt_project.facts.names import MARTS
 
 
 def write_models(root, *models) -> None:

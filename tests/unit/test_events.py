@@ -4,8 +4,13 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from dbt_project.aws.events import (
+    InitRequest,
+    parse_extract_event,
+    parse_init_event,
+    parse_load_event,
+)
 from dbt_project.errors import ConfigError
-from dbt_project.events import InitRequest, parse_extract_event, parse_init_event, parse_load_event
 
 
 def test_a_schedule_at_two_in_the_morning_tokyo_runs_the_previous_tokyo_day():

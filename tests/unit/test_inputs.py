@@ -8,17 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from dbt_project.business_calendar import (
-    check_lookback,
-    check_run_date,
-    date_range,
-    parse_date,
-    previous_business_day,
-)
-from dbt_project.cli import main, split_manifest_uri
-from dbt_project.db import PgSettings, redact
-from dbt_project.dbt_runner import run_vars
+from dbt_project.cli.commands import split_manifest_uri
+from dbt_project.cli.main import main
+from dbt_project.dbt_runner.runner import run_vars
 from dbt_project.errors import ConfigError
+from dbt_project.facts.business_calendar import previous_business_day
+from dbt_project.postgres.connection import PgSettings, redact
+from dbt_project.request import check_lookback, check_run_date, date_range, parse_date
 from dbt_project.settings import LAMBDA_WORK_DIR, Settings
 
 
@@ -124,8 +120,8 @@ def test_settings_are_read_from_the_environment_with_their_defaults():
     assert in_lambda.work_dir == LAMBDA_WORK_DIR
     assert in_lambda.statement_timeout_ms == 900_000
     assert in_lambda.endpoint("SOURCE").port == 5432
-    with pytest.raises(ConfigError, match="lacks TARGET_DB_SECRET_ARN; redeploy the stack"):
-        in_lambda.endpoint("TARGET")
+    with pytest.raises(ConfigError, match="lacks ANALYTICS_DB_SECRET_ARN; redeploy the stack"):
+        in_lambda.endpoint("ANALYTICS")
     with pytest.raises(ConfigError, match="lacks S3_BUCKET"):
         in_lambda.require_bucket()
 

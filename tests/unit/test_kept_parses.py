@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dbt_project import dbt_parse
+from dbt_project.dbt_runner import parse_cache as dbt_parse
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,11 +9,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from dbt_project.analytics_schema import REQUIRED_TABLES
-from dbt_project.contracts import contract
+from dbt_project.contract.manifest import FORMAT_VERSION, MAX_MANIFEST_BYTES, FileEntry, Manifest
+from dbt_project.contract.ownership import REQUIRED_TABLES
+from dbt_project.contract.tables import contract
 from dbt_project.errors import StageError
-from dbt_project.layout import day_prefix, manifest_key
-from dbt_project.manifest import FORMAT_VERSION, MAX_MANIFEST_BYTES, FileEntry, Manifest
+from dbt_project.facts.stage_layout import day_prefix, manifest_key
 
 DAY = date(2026, 11, 25)
 RUN_ID = "6f1c1d4e-2b7a-4c55-9a51-0d8f0e7f3a10"

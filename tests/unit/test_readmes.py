@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dbt_project.cli import build_parser
-from dbt_project.demo import EXAMPLE_QUERIES
+from dbt_project.cli.main import build_parser
+from dbt_project.local.demo import EXAMPLE_QUERIES
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

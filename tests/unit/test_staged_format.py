@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from dbt_project.contract.file_format import CHUNK, CompressingSink, VerifyingReader
 from dbt_project.errors import StageError
-from dbt_project.staged_format import CHUNK, CompressingSink, VerifyingReader
 
 ROWS = b"".join(b"%d\tcustomer %d\t12.50\n" % (i, i) for i in range(50_000))
 

@@ -1,0 +1,177 @@
+"""Lambda events parsed into typed requests, before any database work.
+
+Everything a handler accepts is listed here; anything else is refused with a
+message that shows the accepted shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from urllib.parse import unquote_plus
+
+from dbt_project.errors import ConfigError
+from dbt_project.facts import business_calendar
+from dbt_project.facts.business_calendar import (
+    BUSINESS_TIMEZONE,
+    DEFAULT_LOOKBACK_DAYS,
+    business_date,
+    previous_business_day,
+)
+from dbt_project.facts.stage_layout import DATA_PREFIX, MANIFEST_NAME
+from dbt_project.request import (
+    MAX_BACKFILL_DAYS,
+    BackfillRequest,
+    NightRequest,
+    Trigger,
+    parse_date,
+)
+
+EXTRACT_SHAPES = (
+    "{} (the previous business day, as the schedule runs it), "
+    'a schedule ({"scheduled_time": "<ISO time>"} or an EventBridge "Scheduled Event"), '
+    '{"run_date": "YYYY-MM-DD"}, {"start_date": "YYYY-MM-DD", "end_date": "YYYY-MM-DD"} '
+    f'spanning at most {MAX_BACKFILL_DAYS} days, or {{"full_refresh": true}}; '
+    'any of them may add "skip_freshness": true, and a day "lookback_days"'
+)
+_OPTIONS = {"lookback_days", "skip_freshness"}
+# What the extract function is asked to run: one night, or a range of them.
+ExtractRequest = NightRequest | BackfillRequest
+
+
+def _flag(event: dict, name: str) -> bool:
+    value = event.get(name, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def _timestamp(value) -> datetime:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"the schedule time {value!r} is not an ISO timestamp") from exc
+
+
+def _scheduled(event: dict, moment, now: datetime | None) -> NightRequest:
+    day = previous_business_day(_timestamp(moment))
+    return NightRequest.of(
+        day, trigger=Trigger.SCHEDULE, skip_freshness=_flag(event, "skip_freshness"), now=now
+    )
+
+
+def parse_extract_event(event, *, now: datetime | None = None) -> ExtractRequest:
+    """``now`` (the clock by default) bounds every day: none after the previous business day."""
+    if not isinstance(event, dict):
+        raise ConfigError(f"the extract event must be a JSON object: {EXTRACT_SHAPES}")
+    keys = set(event)
+    if "scheduled_time" in event and keys <= {"scheduled_time", "skip_freshness"}:
+        return _scheduled(event, event["scheduled_time"], now)
+    if event.get("detail-type") == "Scheduled Event" and "time" in event:
+        return _scheduled(event, event["time"], now)
+    skip = _flag(event, "skip_freshness") if "skip_freshness" in event else False
+    if keys <= {"skip_freshness"}:
+        # `aws lambda invoke` with no payload: the night a schedule would run now.
+        return NightRequest.of(skip_freshness=skip, now=now)
+    if keys <= {"full_refresh", "run_date"} and _flag(event, "full_refresh"):
+        return NightRequest.of(event.get("run_date"), full_refresh=True, now=now)
+    lookback = event.get("lookback_days", DEFAULT_LOOKBACK_DAYS)
+    if keys <= {"run_date"} | _OPTIONS and "run_date" in keys:
+        return NightRequest.of(
+            event["run_date"], lookback_days=lookback, skip_freshness=skip, now=now
+        )
+    if keys <= {"start_date", "end_date"} | _OPTIONS and {"start_date", "end_date"} <= keys:
+        return BackfillRequest.of(
+            event["start_date"], event["end_date"], lookback_days=lookback, now=now
+        )
+    raise ConfigError(f"unrecognised extract event with keys {sorted(keys)}; send {EXTRACT_SHAPES}")
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    manifest_keys: tuple[str, ...]
+    ignored: tuple[str, ...] = ()
+
+
+def parse_load_event(event, bucket: str) -> LoadRequest:
+    if not isinstance(event, dict):
+        raise ConfigError('the load event must be an S3 event or {"manifest_key": "..."}')
+    if "manifest_key" in event:
+        key = str(event["manifest_key"])
+        if not (key.startswith(DATA_PREFIX) and key.endswith("/" + MANIFEST_NAME)):
+            raise ConfigError(
+                f"manifest_key {key!r} must look like {DATA_PREFIX}YYYY-MM-DD/{MANIFEST_NAME}"
+            )
+        return LoadRequest((key,))
+    records = event.get("Records")
+    if not isinstance(records, list) or not records:
+        raise ConfigError(
+            'unrecognised load event: send an S3 ObjectCreated event or {"manifest_key": '
+            f'"{DATA_PREFIX}YYYY-MM-DD/{MANIFEST_NAME}"}}'
+        )
+    keys, ignored = [], []
+    for record in records:
+        s3 = record.get("s3", {}) if isinstance(record, dict) else {}
+        record_bucket = s3.get("bucket", {}).get("name")
+        raw_key = s3.get("object", {}).get("key")
+        if record.get("eventSource") != "aws:s3" or not raw_key:
+            raise ConfigError("the load event has a record that is not an S3 event record")
+        if record_bucket != bucket:
+            raise ConfigError(
+                f"the S3 event is for bucket {record_bucket!r}, this function loads from {bucket!r}"
+            )
+        key = unquote_plus(raw_key)  # S3 event keys arrive URL-encoded
+        if key.startswith(DATA_PREFIX) and key.endswith("/" + MANIFEST_NAME):
+            keys.append(key)
+        else:
+            ignored.append(key)
+    return LoadRequest(tuple(keys), tuple(ignored))
+
+
+@dataclass(frozen=True)
+class InitRequest:
+    # Sample rows go only into empty source tables; False never adds any.
+    sample_data: bool = True
+    # The day the sample history ends on: the initialisation day unless given.
+    sample_end_date: date | None = None
+    # Set when a deployment runs the initializer (a CloudFormation custom resource):
+    # "Create" or "Update" upgrade the analytics side, "Delete" does nothing.
+    deployment: str | None = None
+    physical_resource_id: str | None = None
+
+
+INIT_SHAPES = (
+    '{}, {"sample_data": false}, or {"sample_data": true, "sample_end_date": "YYYY-MM-DD"}'
+)
+
+
+# What CloudFormation names the resource that upgrades the analytics side on deploy.
+DEPLOYMENT_RESOURCE_ID = "shop-etl-analytics"
+
+
+def parse_init_event(event, *, now: datetime | None = None) -> InitRequest:
+    if event is None:
+        event = {}
+    if isinstance(event, dict) and "RequestType" in event:
+        kind = event["RequestType"]
+        if kind not in ("Create", "Update", "Delete"):
+            raise ConfigError(f"unknown CloudFormation RequestType {kind!r}")
+        return InitRequest(
+            sample_data=False,
+            deployment=kind,
+            physical_resource_id=event.get("PhysicalResourceId") or DEPLOYMENT_RESOURCE_ID,
+        )
+    if not isinstance(event, dict) or set(event) - {"sample_data", "sample_end_date"}:
+        raise ConfigError(f"the db_initializer event must be one of {INIT_SHAPES}")
+    sample = event.get("sample_data", True)
+    if not isinstance(sample, bool):
+        raise ConfigError(f"sample_data must be true or false, not {sample!r}")
+    today = business_date(now or business_calendar.utc_now())
+    end = event.get("sample_end_date")
+    end = today if end is None else parse_date(end, "sample_end_date")
+    if end > today:
+        raise ConfigError(
+            f"sample_end_date {end} is after today ({today}, {BUSINESS_TIMEZONE}); "
+            "a sample history cannot end in the future"
+        )
+    return InitRequest(sample, end)

@@ -1,0 +1,243 @@
+"""What the three Lambda handlers do, behind their Powertools decorators.
+
+Objects that are expensive to make (the dbt runner, database connections, the S3
+client, secrets) live at module level so warm invocations reuse them.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from dbt_project.aws import history_load
+from dbt_project.aws.events import parse_extract_event, parse_init_event, parse_load_event
+from dbt_project.aws.observability import logger, metrics, tracer
+from dbt_project.aws.resources import database, pipeline, reader_password, reset  # noqa: F401
+from dbt_project.dbt_runner.docs import generate_docs, publish_docs
+from dbt_project.errors import DatabaseUnavailable, LoginRefused, SourceStale
+from dbt_project.facts import metric_names
+from dbt_project.load import LoadStatus
+from dbt_project.load import report as reports
+from dbt_project.pipeline import raise_for_analytics
+from dbt_project.settings import Settings
+
+
+def _metric(name: str, unit, value: float) -> None:
+    metrics.add_metric(name=name, unit=unit, value=value)
+
+
+@contextmanager
+def _count_connection_errors():
+    """A database out of reach, or refusing the login, is a connection error."""
+    try:
+        yield
+    except (DatabaseUnavailable, LoginRefused):
+        metrics.add_metric(name=metric_names.DB_CONNECTION_ERROR, unit=MetricUnit.Count, value=1)
+        raise
+
+
+@tracer.capture_method
+def handle_extract(event, context=None) -> dict:
+    request = parse_extract_event(event)
+    settings = Settings.from_env()
+    results = []
+    with _count_connection_errors():
+        parts = pipeline(settings, "SOURCE")
+        for night in request.nights():
+            day = night.run_date
+            logger.append_keys(run_date=day.isoformat())
+            try:
+                result = parts.extract(night)
+            except SourceStale:
+                _metric(metric_names.SOURCE_STALE, MetricUnit.Count, 1)
+                raise
+            _metric(metric_names.EXTRACTION_TIME, MetricUnit.Seconds, result.seconds)
+            _metric(metric_names.RECORDS_EXTRACTED, MetricUnit.Count, result.rows_extracted)
+            logger.info(
+                "extracted",
+                extra={
+                    "run_id": result.run_id,
+                    "rows": result.rows,
+                    "manifest": result.manifest_key,
+                    "freshness": result.freshness.state,
+                },
+            )
+            results.append(
+                {
+                    "run_date": day.isoformat(),
+                    "run_id": result.run_id,
+                    "manifest_key": result.manifest_key,
+                    "rows": result.rows,
+                    "freshness": result.freshness.as_report(),
+                    "seconds": round(result.seconds, 3),
+                }
+            )
+    return {"status": "extracted", "trigger": request.trigger, "runs": results}
+
+
+def _loaded(key: str, result) -> dict:
+    """Metrics, the heartbeat and a log line of one delivered manifest."""
+    logger.append_keys(run_date=result.run_date.isoformat())
+    _metric(metric_names.S3_READ_TIME, MetricUnit.Seconds, result.read_seconds)
+    _metric(metric_names.DATA_LOAD_TIME, MetricUnit.Seconds, result.seconds)
+    for table, counts in result.tables.items():
+        _metric(
+            metric_names.records_loaded(table), MetricUnit.Count, counts.inserted + counts.updated
+        )
+    if result.status is LoadStatus.LOADED:
+        # The heartbeat: an alarm fires when no night has loaded for 26 hours.
+        _metric(metric_names.NIGHTS_LOADED, MetricUnit.Count, 1)
+    logger.info(
+        "loaded" if result.status is LoadStatus.LOADED else "duplicate delivery ignored",
+        extra={"manifest": key, "run_id": result.run_id, "status": result.status},
+    )
+    return {
+        "manifest_key": key,
+        "run_date": result.run_date.isoformat(),
+        "status": result.status,
+        "rows_loaded": result.rows_loaded,
+    }
+
+
+@tracer.capture_method
+def handle_load(event, context=None) -> dict:
+    settings = Settings.from_env()
+    request = parse_load_event(event, settings.require_bucket())
+    for key in request.ignored:
+        logger.info("ignored an object that is not a manifest", extra={"key": key})
+    parts = pipeline(settings, "ANALYTICS")
+    loads, results = [], []
+    with _count_connection_errors():
+        for key in request.manifest_keys:
+            result = parts.load(key, time_limit_ms=_load_time_limit(context))
+            loads.append(_loaded(key, result))
+            results.append(result)
+        loaded = [r for r in results if r.status is LoadStatus.LOADED]
+        if loaded:
+            tests = parts.test_analytics(loaded)
+            logger.info(
+                "analytics tests",
+                extra={
+                    "passed": tests.passed,
+                    "failures": tests.failures,
+                    "seconds": tests.seconds,
+                },
+            )
+            _metric(metric_names.ANALYTICS_TEST_TIME, MetricUnit.Seconds, tests.seconds)
+            for item, result in zip(loads, results, strict=True):
+                if result.status is LoadStatus.LOADED:
+                    item["report"] = _report(settings, parts.analytics, result, tests)
+            raise_for_analytics(tests)
+            _publish_docs(parts)
+    return {"status": "ok", "loads": loads, "ignored": list(request.ignored)}
+
+
+def _publish_docs(parts) -> bool:
+    """Generate and publish the lineage site after a loaded and tested night, best effort.
+
+    The night's data is committed and tested by then; the page only describes the
+    code, and the next night publishes it again. So a failure here is a warning and
+    a DocsPublishError metric (which an alarm can watch), never a failed invocation:
+    that would report a good night as failed, and its retries would find a duplicate
+    delivery, load nothing, and publish nothing.
+    """
+    try:
+        where = publish_docs(generate_docs(analytics=parts.analytics, dbt=parts.dbt), parts.stage)
+    except Exception as exc:
+        logger.warning(
+            "the docs site was not published; the night's load stands",
+            extra={"error_type": exc.__class__.__name__, "error": str(exc)},
+        )
+        _metric(metric_names.DOCS_PUBLISH_ERROR, MetricUnit.Count, 1)
+        return False
+    logger.info("docs site published", extra={"docs": where})
+    return True
+
+
+def _report(settings: Settings, analytics, result, tests) -> dict:
+    """Keep the night's report and send it; a report that cannot be sent is logged, as
+    the night itself is loaded and a retry would find a duplicate."""
+    report = reports.build(result, tests)
+    reports.record(analytics.connection(), report)
+    if settings.run_reports_topic:
+        try:
+            reports.publish(settings.run_reports_topic, report)
+        except Exception as exc:
+            logger.warning(
+                "the run report could not be sent",
+                extra={"error": f"{exc.__class__.__name__}: {exc}"},
+            )
+    logger.info("run report", extra={"report": report})
+    return report
+
+
+@tracer.capture_method
+def handle_init(event, context=None) -> dict:
+    """Manual runs create and fill; a deployment (a CloudFormation custom resource)
+    upgrades the analytics side and never adds sample rows."""
+    request = parse_init_event(event)
+    if request.deployment == "Delete":  # the data outlives the custom resource
+        return {"PhysicalResourceId": request.physical_resource_id}
+    settings = Settings.from_env()
+    started = time.perf_counter()
+    with _count_connection_errors():
+        result = pipeline(settings, "SOURCE", "ANALYTICS", with_stage=False).init(
+            sample_data=request.sample_data,
+            sample_end_date=request.sample_end_date,
+            reader_password=reader_password(settings),
+        )
+        history = _start_history_load(settings) if result.sample_rows else None
+    _metric(metric_names.INIT_TIME, MetricUnit.Seconds, time.perf_counter() - started)
+    if request.deployment:
+        data = {"Views": result.views_built}
+        return {"PhysicalResourceId": request.physical_resource_id, "Data": data}
+    if result.sample_note:
+        logger.info(result.sample_note)
+    return {
+        "status": "initialised",
+        "sample_rows": result.sample_rows,
+        "sample_data": result.sample_note or _sample_summary(result.sample_rows),
+        "views": result.views_built,
+        "history_load": history,
+    }
+
+
+def _start_history_load(settings: Settings) -> dict | None:
+    """The sample history in one night, started now; the schedule goes on from there."""
+    if not settings.extract_function:
+        return None
+    source = database(settings, "SOURCE")
+    payload = history_load.history_request(source.connection())
+    if payload is None:
+        return None
+    started = history_load.start(settings.extract_function, payload)
+    logger.info("history load started", extra=started)
+    return started
+
+
+def _sample_summary(rows: dict[str, int] | None) -> str:
+    if rows is None:
+        return "not requested"
+    return "loaded: " + ", ".join(f"{table} +{count}" for table, count in rows.items())
+
+
+# What a load leaves of the function's time for the analytics-side tests and the report.
+LOAD_TIME_RESERVE_MS = 120_000
+
+
+def _load_time_limit(context) -> int | None:
+    """The load must end, with its own error, before Lambda ends the function."""
+    if context is None:
+        return None
+    return max(context.get_remaining_time_in_millis() - LOAD_TIME_RESERVE_MS, 1_000)
+
+
+def run(handler_fn, event, context) -> dict:
+    """Log a user error as one clear line, then re-raise so the invocation counts as failed."""
+    try:
+        return handler_fn(event, context)
+    except Exception as exc:
+        logger.error(str(exc), extra={"error_type": exc.__class__.__name__})
+        raise

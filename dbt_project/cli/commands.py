@@ -1,0 +1,213 @@
+"""What each ``etl`` command does: it builds a request and the pipeline's parts from
+its flags, calls one method of the pipeline, and prints what came of it."""
+
+from __future__ import annotations
+
+import json
+
+from dbt_project.errors import ConfigError
+from dbt_project.facts import business_calendar
+from dbt_project.facts.stage_layout import DATA_PREFIX, MANIFEST_NAME
+from dbt_project.request import BackfillRequest, NightRequest, parse_date
+from dbt_project.settings import Settings
+
+# Which parts of the pipeline a command reaches (flags and variables name them).
+_NEEDS_ANALYTICS = {"init", "run", "load", "backfill", "docs"}
+_NEEDS_SOURCE = {"init", "run", "extract", "backfill"}
+_NEEDS_STAGE = {"run", "extract", "backfill"}
+
+
+def _database(settings: Settings, url: str | None, flag: str, env: str):
+    from dbt_project.postgres.connection import Database, PgSettings
+
+    if not url:
+        raise ConfigError(
+            f"no database given: pass {flag} postgresql://user:pass@host/db or set {env}"
+        )
+    return Database.from_settings(
+        PgSettings.from_url(url),
+        limits=settings.limits,
+        connect_wait_seconds=settings.connect_wait_seconds,
+    )
+
+
+def _open_stage(args, uri: str | None):
+    from dbt_project.stage import open_stage
+
+    return open_stage(uri, s3_max_attempts=args.settings.s3_max_attempts)
+
+
+def pipeline(args, *, stage_uri: str | None = None):
+    """The parts this command uses, each checked before any connection is made."""
+    from dbt_project.dbt_runner import DbtProject
+    from dbt_project.pipeline import Pipeline
+
+    settings, command = args.settings, args.command
+    parts = Pipeline(dbt=DbtProject(settings=settings), gzip_level=settings.gzip_level)
+    if command in _NEEDS_SOURCE:
+        parts.source = _database(settings, args.source_url, "--source-url", "ETL_SOURCE_URL")
+    if command in _NEEDS_ANALYTICS:
+        parts.analytics = _database(
+            settings, args.analytics_url, "--analytics-url", "ETL_ANALYTICS_URL"
+        )
+    if command in _NEEDS_STAGE or stage_uri:
+        parts.stage = _open_stage(args, stage_uri or args.stage)
+    return parts
+
+
+def night_request(args) -> NightRequest:
+    """The checked night of ``--date`` (default: the latest finished business day, as
+    scheduled), before any connection: the same rules as the Lambda's events."""
+    return NightRequest.of(
+        args.date,
+        lookback_days=args.lookback_days,
+        skip_freshness=args.skip_freshness,
+        full_refresh=getattr(args, "full_refresh", False),
+        what="--date",
+    )
+
+
+def split_manifest_uri(uri: str) -> tuple[str, str]:
+    """``<stage>/etl-data/D/_manifest.json`` -> (stage URI, key)."""
+    marker = uri.rfind(DATA_PREFIX)
+    if marker < 0 or not uri.endswith(MANIFEST_NAME):
+        raise ConfigError(
+            f"{uri!r} is not a manifest: give the path or s3:// URI ending in "
+            f"{DATA_PREFIX}YYYY-MM-DD/{MANIFEST_NAME}"
+        )
+    return uri[:marker] or ".", uri[marker:]
+
+
+def _sample_end_date(args):
+    return parse_date(args.sample_end_date, "--sample-end-date") if args.sample_end_date else None
+
+
+def cmd_dev_db(args) -> int:
+    from dbt_project.local import devdb
+
+    if args.action == "stop":
+        stopped = devdb.stop(args.settings)
+        print("local PostgreSQL stopped" if stopped else "the local PostgreSQL was not running")
+        return 0
+    result = devdb.prepare(args.settings, sample_end_date=_sample_end_date(args))
+    inserted = ", ".join(f"{table} +{count}" for table, count in result.inserted.items())
+    print(f"source database ready: {result.source.display} ({inserted})")
+    print(f"analytics database:    {result.analytics.display}")
+    if not result.server.embedded:
+        print("an external server is in use: point dbt at it with")
+        for key, value in result.source.dbt_env().items():
+            if not key.startswith("DBT_ENV_SECRET"):
+                print(f"  export {key}={value}")
+    print("next: dbt build")
+    return 0
+
+
+def cmd_init(args) -> int:
+    today = business_calendar.business_date(business_calendar.utc_now())
+    result = pipeline(args).init(
+        sample_data=args.sample_data,
+        sample_end_date=_sample_end_date(args) or today,
+    )
+    if result.sample_rows is not None:
+        print("sample data: " + ", ".join(f"{t} +{n}" for t, n in result.sample_rows.items()))
+    if result.sample_note:
+        print(result.sample_note)
+    print(
+        f"source tables ready; analytics tables, ledger, roles and {result.views_built} views ready"
+    )
+    return 0
+
+
+def cmd_extract(args) -> int:
+    request = night_request(args)
+    parts = pipeline(args)
+    result = parts.extract(request)
+    print(
+        f"{result.run_date}: {result.rows_extracted} rows in {result.seconds:.1f}s; "
+        f"manifest {parts.stage.describe(result.manifest_key)}"
+    )
+    return 0
+
+
+def cmd_load(args) -> int:
+    from dbt_project.load import LoadStatus
+    from dbt_project.pipeline import raise_for_analytics
+
+    stage_uri, key = split_manifest_uri(args.manifest)
+    parts = pipeline(args, stage_uri=stage_uri)
+    result = parts.load(key)
+    print(
+        f"{result.run_date}: {result.status}, {result.rows_loaded} rows changed "
+        f"in {result.seconds:.1f}s"
+    )
+    if result.status is LoadStatus.LOADED and not args.skip_tests:
+        raise_for_analytics(parts.test_analytics([result]))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from dbt_project.load import LoadStatus
+    from dbt_project.load import report as reports
+    from dbt_project.pipeline import raise_for_analytics
+
+    request = night_request(args)
+    parts = pipeline(args)
+    night = parts.run_night(request, run_tests=not args.skip_tests)
+    print(night_line(night))
+    if night.load.status is LoadStatus.LOADED:
+        report = reports.build(night.load, night.tests)
+        reports.record(parts.analytics.connection(), report)
+        print(json.dumps(report, ensure_ascii=False) if args.json else reports.as_text(report))
+    raise_for_analytics(night.tests)
+    return 0
+
+
+def cmd_backfill(args) -> int:
+    from rich.progress import Progress
+
+    from dbt_project.pipeline import raise_for_analytics
+
+    request = BackfillRequest.of(
+        args.start, args.end, lookback_days=args.lookback_days, what="--end"
+    )
+    parts = pipeline(args)
+    last = None
+    with Progress(transient=True) as progress:
+        task = progress.add_task("backfill", total=len(request.days))
+        for night in parts.backfill(request, run_tests=not args.skip_tests):
+            progress.console.print(night_line(night), soft_wrap=True, highlight=False)
+            progress.advance(task)
+            last = night
+    raise_for_analytics(last.tests if last else None)
+    print(f"backfilled {len(request.days)} days, {request.days[0]}..{request.days[-1]}")
+    return 0
+
+
+def night_line(night) -> str:
+    """One line per night: rows extracted, rows changed per table, seconds, tests."""
+    load = night.load
+    changes = ", ".join(
+        f"{name} +{t.inserted} ~{t.updated} -{t.deleted}" for name, t in load.tables.items()
+    )
+    tests = ""
+    if night.tests is not None:
+        tests = "  analytics tests passed" if night.tests.passed else "  ANALYTICS TESTS FAILED"
+    return (
+        f"{night.run_date}  extracted {night.extract.rows_extracted:>6} rows  {load.status}: "
+        f"{changes}  {night.seconds:.1f}s{tests}"
+    )
+
+
+def cmd_docs(args) -> int:
+    from dbt_project.dbt_runner.docs import write_docs
+
+    parts = pipeline(args)
+    page = write_docs(analytics=parts.analytics, dbt=parts.dbt, out=args.out)
+    print(f"docs site written: {page.resolve().as_uri()}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from dbt_project.local.demo import run_demo
+
+    return run_demo(args.settings)

@@ -1,0 +1,24 @@
+"""dbt in-process, the same way on a laptop and in Lambda: the runner, its parse
+cache, the source freshness gate and the lineage site."""
+
+from __future__ import annotations
+
+from dbt_project.dbt_runner.runner import (
+    DbtProject,
+    DbtRun,
+    NodeFailure,
+    credentials_refused,
+    invoke_dbt,
+    raise_for_failures,
+    run_vars,
+)
+
+__all__ = [
+    "DbtProject",
+    "DbtRun",
+    "NodeFailure",
+    "credentials_refused",
+    "invoke_dbt",
+    "raise_for_failures",
+    "run_vars",
+]

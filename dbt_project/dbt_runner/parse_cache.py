@@ -1,0 +1,280 @@
+"""dbt's parsed project: kept once per process, shipped with the common layer.
+
+A parse costs more than a night's build, so a process parses a project once per set
+of inputs and keeps the result (``remembered``/``remember``), and a cold start reads
+the parse shipped beside the project (``load_shipped_parse``) when it provably fits.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import hashlib
+import json
+import logging
+import pickle
+import shutil
+import sys
+import tempfile
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+from dbt_project.errors import ConfigError
+from dbt_project.settings import scoped_environ
+
+# Vars that only macros read while a node runs. Any other var may shape the parsed
+# project (the sources' schema does), so a change to it means a new parse.
+RUNTIME_VARS = frozenset({"run_date", "lookback_days"})
+# What dbt parses: a change to any of these files means a new parse.
+_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml")
+_PROJECT_FOLDERS = ("models", "macros", "tests/dbt", "seeds")
+# The parse shipped with the project (the common layer's, see infra/packaging/layers.py): per
+# target, <target>.msgpack (dbt's serialized Manifest) and <target>.json (its inputs).
+SHIPPED_PARSE_DIR = ".dbt-parse"
+# Profile values that shape the parsed project: nodes and sources name their database.
+# Host, port, user, TLS settings and PGOPTIONS leave dbt's manifest unchanged, and the
+# password is never part of it: one layer's parse serves every deployment's endpoints.
+_PARSE_ENV = ("ETL_PG_DBNAME",)
+
+log = logging.getLogger(__name__)
+
+
+def parsed_files(root: Path) -> list[Path]:
+    paths = [root / name for name in _PROJECT_FILES]
+    for folder in _PROJECT_FOLDERS:
+        paths += sorted((root / folder).rglob("*"))
+    return [p for p in paths if p.is_file()]
+
+
+def content_fingerprint(root: Path) -> str:
+    """Digest of the names (relative to ``root``), sizes and contents of the files dbt
+    parses: unlike modification times, it survives the copy into a layer."""
+    digest = hashlib.sha256()
+    for path in parsed_files(root):
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _engine() -> dict[str, str]:
+    from dbt.adapters.postgres.__version__ import version as postgres
+    from dbt.version import __version__ as core
+
+    return {"dbt-core": core, "dbt-postgres": postgres}
+
+
+def parse_inputs(target: str, env: dict[str, str], dbt_vars) -> dict[str, str]:
+    """The inputs of a parse that are not project files (nor secrets)."""
+    kept = {k: v for k, v in (dbt_vars or {}).items() if k not in RUNTIME_VARS}
+    return {
+        "target": target,
+        **{name: env.get(name, "") for name in _PARSE_ENV},
+        "vars": json.dumps(kept, sort_keys=True),
+    }
+
+
+def _python() -> str:
+    return "{}.{}".format(*sys.version_info[:2])
+
+
+def ship_parse(root: Path, target: str, env: dict[str, str]) -> Path:
+    """Parse the project at ``root`` for ``target`` with the profile variables ``env``,
+    and write the result under ``root``/.dbt-parse for ``load_shipped_parse``: dbt's
+    Manifest as msgpack (read by any Python) and pickled (read ten times faster, by
+    the Python that wrote it), and the parse's manifest.json."""
+    from dbt.cli.main import dbtRunner
+    from dbt.parser.manifest import extended_mashumaro_encoder
+
+    folder = root / SHIPPED_PARSE_DIR
+    folder.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch, scoped_environ(env):
+        parsed = dbtRunner().invoke(
+            [
+                *("--quiet", "--log-level-file", "none", "parse", "--no-partial-parse"),
+                *("--project-dir", str(root), "--profiles-dir", str(root), "--target", target),
+                *("--target-path", f"{scratch}/target", "--log-path", f"{scratch}/logs"),
+            ]
+        )
+        if not parsed.success or parsed.result is None:
+            raise ConfigError(f"dbt could not parse {root} for target {target}: {parsed.exception}")
+        shutil.copyfile(f"{scratch}/target/manifest.json", folder / f"{target}.manifest.json")
+    manifest = parsed.result
+    (folder / f"{target}.msgpack").write_bytes(manifest.to_msgpack(extended_mashumaro_encoder))
+    manifest.build_flat_graph()  # no project paths in it: it holds wherever the project moves
+    with (folder / f"{target}.pickle").open("wb") as out:
+        _ManifestPickler(out).dump(manifest)
+    stamp = {
+        "engine": _engine(),
+        "fingerprint": content_fingerprint(root),
+        "inputs": parse_inputs(target, env, None),
+        "python": _python(),
+        "root": str(root),
+    }
+    (folder / f"{target}.json").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def _stale(root: Path, stamp: dict, target: str, env: dict[str, str], dbt_vars) -> str | None:
+    """Why the shipped parse described by ``stamp`` does not fit this call, if it does not."""
+    if stamp.get("engine") != _engine():
+        return f"parsed by {stamp.get('engine')}, this is {_engine()}"
+    if stamp.get("inputs") != parse_inputs(target, env, dbt_vars):
+        return "parsed for other settings (database name or vars)"
+    if stamp.get("fingerprint") != content_fingerprint(root):
+        return "the project files changed since"
+    return None
+
+
+def load_shipped_parse(root: Path, target: str, env: dict[str, str], dbt_vars=None):
+    """The Manifest shipped under ``root``/.dbt-parse for this call, or None when there
+    is none or it does not fit (another dbt, other inputs, changed files): then dbt
+    parses as without one."""
+    folder = root / SHIPPED_PARSE_DIR
+    try:
+        stamp = json.loads((folder / f"{target}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    reason = _stale(root, stamp, target, env, dbt_vars)
+    if reason is None:
+        manifest = _read_manifest(folder, target, stamp)
+        # env_var() values the project files read while parsing: only ``env``'s are known.
+        changed = [k for k, v in manifest.env_vars.items() if env.get(k) != v]
+        reason = f"{', '.join(sorted(changed))} changed since" if changed else None
+    if reason is not None:
+        log.info("Not using the shipped dbt parse of %s: %s", target, reason)
+        return None
+    _move_root(manifest, stamp["root"], str(root))
+    if not manifest.flat_graph:  # the pickle ships it built, msgpack does not
+        manifest.build_flat_graph()
+    return manifest
+
+
+class _ManifestPickler(pickle.Pickler):
+    """Pickles dbt's Manifest by its fields. dbt 1.11's own ``__reduce_ex__`` passes
+    them by position and leaves ``fixtures`` out, which shifts every later one; its
+    lock cannot be pickled and is made anew on reading."""
+
+    def __init__(self, out):
+        from dbt.contracts.graph.manifest import Manifest
+
+        super().__init__(out, protocol=5)
+        self.manifest_class = Manifest
+
+    def reducer_override(self, obj):  # called for every object in the graph: kept cheap
+        if type(obj) is not self.manifest_class:
+            return NotImplemented
+        state = {name: value for name, value in vars(obj).items() if name != "_lock"}
+        return copyreg.__newobj__, (self.manifest_class,), state
+
+
+def _unpickle(path: Path):
+    """A Manifest that _ManifestPickler wrote: the project's own artifact (the layer's,
+    or the work folder's), read only after its stamp matched."""
+    with path.open("rb") as data:
+        manifest = pickle.load(data)  # noqa: S301 - see the docstring
+    manifest._lock = type(manifest).__dataclass_fields__["_lock"].default_factory()
+    return manifest
+
+
+def _read_manifest(folder: Path, target: str, stamp: dict):
+    pickled = folder / f"{target}.pickle"
+    if stamp.get("python") == _python() and pickled.exists():
+        return _unpickle(pickled)
+    from dbt.contracts.graph.manifest import Manifest
+    from dbt.parser.manifest import extended_mashumuro_decoder
+
+    data = (folder / f"{target}.msgpack").read_bytes()
+    return Manifest.from_msgpack(data, decoder=extended_mashumuro_decoder)
+
+
+def copy_shipped_manifest_json(root: Path, target: str, destination: Path) -> bool:
+    """Write the shipped parse's manifest.json to ``destination``, its project paths
+    pointed at ``root`` as ``load_shipped_parse`` points the Manifest's. False when
+    there is none."""
+    folder = root / SHIPPED_PARSE_DIR
+    try:
+        built = json.loads((folder / f"{target}.json").read_text())["root"]
+        text = (folder / f"{target}.manifest.json").read_text()
+    except (OSError, ValueError, KeyError):
+        return False
+    if built != str(root):
+        text = text.replace(json.dumps(built)[1:-1], json.dumps(str(root))[1:-1])
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_text(text)
+    return True
+
+
+def _move_root(manifest, built: str, root: str) -> None:
+    """Point the paths a parse records at the project where it now sits (in Lambda,
+    /opt/dbt rather than the build's folder): seeds read their CSV from there."""
+    for source_file in manifest.files.values():
+        if source_file.path.project_root == built:
+            source_file.path.project_root = root
+    for node in manifest.nodes.values():
+        if getattr(node, "root_path", None) == built:
+            node.root_path = root
+
+
+# Parses kept by this process, newest last: one per target and set of inputs. A Lambda
+# container holds one or two; a test worker holds one per database name it reuses.
+_KEPT_PARSES = 16
+_parses: OrderedDict[tuple, object] = OrderedDict()
+
+
+def remembered(key: tuple):
+    """The Manifest this process parsed (or read) for ``key``, if it still holds it."""
+    manifest = _parses.get(key)
+    if manifest is not None:
+        _parses.move_to_end(key)
+    return manifest
+
+
+def remember(key: tuple, manifest) -> None:
+    _parses[key] = manifest
+    _parses.move_to_end(key)
+    while len(_parses) > _KEPT_PARSES:
+        _parses.popitem(last=False)
+
+
+def _kept_name(key: tuple) -> str:
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+
+
+def keep(folder: Path, key: tuple, manifest) -> None:
+    """Keep the parse for ``key`` in ``folder`` for ``read_kept`` in a later process.
+    ``key`` holds the project files' names, sizes and modification times, the
+    profile's settings and the vars: any change makes another key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = _kept_name(key)
+    stamp = {"key": repr(key), "engine": _engine(), "python": _python()}
+    # Each file whole or absent for a concurrent reader: written aside, then renamed.
+    scratch = folder / f".{name}.{uuid.uuid4().hex}"
+    with scratch.open("wb") as out:
+        _ManifestPickler(out).dump(manifest)
+    scratch.replace(folder / f"{name}.pickle")
+    scratch.write_text(json.dumps(stamp))
+    scratch.replace(folder / f"{name}.json")
+    # Every edit of a model makes a new key: keep the newest few, not every one.
+    try:
+        kept = sorted(folder.glob("*.pickle"), key=lambda path: path.stat().st_mtime_ns)
+    except OSError:  # another process pruned meanwhile: the next keep() will
+        return
+    for stale in kept[:-_KEPT_PARSES]:
+        stale.unlink(missing_ok=True)
+        stale.with_suffix(".json").unlink(missing_ok=True)
+
+
+def read_kept(folder: Path, key: tuple):
+    """The parse ``keep`` wrote for ``key`` with this dbt and this Python, or None."""
+    name = _kept_name(key)
+    try:
+        stamp = json.loads((folder / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if stamp != {"key": repr(key), "engine": _engine(), "python": _python()}:
+        return None
+    try:
+        return _unpickle(folder / f"{name}.pickle")
+    except (OSError, pickle.UnpicklingError, EOFError):
+        return None

@@ -1,0 +1,325 @@
+"""Runs dbt in-process, the same way on a laptop and inside AWS Lambda.
+
+Lambda has no /dev/shm, so the multiprocessing locks that dbt-core 1.11 creates
+fail there; they are replaced by threading locks before dbt is first imported.
+dbt runs its nodes on threads, never on processes, so this changes nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing.context
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from dbt_project.dbt_runner import parse_cache as dbt_parse
+from dbt_project.errors import ConfigError, DatabaseUnavailable, DataTestsFailed, LoginRefused
+from dbt_project.postgres.connection import CREDENTIALS_REFUSED, Database, PgSettings
+from dbt_project.request import parse_date
+from dbt_project.settings import Settings, current, quiet_dbt_tracking, scoped_environ
+
+
+def _shm_usable() -> bool:
+    shm = "/dev/shm"  # noqa: S108 - probing for it, not writing to it
+    return os.path.isdir(shm) and os.access(shm, os.W_OK)
+
+
+def _use_thread_locks() -> None:
+    def lock(self, *args, **kwargs):
+        return threading.Lock()
+
+    def rlock(self, *args, **kwargs):
+        return threading.RLock()
+
+    multiprocessing.context.BaseContext.Lock = lock
+    multiprocessing.context.BaseContext.RLock = rlock
+
+
+if not _shm_usable():
+    _use_thread_locks()
+
+quiet_dbt_tracking()
+
+# dbt keeps global state per process: one invocation at a time, whichever DbtProject.
+_DBT_LOCK = threading.Lock()
+# Commands run with --no-write-json, their artifacts written by DbtProject instead.
+_OWN_ARTIFACTS = frozenset({"build", "run", "test"})
+# The parse each target folder's manifest.json holds, as this process wrote it.
+_manifests_written: dict[Path, tuple] = {}
+
+
+@dataclass(frozen=True)
+class NodeFailure:
+    unique_id: str
+    status: str
+    message: str
+
+    def __str__(self) -> str:
+        name = (
+            self.unique_id.split(".", 2)[-1] if self.unique_id.count(".") >= 2 else self.unique_id
+        )
+        return (
+            f"{name} ({self.status}: {self.message})" if self.message else f"{name} ({self.status})"
+        )
+
+
+@dataclass
+class DbtRun:
+    success: bool
+    invocation_id: str | None
+    target_path: Path
+    failures: list[NodeFailure] = field(default_factory=list)
+    models: int = 0  # models that ran (hooks and tests not counted)
+
+    @property
+    def run_results(self) -> Path:
+        return self.target_path / "run_results.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.target_path / "manifest.json"
+
+
+def run_vars(
+    run_date: date | str | None, lookback_days: int | None = None, **extra
+) -> dict[str, object]:
+    """Validated dbt vars: dbt renders vars into SQL unescaped, so only checked values pass."""
+    values: dict[str, object] = {}
+    if run_date is not None:
+        values["run_date"] = parse_date(run_date, "run_date").isoformat()
+    if lookback_days is not None:
+        if (
+            not isinstance(lookback_days, int)
+            or isinstance(lookback_days, bool)
+            or lookback_days < 1
+        ):
+            raise ConfigError(
+                f"lookback_days must be a positive whole number, not {lookback_days!r}"
+            )
+        values["lookback_days"] = lookback_days
+    values.update(extra)
+    return values
+
+
+class DbtProject:
+    """Runs dbt commands on the project (warm Lambda invocations reuse one).
+
+    The project is parsed once per target and set of inputs, and the parse is kept
+    for the process (``dbt_parse``): a later call, even for another run_date or from
+    another DbtProject, goes straight to running nodes. dbt re-parses on every change
+    of --vars otherwise, which costs more than running the nightly build itself.
+
+    dbt does not support concurrent invocations in one process: calls take one lock.
+    """
+
+    def __init__(self, root: Path | None = None, settings: Settings | None = None):
+        self.settings = settings or current()
+        self.root = root or self.settings.project_dir
+        self.kept: list[str] = []  # targets served by a parse an earlier process kept
+        self.parsed: list[str] = []  # targets dbt parsed for this project's calls
+        self._shipped_keys: list[tuple] = []  # parses read from the shipped ones
+
+    @property
+    def shipped(self) -> list[str]:
+        """Targets served by the parse shipped with the project."""
+        return [key[1] for key in self._shipped_keys]
+
+    def _fingerprint(self) -> tuple:
+        """Names, sizes and modification times of the files dbt parses."""
+        stats = ((p, p.stat()) for p in dbt_parse.parsed_files(self.root))
+        return tuple((str(p), s.st_size, s.st_mtime_ns) for p, s in stats)
+
+    def _manifest(self, key: tuple, env: dict[str, str], dbt_vars, parse_args: list[str]):
+        """The parsed project for ``key`` and None, or None and dbt's failed parse: this
+        process's parse, else the one shipped with the project, else (outside Lambda)
+        one an earlier process kept on disk, else dbt parses now. A Lambda container
+        starts with an empty /tmp and the shipped parse, so it keeps nothing."""
+        target = key[1]
+        kept = None if self.settings.in_lambda else self.settings.work_dir / "dbt" / "parses"
+        manifest = dbt_parse.remembered(key)
+        if manifest is None:
+            manifest = dbt_parse.load_shipped_parse(self.root, target, env, dbt_vars)
+            if manifest is not None:
+                self._shipped_keys.append(key)
+        if manifest is None and kept is not None:
+            manifest = dbt_parse.read_kept(kept, key)
+            if manifest is not None:
+                self.kept.append(target)
+        if manifest is None:
+            from dbt.cli.main import dbtRunner
+
+            parsed = dbtRunner().invoke(parse_args)
+            if not parsed.success or parsed.result is None:
+                return None, parsed
+            manifest = parsed.result
+            self.parsed.append(target)
+            if kept is not None:
+                dbt_parse.keep(kept, key, manifest)
+        dbt_parse.remember(key, manifest)
+        return manifest, None
+
+    def target_path(self, target: str) -> Path:
+        """Where dbt writes the artifacts of ``target`` (its manifest, run results)."""
+        scratch = self.settings.work_dir / "dbt"
+        return self.settings.dbt_target_path or scratch / f"target-{target}"
+
+    def _paths_and_options(self, target: str, dbt_vars) -> tuple[Path, list[str]]:
+        target_path = self.target_path(target)
+        log_path = self.settings.dbt_log_path or self.settings.work_dir / "dbt" / "logs"
+        options = [
+            *("--project-dir", str(self.root), "--profiles-dir", str(self.root)),
+            *("--target", target, "--target-path", str(target_path), "--log-path", str(log_path)),
+        ]
+        if dbt_vars:
+            options += ["--vars", json.dumps(dbt_vars)]
+        return target_path, options
+
+    def _flags(self) -> list[str]:
+        flags = []
+        if self.settings.in_lambda:
+            flags += ["--log-format", "json"]
+        if not self.settings.dbt_verbose:
+            # Failures come back in the results and reach our own error messages.
+            # dbt's debug log file costs about a tenth of a warm build, and in Lambda
+            # it lands in a /tmp nobody reads: ETL_DBT_VERBOSE=1 brings both back.
+            flags += ["--quiet", "--log-level-file", "none"]
+        return flags
+
+    def invoke(
+        self,
+        command: list[str],
+        *,
+        settings: PgSettings,
+        target: str,
+        dbt_vars: dict[str, object] | None = None,
+    ) -> DbtRun:
+        target_path, options = self._paths_and_options(target, dbt_vars)
+        flags = self._flags()
+        env = settings.dbt_env()
+        env["PGOPTIONS"] = self.settings.limits.options() or ""
+        # What the parsed project depends on, as for the shipped parse: the target, the
+        # database name and the vars other than the runtime ones. Another login, host or
+        # port (a test's own role, a rotated user) reuses the parse.
+        parse_key = (
+            str(self.root),
+            target,
+            tuple(sorted(dbt_parse.parse_inputs(target, env, dbt_vars).items())),
+            self._fingerprint(),
+        )
+        with _DBT_LOCK, scoped_environ(env):
+            parsed, failed = self._manifest(parse_key, env, dbt_vars, [*flags, "parse", *options])
+            if parsed is None:
+                return _summarise(failed, target_path)
+            from dbt.cli.main import dbtRunner
+
+            runner = dbtRunner(manifest=parsed)
+            if command[0] in _OWN_ARTIFACTS:
+                (target_path / "run_results.json").unlink(missing_ok=True)
+                result = runner.invoke([*flags, *command, "--no-write-json", *options])
+                self._write_artifacts(result, parsed, target, parse_key)
+            else:
+                result = runner.invoke([*flags, *command, *options])
+                _manifests_written.pop(target_path, None)  # dbt wrote, or left, its own
+                if not (target_path / "manifest.json").exists():
+                    parsed.write(str(target_path / "manifest.json"))
+        return _summarise(result, target_path)
+
+    def _write_artifacts(self, result, manifest, target: str, parse_key: tuple) -> None:
+        """run_results.json from the results, and manifest.json once per target folder
+        and parse (copied from the shipped parse when it served): dbt's own end-of-run
+        manifest.json costs about a tenth of a warm build and a third of a second cold.
+        The run results keep each node's compiled SQL. Writing needs the flags that dbt
+        sets while invoked: this runs after a call."""
+        target_path = self.target_path(target)
+        if result.result is not None and hasattr(result.result, "write"):
+            result.result.write(str(target_path / "run_results.json"))
+        path = target_path / "manifest.json"
+        if _manifests_written.get(target_path) == parse_key and path.exists():
+            return
+        shipped = parse_key in self._shipped_keys
+        if not (shipped and dbt_parse.copy_shipped_manifest_json(self.root, target, path)):
+            manifest.write(str(path))
+        _manifests_written[target_path] = parse_key
+
+
+def invoke_dbt(dbt: DbtProject, database: Database, command: list[str], **kwargs) -> DbtRun:
+    """dbt logs in with its own connections: if the credentials it was given are refused
+    (rotated since the pipeline's session opened), re-read them once and run again."""
+    run = dbt.invoke(command, settings=database.settings, **kwargs)
+    if credentials_refused(run) and database.refresh_credentials():
+        run = dbt.invoke(command, settings=database.settings, **kwargs)
+    return run
+
+
+def _summarise(result, target_path: Path) -> DbtRun:
+    failures: list[NodeFailure] = []
+    models = 0
+    if result.exception is not None:
+        failures.append(NodeFailure("dbt", "error", _one_line(str(result.exception))))
+    for node_result in getattr(result.result, "results", None) or []:
+        models += node_result.node.unique_id.startswith("model.")
+        status = str(getattr(node_result.status, "value", node_result.status))
+        if status in ("error", "fail", "runtime error"):
+            failures.append(
+                NodeFailure(
+                    node_result.node.unique_id, status, _one_line(node_result.message or "")
+                )
+            )
+    invocation_id = None
+    run_results = target_path / "run_results.json"
+    if run_results.exists():
+        invocation_id = json.loads(run_results.read_text())["metadata"].get("invocation_id")
+    return DbtRun(
+        success=bool(result.success) and not failures,
+        invocation_id=invocation_id,
+        target_path=target_path,
+        failures=failures,
+        models=models,
+    )
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# Messages of a lost or refused connection: the data is not at fault, a re-run is the fix.
+_CONNECTION_LOST = (
+    "server closed the connection",
+    "could not connect to server",
+    "connection refused",
+    "terminating connection",
+    "connection to server",
+    "the database system is starting up",
+    "the database system is shutting down",
+)
+
+
+def credentials_refused(run: DbtRun) -> bool:
+    """One of dbt's connections had its credentials refused (a password rotated while
+    the pipeline's own session stayed open, an expired IAM token)."""
+    return any(p in f.message.lower() for f in run.failures for p in CREDENTIALS_REFUSED)
+
+
+def raise_for_failures(run: DbtRun, what: str) -> None:
+    if run.success:
+        return
+    names = "; ".join(str(f) for f in run.failures) or "dbt reported failure"
+    if credentials_refused(run):
+        raise LoginRefused(
+            f"{what} could not log in, nothing was unloaded or loaded: {names}. Check the "
+            "login's password or secret (it may have been rotated), then re-run the same day"
+        )
+    if any(p in f.message.lower() for f in run.failures for p in _CONNECTION_LOST):
+        raise DatabaseUnavailable(
+            f"{what} lost its database connection, nothing was unloaded or loaded: {names}. "
+            "Re-run the same day once the database is reachable"
+        )
+    raise DataTestsFailed(
+        f"{what} failed, nothing was unloaded or loaded: {names}. Fix the data or the model, "
+        "then re-run the same day",
+        failures=[f.unique_id for f in run.failures],
+    )

@@ -1,0 +1,23 @@
+"""The names the two databases, dbt and the CDK app agree on: marts, schemas, databases
+and dbt targets."""
+
+# The three aggregation models the extract unloads and the load upserts.
+MARTS = ("customer_analytics", "product_sales_summary", "daily_sales_summary")
+
+# dbt targets (profiles.yml): the nightly build on the source, the views on the
+# analytics database, and a developer's own build.
+SOURCE_TARGET = "source"
+ANALYTICS_TARGET = "analytics"
+DEV_TARGET = "dev"
+
+# Database names the stack creates and the local loop uses.
+SOURCE_DATABASE = "shop"
+ANALYTICS_DATABASE = "analytics"
+
+# Schemas. The operational tables sit in SOURCE_SCHEMA (dbt var source_schema); the
+# `source` target builds in BUILD_SCHEMA (profiles.yml); the load writes the marts to
+# ANALYTICS_SCHEMA and its bookkeeping (ledger, versions, run reports) to LEDGER_SCHEMA.
+SOURCE_SCHEMA = "public"
+BUILD_SCHEMA = "etl"
+ANALYTICS_SCHEMA = "analytics"
+LEDGER_SCHEMA = "etl"

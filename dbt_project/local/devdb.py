@@ -1,0 +1,59 @@
+"""The local development loop: a PostgreSQL with the sample operational data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from dbt_project.facts import business_calendar
+from dbt_project.facts.business_calendar import business_date
+from dbt_project.facts.names import ANALYTICS_DATABASE, SOURCE_DATABASE
+from dbt_project.local import server as local_pg
+from dbt_project.postgres.connection import PgSettings, connect, ensure_database
+from dbt_project.postgres.source_schema import create_source_tables, load_sample_data
+from dbt_project.settings import Settings, current
+
+
+@dataclass(frozen=True)
+class DevDatabases:
+    server: local_pg.Server
+    source: PgSettings
+    analytics: PgSettings
+    inserted: dict[str, int]
+
+
+def prepare(
+    settings: Settings | None = None, *, sample_end_date: date | None = None
+) -> DevDatabases:
+    """Start or reuse the local server, create both databases, load the sample data.
+
+    The sample history ends on ``sample_end_date`` (today, in the business time zone,
+    unless given). Safe to re-run: existing rows are kept, only missing sample rows
+    are inserted.
+    """
+    settings = settings or current()
+    server = local_pg.server(
+        settings.work_dir / "pg", url=settings.local_pg_url, port=settings.local_pg_port
+    )
+    base = PgSettings.from_url(server.url)
+    for name in (SOURCE_DATABASE, ANALYTICS_DATABASE):
+        ensure_database(base, name)
+    source = base.with_database(SOURCE_DATABASE)
+    conn = connect(source)
+    try:
+        with conn:
+            create_source_tables(conn)
+            end = sample_end_date or business_date(business_calendar.utc_now())
+            inserted = load_sample_data(conn, end_date=end)
+    finally:
+        conn.close()
+    return DevDatabases(server, source, base.with_database(ANALYTICS_DATABASE), inserted)
+
+
+def stop(settings: Settings | None = None) -> bool:
+    """Stop the local server of this checkout; False if it was not running."""
+    data_dir = (settings or current()).work_dir / "pg"
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    local_pg.stop_embedded(data_dir)
+    return True

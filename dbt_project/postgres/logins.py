@@ -1,0 +1,96 @@
+"""The deployed functions' logins and what each may do, created by the initializer.
+
+- ``etl_extract`` on the source: reads the four operational tables and builds dbt's
+  models in its own schema (``etl``), which it owns. It writes nothing else, creates
+  nothing outside that schema and manages no role.
+- ``etl_load`` on the analytics database: a member of ``etl_loader`` (read and upsert
+  the marts, write the ledger) and ``etl_reader`` (read the views, for the
+  analytics-side dbt tests). It owns nothing, so it can drop nothing.
+
+Neither has a password: on AWS they log in with IAM authentication tokens (the
+``rds_iam`` role, granted where it exists), so no secret of theirs exists to leak or
+rotate. Elsewhere an administrator may give them one (``alter role ... password``).
+"""
+
+from __future__ import annotations
+
+from psycopg2 import sql
+
+from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN, LOADER_ROLE, READER_ROLE
+from dbt_project.postgres.source_schema import SOURCE_TABLES
+
+# The schema the `source` dbt target builds in (profiles.yml).
+DBT_SOURCE_SCHEMA = "etl"
+# RDS and Aurora: members of this role log in with IAM authentication tokens.
+RDS_IAM_ROLE = "rds_iam"
+
+
+def ensure_login(cur, name: str) -> None:
+    """A login with no special attribute, whatever an earlier version created."""
+    cur.execute("select 1 from pg_roles where rolname = %s", (name,))
+    verb = "alter" if cur.fetchone() else "create"
+    cur.execute(
+        sql.SQL("{} role {} login nosuperuser nocreatedb nocreaterole noreplication").format(
+            sql.SQL(verb), sql.Identifier(name)
+        )
+    )
+    cur.execute("select 1 from pg_roles where rolname = %s", (RDS_IAM_ROLE,))
+    if cur.fetchone():
+        cur.execute(
+            sql.SQL("grant {} to {}").format(sql.Identifier(RDS_IAM_ROLE), sql.Identifier(name))
+        )
+
+
+def create_extract_login(conn, database: str, source_schema: str = "public") -> None:
+    login, schema = sql.Identifier(EXTRACT_LOGIN), sql.Identifier(DBT_SOURCE_SCHEMA)
+    with conn.cursor() as cur:
+        ensure_login(cur, EXTRACT_LOGIN)
+        cur.execute(
+            sql.SQL("grant connect, temporary on database {} to {}").format(
+                sql.Identifier(database), login
+            )
+        )
+        cur.execute(
+            sql.SQL("grant usage on schema {} to {}").format(sql.Identifier(source_schema), login)
+        )
+        cur.execute(
+            sql.SQL("grant select on {} to {}").format(
+                sql.SQL(", ").join(sql.Identifier(source_schema, t) for t in SOURCE_TABLES), login
+            )
+        )
+        cur.execute(sql.SQL("create schema if not exists {}").format(schema))
+        cur.execute(sql.SQL("alter schema {} owner to {}").format(schema, login))
+        _hand_over_objects(cur, DBT_SOURCE_SCHEMA, EXTRACT_LOGIN)
+
+
+def _hand_over_objects(cur, schema: str, owner: str) -> None:
+    """Objects an earlier version built there as the master user: dbt must replace them."""
+    cur.execute(
+        "select c.relname, c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = %s and c.relkind in ('r', 'v', 'm', 'p') "
+        "and pg_get_userbyid(c.relowner) <> %s",
+        (schema, owner),
+    )
+    kinds = {"r": "table", "p": "table", "v": "view", "m": "materialized view"}
+    for name, kind in cur.fetchall():
+        cur.execute(
+            sql.SQL("alter {} {} owner to {}").format(
+                sql.SQL(kinds[kind]), sql.Identifier(schema, name), sql.Identifier(owner)
+            )
+        )
+
+
+def create_load_login(conn, database: str) -> None:
+    """The load's login; the roles it joins come from ``target_db.create_roles``."""
+    with conn.cursor() as cur:
+        ensure_login(cur, LOAD_LOGIN)
+        cur.execute(
+            sql.SQL("grant {}, {} to {}").format(
+                sql.Identifier(LOADER_ROLE), sql.Identifier(READER_ROLE), sql.Identifier(LOAD_LOGIN)
+            )
+        )
+        # Only the pipeline's roles (and the owner) may connect to the analytics
+        # database: a login made for another purpose on the same server may not.
+        cur.execute(
+            sql.SQL("revoke connect on database {} from public").format(sql.Identifier(database))
+        )
