@@ -197,7 +197,7 @@ def prepare_target(conn, night: Night, scenario: str) -> None:
                 target = sql.Identifier(ANALYTICS_SCHEMA, name)
                 _fill(cur, target, name, params, earlier if name in EXTRA_COLUMNS else None)
             cur.execute(
-                "insert into etl.day_versions select distinct sales_date, %s, %s, %s::uuid "
+                "insert into ledger.day_versions select distinct sales_date, %s, %s, %s::uuid "
                 "from analytics.product_sales_summary",
                 (as_of, earlier, PRIOR_RUN_ID),
             )

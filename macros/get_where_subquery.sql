@@ -88,7 +88,7 @@
 {% macro loaded_days_filter(column, of_day='sales_date') -%}
     {#- On the analytics database with run_date: `column` is one of the days written by
         the nights run_date - lookback_days + 1 .. run_date and not rewritten since
-        (etl.day_versions records the night of each owned day, late-change days
+        (ledger.day_versions records the night of each owned day, late-change days
         included), passed through `of_day`. The pipeline passes a night's own run_date
         and lookback_days 1, or a backfill's first and last nights.
         Anywhere else `true`: a windowed build's marts hold only its window already,
@@ -100,7 +100,7 @@
     {#- The ledger's schema, dbt_project.facts.names.LEDGER_SCHEMA. An array, so that
         the day's index serves the lookup rather than a semi-join planned as a scan. -#}
     {%- do return(
-        column ~ ' = any(array(select distinct ' ~ of_day ~ ' from etl.day_versions'
+        column ~ ' = any(array(select distinct ' ~ of_day ~ ' from ledger.day_versions'
         ~ " where as_of_date between date '" ~ window.first_date ~ "'"
         ~ " and date '" ~ window.run_date ~ "'))"
     ) -%}

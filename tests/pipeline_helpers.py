@@ -10,13 +10,11 @@ from dbt_project.contract.ownership import REQUIRED_TABLES
 from dbt_project.contract.tables import contract
 from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.extract.unload import Relation, unload_night
-from dbt_project.facts.names import ANALYTICS_SCHEMA, LEDGER_SCHEMA
+from dbt_project.facts.names import ANALYTICS_SCHEMA, BUILD_SCHEMA, LEDGER_SCHEMA
 from dbt_project.pipeline import Pipeline
 from dbt_project.postgres.connection import Database, PgSettings, connect
 from dbt_project.postgres.source_schema import create_source_tables
 from tests.datagen import Shop
-
-BUILD_SCHEMA = "etl"
 
 
 def initialised_shop(

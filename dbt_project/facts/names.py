@@ -15,9 +15,13 @@ SOURCE_DATABASE = "shop"
 ANALYTICS_DATABASE = "analytics"
 
 # Schemas. The operational tables sit in SOURCE_SCHEMA (dbt var source_schema); the
-# `source` target builds in BUILD_SCHEMA (profiles.yml); the load writes the marts to
-# ANALYTICS_SCHEMA and its bookkeeping (ledger, versions, run reports) to LEDGER_SCHEMA.
+# `source` target builds the nightly models in BUILD_SCHEMA (profiles.yml); the load
+# writes the marts to ANALYTICS_SCHEMA and its bookkeeping (ledger, versions, run
+# reports) to LEDGER_SCHEMA.
 SOURCE_SCHEMA = "public"
-BUILD_SCHEMA = "etl"
+BUILD_SCHEMA = "nightly"
 ANALYTICS_SCHEMA = "analytics"
-LEDGER_SCHEMA = "etl"
+LEDGER_SCHEMA = "ledger"
+# What BUILD_SCHEMA and LEDGER_SCHEMA were both called before "etl" meant only the
+# command: `etl init` renames such a schema where it finds one.
+LEGACY_SCHEMA = "etl"

@@ -7,11 +7,11 @@ owned key carries the version that last wrote it, so a stale night delivered lat
 ``customer_analytics`` never goes back in time.
 
 Where the version lives depends on how many keys a night owns. A night owns a few
-business days: their versions sit in ``etl.day_versions``. It owns thousands of
+business days: their versions sit in ``ledger.day_versions``. It owns thousands of
 customers: each ``customer_analytics`` row carries its own version
 (``as_of_date``, ``extracted_at``), compared inside the upsert, so versioning costs
 no second write per customer. Only the customers a night removes (owned, but with no
-row left) get a row elsewhere, in ``etl.removed_customers``, so that a stale night
+row left) get a row elsewhere, in ``ledger.removed_customers``, so that a stale night
 cannot bring them back.
 
 The statements are composed in ``load_sql.py``; this module runs them and turns
@@ -100,9 +100,9 @@ class LoadResult:
         return sum(t.inserted + t.updated for t in self.tables.values())
 
 
-def _copy_into_stage(cur, stage: Stage, entry: FileEntry, table: TableContract) -> float:
-    cur.execute(load_sql.create_stage_table(table))
-    copy = load_sql.copy_into_stage(table).as_string(cur.connection)
+def _copy_in(cur, stage: Stage, entry: FileEntry, table: TableContract) -> float:
+    cur.execute(load_sql.create_incoming_table(table))
+    copy = load_sql.copy_into_incoming(table).as_string(cur.connection)
     with stage.reader(entry.key) as raw:
         reader = VerifyingReader(raw, entry)
         try:
@@ -175,7 +175,7 @@ def _written_counts(cur, table) -> tuple[int, int] | None:
 def _load_customers(cur, manifest: Manifest, result: LoadResult) -> None:
     """Upsert customer_analytics with the version check inside the upsert itself."""
     table = contract("customer_analytics")
-    target = load_sql.target_table(table.name)
+    analytics = load_sql.analytics_table(table.name)
     load = result.tables[table.name]
     version = {"as_of_date": manifest.run_date, "extracted_at": manifest.extracted_at}
     # Removals are rare and nights mostly arrive in order: look for a fresher removal
@@ -183,13 +183,13 @@ def _load_customers(cur, manifest: Manifest, result: LoadResult) -> None:
     cur.execute(load_sql.fresher_removal_exists(), version)
     (fresher_removals,) = cur.fetchone()
     upsert = load_sql.upsert_customers(table, skip_removed=fresher_removals)
-    before = _written_counts(cur, target)
+    before = _written_counts(cur, analytics)
     if before is None:
         cur.execute(load_sql.counting(upsert), version)
         load.inserted, load.updated = cur.fetchone()
     else:
         cur.execute(upsert, version)
-        after = _written_counts(cur, target)
+        after = _written_counts(cur, analytics)
         load.inserted, load.updated = after[0] - before[0], after[1] - before[1]
     # Every row of a newer version is written, changed or not: the version moves on.
     load.skipped_stale = load.rows_in_file - load.inserted - load.updated
@@ -240,13 +240,6 @@ def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
             f"({(exc.diag.message_primary or str(exc)).strip()}); the files of {manifest.run_date} "
             "are not what the model promises: fix the model, then re-run the extract"
         ) from exc
-    except psycopg2.errors.UndefinedColumn as exc:
-        raise ConfigError(
-            f"the analytics tables are older than this loader "
-            f"({(exc.diag.message_primary or str(exc)).strip()}); run `etl init` (or the "
-            "db_initializer function) against the analytics database once to upgrade "
-            "them, then load again"
-        ) from exc
     except psycopg2.errors.CardinalityViolation as exc:
         raise StageError(
             f"{manifest.file('customer_analytics').key} holds the same customer_id twice; the "
@@ -267,15 +260,15 @@ def _check_as_of_dates(cur, manifest: Manifest, entry: FileEntry, table: TableCo
         )
 
 
-def _stage_files(cur, stage: Stage, manifest: Manifest, result: LoadResult) -> None:
+def _copy_files_in(cur, stage: Stage, manifest: Manifest, result: LoadResult) -> None:
     for name in REQUIRED_TABLES:
         entry = manifest.file(name)
-        result.read_seconds += _copy_into_stage(cur, stage, entry, contract(name))
+        result.read_seconds += _copy_in(cur, stage, entry, contract(name))
         if load_sql.AS_OF_DATE in contract(name).column_names:
             _check_as_of_dates(cur, manifest, entry, contract(name))
         if name not in STAGED_WITHOUT_KEY:
             # Joined to the analytics tables: the planner needs their size.
-            cur.execute(load_sql.analyze(load_sql.stage_table(name)))
+            cur.execute(load_sql.analyze(load_sql.incoming_table(name)))
         if name in MARTS:
             result.tables[name] = TableLoad(rows_in_file=entry.rows)
 
@@ -357,7 +350,7 @@ def load_manifest(
                 result.status = LoadStatus.DUPLICATE
                 return result
             deadline.bound(cur)
-            _stage_files(cur, stage, manifest, result)
+            _copy_files_in(cur, stage, manifest, result)
             deadline.bound(cur)
             _apply_rows(cur, manifest, result)
             counts = {name: vars(load) for name, load in result.tables.items()}
@@ -366,6 +359,13 @@ def load_manifest(
         if deadline.ends is None:
             raise
         raise deadline.explain(exc) from exc
+    except (psycopg2.errors.UndefinedColumn, psycopg2.errors.UndefinedTable) as exc:
+        raise ConfigError(
+            f"the analytics tables are older than this loader "
+            f"({(exc.diag.message_primary or str(exc)).strip()}); run `etl init` (or the "
+            "db_initializer function) against the analytics database once to upgrade "
+            "them, then load again"
+        ) from exc
     finally:
         result.seconds = time.perf_counter() - started
     return result

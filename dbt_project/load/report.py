@@ -1,6 +1,6 @@
 """The run report: one record per loaded night, what a data team reads instead of logs.
 
-The same report is kept in ``etl.run_reports`` (so "what happened last week" is
+The same report is kept in ``ledger.run_reports`` (so "what happened last week" is
 answered after the stage files expired), returned by the load function, printed last
 by ``etl run`` (``--json`` for machines), and published to the RunReports topic.
 """

@@ -38,13 +38,13 @@ def _idents(names) -> list[sql.Identifier]:
     return [sql.Identifier(n) for n in names]
 
 
-def target_table(name: str) -> sql.Identifier:
+def analytics_table(name: str) -> sql.Identifier:
     return sql.Identifier(ANALYTICS_SCHEMA, name)
 
 
-def stage_table(name: str) -> sql.Identifier:
-    """The temporary table a staged file is copied into."""
-    return sql.Identifier(f"_stage_{name}")
+def incoming_table(name: str) -> sql.Identifier:
+    """The temporary table a staged file is copied into (the night's incoming rows)."""
+    return sql.Identifier(f"_incoming_{name}")
 
 
 def owned_table(ownership: Ownership) -> sql.Identifier:
@@ -83,23 +83,23 @@ def bound_waits() -> sql.SQL:
     )
 
 
-# -- staging --------------------------------------------------------------------------
+# -- the incoming rows ---------------------------------------------------------------
 
 
-def create_stage_table(table: TableContract) -> sql.Composed:
+def create_incoming_table(table: TableContract) -> sql.Composed:
     definitions = [
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.data_type)) for c in table.columns
     ]
     if table.name not in STAGED_WITHOUT_KEY:
         definitions.append(sql.SQL("primary key ({})").format(_join(_idents(table.primary_key))))
     return sql.SQL("create temporary table {} ({}) on commit drop").format(
-        stage_table(table.name), _join(definitions)
+        incoming_table(table.name), _join(definitions)
     )
 
 
-def copy_into_stage(table: TableContract) -> sql.Composed:
+def copy_into_incoming(table: TableContract) -> sql.Composed:
     return sql.SQL("copy {} ({}) from stdin").format(
-        stage_table(table.name), _join(_idents(table.column_names))
+        incoming_table(table.name), _join(_idents(table.column_names))
     )
 
 
@@ -116,7 +116,7 @@ def count_other_as_of_dates(table: TableContract) -> sql.Composed:
     return sql.SQL(
         "select count(*), min({as_of}), max({as_of}) from {staged} "
         "where {as_of} is distinct from %s"
-    ).format(as_of=as_of, staged=stage_table(table.name))
+    ).format(as_of=as_of, staged=incoming_table(table.name))
 
 
 # -- keys a night owns: business days -----------------------------------------------
@@ -135,7 +135,7 @@ def select_owned_keys(ownership: Ownership) -> sql.Composed:
     ).format(
         owned=owned_table(ownership),
         key=key,
-        keys=stage_table(ownership.keys_table),
+        keys=incoming_table(ownership.keys_table),
         versions=sql.Identifier(LEDGER_SCHEMA, ownership.versions_table),
         incoming=_join(sql.Placeholder() for _ in ownership.version_columns),
         stored=_join(sql.SQL("v.{}").format(c) for c in _idents(ownership.version_columns)),
@@ -156,8 +156,8 @@ def count_unowned_and_stale(ownership: Ownership, mart: str) -> sql.Composed:
         "count(*) filter (where o.{key} is null) from {staged} s "
         "left join {keys} k on k.{key} = s.{key} left join {owned} o on o.{key} = s.{key}"
     ).format(
-        staged=stage_table(mart),
-        keys=stage_table(ownership.keys_table),
+        staged=incoming_table(mart),
+        keys=incoming_table(ownership.keys_table),
         owned=owned_table(ownership),
         key=sql.Identifier(ownership.key),
     )
@@ -175,10 +175,10 @@ def delete_owned_rows_not_staged(ownership: Ownership, table: TableContract) -> 
         "delete from {target} t using {owned} o where t.{key} = o.{key} "
         "and not exists (select 1 from {staged} s where {pk_match})"
     ).format(
-        target=target_table(table.name),
+        target=analytics_table(table.name),
         owned=owned_table(ownership),
         key=sql.Identifier(ownership.key),
-        staged=stage_table(table.name),
+        staged=incoming_table(table.name),
         pk_match=_pk_match(table),
     )
 
@@ -206,10 +206,10 @@ def upsert_owned_rows(
         "where ({t_non_key}) is distinct from ({excluded_non_key}) "
         "{count_upserted}"
     ).format(
-        target=target_table(table.name),
+        target=analytics_table(table.name),
         columns=_join(columns),
         s_columns=_join(sql.SQL("s.{}").format(c) for c in columns),
-        staged=stage_table(table.name),
+        staged=incoming_table(table.name),
         only_owned=only_owned,
         pk=_join(_idents(table.primary_key)),
         assignments=_join(sql.SQL("{c} = excluded.{c}").format(c=c) for c in non_key),
@@ -266,11 +266,11 @@ def upsert_customers(table: TableContract, *, skip_removed: bool) -> sql.Compose
         "on conflict (customer_id) do update set {assignments} "
         "where (t.as_of_date, t.{version}) < (excluded.as_of_date, excluded.{version})"
     ).format(
-        target=target_table(table.name),
+        target=analytics_table(table.name),
         columns=_join(columns),
         version=_VERSION,
         s_columns=_join(sql.SQL("s.{}").format(c) for c in columns),
-        staged=stage_table(table.name),
+        staged=incoming_table(table.name),
         not_removed=not_removed,
         assignments=_join(sql.SQL("{c} = excluded.{c}").format(c=c) for c in _idents(non_key)),
     )
@@ -303,7 +303,7 @@ def count_removed_with_rows() -> sql.Composed:
     return sql.SQL(
         "select count(*) from {staged} r join {target} t using (customer_id) "
         "where (t.as_of_date, t.{version}) = (%(as_of_date)s, %(extracted_at)s)"
-    ).format(staged=stage_table(REMOVED_CUSTOMERS), target=_CUSTOMERS, version=_VERSION)
+    ).format(staged=incoming_table(REMOVED_CUSTOMERS), target=_CUSTOMERS, version=_VERSION)
 
 
 def remove_customers() -> sql.Composed:
@@ -324,7 +324,7 @@ def remove_customers() -> sql.Composed:
         "and (t.as_of_date, t.{version}) < (%(as_of_date)s, %(extracted_at)s)"
     ).format(
         removed=_REMOVED,
-        staged=stage_table(REMOVED_CUSTOMERS),
+        staged=incoming_table(REMOVED_CUSTOMERS),
         target=_CUSTOMERS,
         version=_VERSION,
     )
@@ -337,7 +337,7 @@ def delete_outside_keys(ownership: Ownership, mart: str) -> sql.Composed:
     key = sql.Identifier(ownership.key)
     return sql.SQL(
         "delete from {target} t where not exists (select from {keys} k where k.{key} = t.{key})"
-    ).format(target=target_table(mart), keys=stage_table(ownership.keys_table), key=key)
+    ).format(target=analytics_table(mart), keys=incoming_table(ownership.keys_table), key=key)
 
 
 def delete_versions_outside_keys(ownership: Ownership) -> sql.Composed:
@@ -346,7 +346,7 @@ def delete_versions_outside_keys(ownership: Ownership) -> sql.Composed:
         "delete from {versions} v where not exists (select from {keys} k where k.{key} = v.{key})"
     ).format(
         versions=sql.Identifier(LEDGER_SCHEMA, ownership.versions_table),
-        keys=stage_table(ownership.keys_table),
+        keys=incoming_table(ownership.keys_table),
         key=key,
     )
 
@@ -355,4 +355,4 @@ def delete_customers_not_staged() -> sql.Composed:
     return sql.SQL(
         "delete from {target} t where not exists "
         "(select from {staged} s where s.customer_id = t.customer_id)"
-    ).format(target=_CUSTOMERS, staged=stage_table("customer_analytics"))
+    ).format(target=_CUSTOMERS, staged=incoming_table("customer_analytics"))

@@ -11,6 +11,7 @@ from psycopg2 import sql
 from dbt_project.contract.tables import contract
 from dbt_project.facts.names import ANALYTICS_SCHEMA, LEDGER_SCHEMA, MARTS
 from dbt_project.facts.roles import LOADER_ROLE, READER_ROLE
+from dbt_project.postgres.connection import adopt_legacy_schema
 
 # Loads run one at a time: versions are read and written by each, so two loads of
 # different days must not interleave. Any constant shared by all loaders will do.
@@ -129,6 +130,7 @@ def create_analytics_tables(conn) -> None:
                     ANALYTICS_SCHEMA, EXTRA_COLUMNS.get(name, ()), FILLFACTOR.get(name)
                 )
             )
+        adopt_legacy_schema(cur, LEDGER_SCHEMA, "load_ledger")
         cur.execute(ledger_ddl())
         _upgrade_customer_versions(cur)
         # Also brings an earlier version's database up to date: index, table, totals.
@@ -139,7 +141,7 @@ def create_analytics_tables(conn) -> None:
 def _upgrade_customer_versions(cur) -> None:
     """Bring a customer_analytics table from before rows carried their version up to date.
 
-    Such a table kept each customer's version in etl.customer_versions. Its rows get
+    Such a table kept each customer's version in the ledger's customer_versions. Its rows get
     that version's extracted_at (or -infinity, older than any night), and its
     customers that have no row any more become removals, so that a stale night
     still cannot bring them back. Runs once: afterwards the column exists.

@@ -10,8 +10,10 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2 import sql
 
 from dbt_project.errors import ConfigError, CredentialsError, DatabaseUnavailable, LoginRefused
+from dbt_project.facts.names import LEGACY_SCHEMA
 from dbt_project.settings import SessionLimits, current
 
 # What a server that refuses a connection says: these are answers, not outages, so
@@ -192,8 +194,6 @@ def ensure_database(server: PgSettings, dbname: str) -> None:
         with conn.cursor() as cur:
             cur.execute("select 1 from pg_database where datname = %s", (dbname,))
             if cur.fetchone() is None:
-                from psycopg2 import sql
-
                 cur.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
     finally:
         conn.close()
@@ -273,3 +273,22 @@ class Database:
                 self._conn.close()
             finally:
                 self._conn = None
+
+
+def adopt_legacy_schema(cur, name: str, marker_table: str) -> bool:
+    """Rename the schema an earlier version called ``etl`` to ``name``, once: when it
+    holds ``marker_table`` (so it is this project's) and ``name`` does not exist yet."""
+    cur.execute(
+        "select exists (select from pg_namespace where nspname = %s), "
+        "to_regclass(format('%%I.%%I', %s, %s)) is not null",
+        (name, LEGACY_SCHEMA, marker_table),
+    )
+    exists, legacy = cur.fetchone()
+    if exists or not legacy:
+        return False
+    cur.execute(
+        sql.SQL("alter schema {} rename to {}").format(
+            sql.Identifier(LEGACY_SCHEMA), sql.Identifier(name)
+        )
+    )
+    return True

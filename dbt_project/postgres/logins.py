@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from psycopg2 import sql
 
+from dbt_project.facts.names import BUILD_SCHEMA
 from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN, LOADER_ROLE, READER_ROLE
+from dbt_project.postgres.connection import adopt_legacy_schema
 from dbt_project.postgres.source_schema import SOURCE_TABLES
 
-# The schema the `source` dbt target builds in (profiles.yml).
-DBT_SOURCE_SCHEMA = "etl"
 # RDS and Aurora: members of this role log in with IAM authentication tokens.
 RDS_IAM_ROLE = "rds_iam"
 
@@ -42,7 +42,7 @@ def ensure_login(cur, name: str) -> None:
 
 
 def create_extract_login(conn, database: str, source_schema: str = "public") -> None:
-    login, schema = sql.Identifier(EXTRACT_LOGIN), sql.Identifier(DBT_SOURCE_SCHEMA)
+    login, schema = sql.Identifier(EXTRACT_LOGIN), sql.Identifier(BUILD_SCHEMA)
     with conn.cursor() as cur:
         ensure_login(cur, EXTRACT_LOGIN)
         cur.execute(
@@ -58,9 +58,11 @@ def create_extract_login(conn, database: str, source_schema: str = "public") -> 
                 sql.SQL(", ").join(sql.Identifier(source_schema, t) for t in SOURCE_TABLES), login
             )
         )
+        # int_customer_days: the state of the nightly build, kept between nights.
+        adopt_legacy_schema(cur, BUILD_SCHEMA, "int_customer_days")
         cur.execute(sql.SQL("create schema if not exists {}").format(schema))
         cur.execute(sql.SQL("alter schema {} owner to {}").format(schema, login))
-        _hand_over_objects(cur, DBT_SOURCE_SCHEMA, EXTRACT_LOGIN)
+        _hand_over_objects(cur, BUILD_SCHEMA, EXTRACT_LOGIN)
 
 
 def _hand_over_objects(cur, schema: str, owner: str) -> None:

@@ -95,18 +95,18 @@ def load_sample_data(
     """
     inserted: dict[str, int] = {}
     with conn.cursor() as cur:
-        staged = {table: _stage_sample(conn, cur, schema, table) for table in SOURCE_TABLES}
+        copied = {table: _copy_sample(conn, cur, schema, table) for table in SOURCE_TABLES}
         if end_date is not None:
             _shift_sample(cur, end_date)
-        for table, columns in staged.items():
+        for table, columns in copied.items():
             cur.execute(
                 sql.SQL(
-                    "insert into {target} ({columns}) select {columns} from {staging} "
+                    "insert into {target} ({columns}) select {columns} from {sample} "
                     "on conflict do nothing"
                 ).format(
                     target=sql.Identifier(schema, table),
                     columns=columns,
-                    staging=_sample_table(table),
+                    sample=_sample_table(table),
                 )
             )
             inserted[table] = cur.rowcount
@@ -117,21 +117,21 @@ def _sample_table(table: str) -> sql.Identifier:
     return sql.Identifier(f"_sample_{table}")
 
 
-def _stage_sample(conn, cur, schema: str, table: str) -> sql.Composed:
+def _copy_sample(conn, cur, schema: str, table: str) -> sql.Composed:
     """Copy one CSV into a temporary table shaped like the source table; its columns."""
-    staging, target = _sample_table(table), sql.Identifier(schema, table)
+    sample, operational = _sample_table(table), sql.Identifier(schema, table)
     cur.execute(
         sql.SQL(
-            "create temporary table {staging} (like {target} including defaults) on commit drop"
-        ).format(staging=staging, target=target)
+            "create temporary table {sample} (like {operational} including defaults) on commit drop"
+        ).format(sample=sample, operational=operational)
     )
     with (seeds_dir() / f"{table}.csv").open(encoding="utf-8") as handle:
         header = handle.readline().strip().split(",")
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in header)
         handle.seek(0)
         cur.copy_expert(
-            sql.SQL("copy {staging} ({columns}) from stdin with (format csv, header true)")
-            .format(staging=staging, columns=columns)
+            sql.SQL("copy {sample} ({columns}) from stdin with (format csv, header true)")
+            .format(sample=sample, columns=columns)
             .as_string(conn),
             handle,
         )

@@ -74,7 +74,7 @@ def load_args(bucket: str, key: str, target: PgSettings) -> list[str]:
         "load",
         "--manifest",
         f"s3://{bucket}/{key}",
-        "--target-url",
+        "--analytics-url",
         target.url,
         "--skip-tests",
     ]
@@ -168,7 +168,7 @@ def locks_held_by(conn, pid: int) -> set[str]:
             "select n.nspname || '.' || c.relname from pg_locks l "
             "join pg_class c on c.oid = l.relation join pg_namespace n on n.oid = c.relnamespace "
             "where l.pid = %s and l.granted and l.mode = 'RowExclusiveLock' "
-            "and n.nspname in ('analytics', 'etl')",
+            "and n.nspname in ('analytics', 'ledger')",
             (pid,),
         )
         return {row[0] for row in cur.fetchall()}
@@ -189,7 +189,7 @@ def ledger(settings: PgSettings) -> list[tuple]:
     try:
         with conn, conn.cursor() as cur:
             cur.execute(
-                "select run_id::text, run_date, loaded_at is not null from etl.load_ledger "
+                "select run_id::text, run_date, loaded_at is not null from ledger.load_ledger "
                 "order by started_at"
             )
             return cur.fetchall()
@@ -216,7 +216,7 @@ def without_load_counts(state: dict) -> dict:
     the nights arrived in; the data and the versions must not.
     """
     return {
-        k: (sorted((row[0], row[1]) for row in v) if k == "etl.load_ledger" else v)
+        k: (sorted((row[0], row[1]) for row in v) if k == "ledger.load_ledger" else v)
         for k, v in state.items()
     }
 

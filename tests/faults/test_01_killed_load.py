@@ -22,7 +22,7 @@ BEFORE = 2  # nights loaded before the fault; the fault hits night index 2
 
 def _block_copy(ctx):
     ctx.rule = ctx.proxy.add("stall", method="GET", path=r"/daily_sales_summary\.tsv\.gz$")
-    return 'copy "_stage_daily_sales_summary"%', "ClientRead"
+    return 'copy "_incoming_daily_sales_summary"%', "ClientRead"
 
 
 def _copy_stalled(ctx):
@@ -49,15 +49,15 @@ def _release_upsert(ctx):
 def _block_commit(ctx):
     with ctx.admin.cursor() as cur:
         cur.execute(
-            "create function etl.fault_gate() returns trigger language plpgsql as "
+            "create function ledger.fault_gate() returns trigger language plpgsql as "
             f"$$ begin perform pg_advisory_xact_lock({GATE}); return new; end $$"
         )
         cur.execute(
-            "create trigger fault_gate before update on etl.load_ledger "
-            "for each row execute function etl.fault_gate()"
+            "create trigger fault_gate before update on ledger.load_ledger "
+            "for each row execute function ledger.fault_gate()"
         )
         cur.execute("select pg_advisory_lock(%s)", (GATE,))
-    return 'update "etl"."load_ledger"%', "Lock"
+    return 'update "ledger"."load_ledger"%', "Lock"
 
 
 def _release_commit(ctx):
@@ -67,8 +67,8 @@ def _release_commit(ctx):
 
 def _cleanup_commit(ctx):
     with ctx.admin.cursor() as cur:
-        cur.execute("drop trigger fault_gate on etl.load_ledger")
-        cur.execute("drop function etl.fault_gate()")
+        cur.execute("drop trigger fault_gate on ledger.load_ledger")
+        cur.execute("drop function ledger.fault_gate()")
 
 
 POINTS = {
@@ -77,7 +77,7 @@ POINTS = {
         _block_copy,
         _release_copy,
         None,
-        {"etl.load_ledger"},  # the run is recorded before the first file is read
+        {"ledger.load_ledger"},  # the run is recorded before the first file is read
     ),
     "during the upsert": (
         "SIGKILL while the upsert of customer_analytics waits on a table lock, after the "
@@ -85,7 +85,7 @@ POINTS = {
         _block_upsert,
         _release_upsert,
         None,
-        {"analytics.product_sales_summary", "analytics.daily_sales_summary", "etl.day_versions"},
+        {"analytics.product_sales_summary", "analytics.daily_sales_summary", "ledger.day_versions"},
     ),
     "just before commit": (
         "SIGKILL inside the last statement before COMMIT (the ledger update), every mart "
@@ -97,8 +97,8 @@ POINTS = {
             "analytics.product_sales_summary",
             "analytics.daily_sales_summary",
             "analytics.customer_analytics",
-            "etl.day_versions",
-            "etl.load_ledger",
+            "ledger.day_versions",
+            "ledger.load_ledger",
         },
     ),
 }

@@ -172,6 +172,6 @@ def _then_nothing_staged_and_a_rerun_succeeds(record, stage, source, settings, d
     harness.load_all(target, stage, [result.manifest_key])
     expected = reference.marts(reference.fetch_source(settings), as_of=DAY)
     assert reference.read_marts(target) == expected
-    assert len(snapshot(target)["etl.load_ledger"]) == 1
+    assert len(snapshot(target)["ledger.load_ledger"]) == 1
     harness.drop_databases(settings, [target.dbname])
     record.check("loaded, it equals the reference computation from the source")

@@ -79,7 +79,7 @@ def test_a_date_or_lookback_outside_the_bounds_is_one_line_and_changes_nothing(
     before, staged = snapshot(target), stage.list("etl-data/")
     databases = ["--source-url", source.url]
     if args[0] != "extract":  # the only command without a target
-        databases += ["--target-url", target.url]
+        databases += ["--analytics-url", target.url]
     code = main([*args, *databases, "--stage", str(stage.root)])
     err = capsys.readouterr().err
     assert code == 2

@@ -365,7 +365,7 @@ def test_windowed_builds_equal_full_builds_restricted_to_their_days(new_database
         )
         assert full_run.success, full_run.failures
         rename_schema(settings, "dev", f"windowed_{n}")
-        rename_schema(settings, "etl", f"full_{n}")
+        rename_schema(settings, "nightly", f"full_{n}")
 
         # then: every windowed row equals the full one, and the full build has no row
         # for an owned key that the windowed build left out

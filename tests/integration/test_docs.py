@@ -84,9 +84,9 @@ def page(module_database, tmp_path_factory) -> Path:
             source=Database.from_settings(source),
             analytics=Database.from_settings(target),
         ).init()
-        assert main(["docs", "--target-url", target.url]) == 0
+        assert main(["docs", "--analytics-url", target.url]) == 0
         again = work / "site" / "lineage.html"
-        assert main(["docs", "--target-url", target.url, "--out", str(again)]) == 0
+        assert main(["docs", "--analytics-url", target.url, "--out", str(again)]) == 0
     assert again.is_file()
     # Without --out the page goes under the work folder (.etl/ in a checkout).
     return work / "docs" / "index.html"

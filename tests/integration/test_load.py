@@ -29,6 +29,7 @@ from dbt_project.postgres.analytics_schema import (
 )
 from dbt_project.postgres.connection import connect
 from dbt_project.stage import LocalStage
+from tests.integration._dbt_helpers import query
 from tests.pipeline_helpers import snapshot, table_rows, write_night
 
 D = date(2026, 11, 20)
@@ -425,7 +426,7 @@ def test_loader_cannot_create_or_drop_and_reader_cannot_write(env):
     assert cur.fetchone() == (1,)
     for statement in (
         "delete from analytics.customer_analytics",
-        "insert into etl.load_ledger default values",
+        "insert into ledger.load_ledger default values",
         "create table analytics.y (i int)",
     ):
         cur.execute("savepoint s")
@@ -437,10 +438,12 @@ def test_loader_cannot_create_or_drop_and_reader_cannot_write(env):
 
 
 def test_analytics_tables_from_before_row_versions_are_upgraded_by_init(env):
-    # given an analytics database as the earlier loader left it: no version column on
-    # customer_analytics, versions (and a removed customer) in etl.customer_versions
+    # given an analytics database as the earlier loader left it: its bookkeeping in a
+    # schema called etl, no version column on customer_analytics, versions (and a
+    # removed customer) in etl.customer_versions
     conn = connect(env.target)
     with conn, conn.cursor() as cur:
+        cur.execute("alter schema ledger rename to etl")
         cur.execute("alter table analytics.customer_analytics drop column extracted_at")
         cur.execute(
             "create table etl.customer_versions (customer_id bigint primary key, "
@@ -469,7 +472,10 @@ def test_analytics_tables_from_before_row_versions_are_upgraded_by_init(env):
     with conn:
         create_analytics_tables(conn)
     conn.close()
-    # then the rows carry the old versions and the removed customer stays removed
+    # then the bookkeeping is in the ledger schema, and etl names only the command
+    schemas = "select nspname from pg_namespace where nspname in ('etl', 'ledger')"
+    assert query(env.target, schemas) == [{"nspname": "ledger"}]
+    # and the rows carry the old versions and the removed customer stays removed
     stale = env.extract(D, night(D, customers=[customer(2, "5.00", 1, D)]), at=T0)
     assert env.load(stale).tables["customer_analytics"].skipped_stale == 1
     assert env.load(key).tables["customer_analytics"].updated == 1

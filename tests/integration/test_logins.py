@@ -14,6 +14,7 @@ from dbt_project.errors import CredentialsError
 from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from dbt_project.pipeline import Pipeline
 from dbt_project.postgres.connection import Database, PgSettings, connect
+from dbt_project.postgres.logins import create_extract_login
 from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests import reference
@@ -114,7 +115,7 @@ def test_the_extract_login_is_refused_outside_its_job(logins, statement, error):
             "permission denied for table daily_sales_summary",
         ),
         ("create table analytics.stolen (id int)", "permission denied for schema analytics"),
-        ("alter table etl.load_ledger add column x int", "must be owner of table load_ledger"),
+        ("alter table ledger.load_ledger add column x int", "must be owner of table load_ledger"),
         (
             "create view analytics.top_customers_copy as select 1",
             "permission denied for schema analytics",
@@ -163,3 +164,26 @@ def test_init_again_keeps_the_logins_as_they_are(logins):
     ).init()
     assert grants() == before
     assert ("etl_extract", "orders", "SELECT") in before
+
+
+def test_init_renames_the_build_schema_an_earlier_version_called_etl(logins):
+    # given a source as an earlier version left it: the nightly models in schema etl
+    conn = connect(logins["source"])
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("alter schema nightly rename to etl")
+        cur.execute("create table if not exists etl.int_customer_days (customer_id bigint)")
+        cur.execute("select count(*) from etl.int_customer_days")
+        (rows,) = cur.fetchone()
+    # when init gives the extract login its schema
+    create_extract_login(conn, logins["source"].dbname)
+    # then the same schema, with its incremental state, is called nightly, owned by the login
+    with conn.cursor() as cur:
+        cur.execute(
+            "select nspname, pg_get_userbyid(nspowner) from pg_namespace "
+            "where nspname in ('etl', 'nightly')"
+        )
+        assert cur.fetchall() == [("nightly", EXTRACT_LOGIN)]
+        cur.execute("select count(*) from nightly.int_customer_days")
+        assert cur.fetchone() == (rows,)
+    conn.close()

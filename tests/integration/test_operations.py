@@ -79,7 +79,7 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
         "--json",
         "--source-url",
         source.url,
-        "--target-url",
+        "--analytics-url",
         target.url,
         "--stage",
         str(tmp_path / "stage"),
@@ -102,7 +102,9 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
     # and the report stays in the analytics database after the stage files are gone
     conn = connect(target)
     with conn.cursor() as cur:
-        cur.execute("select run_date, status, report from etl.run_reports order by run_date desc")
+        cur.execute(
+            "select run_date, status, report from ledger.run_reports order by run_date desc"
+        )
         rows = cur.fetchall()
     conn.close()
     assert [(r[0], r[1]) for r in rows] == [(LATEST, "loaded")]
@@ -166,13 +168,13 @@ def test_a_full_refresh_repairs_corrupted_state_and_equals_a_fresh_build(
 ):
     source, target = shop_until(new_database, newest_change_hours_ago=2)
     stage = str(tmp_path / "stage")
-    common = ("--source-url", source.url, "--target-url", target.url, "--stage", stage)
+    common = ("--source-url", source.url, "--analytics-url", target.url, "--stage", stage)
     assert etl("run", *common, capsys=capsys)[0] == 0
     # given corrupted incremental state on the source and strays on the analytics side
     conn = connect(source)
     with conn, conn.cursor() as cur:
-        cur.execute("update etl.int_customer_days set revenue = revenue * 3")
-        cur.execute("update etl.int_customer_settled set order_count = order_count + 1")
+        cur.execute("update nightly.int_customer_days set revenue = revenue * 3")
+        cur.execute("update nightly.int_customer_settled set order_count = order_count + 1")
     conn.close()
     conn = connect(target)
     with conn, conn.cursor() as cur:
@@ -210,7 +212,7 @@ def test_a_full_refresh_refuses_while_another_night_runs(new_database, tmp_path,
             "--full-refresh",
             "--source-url",
             source.url,
-            "--target-url",
+            "--analytics-url",
             target.url,
             "--stage",
             str(tmp_path / "stage"),

@@ -132,7 +132,7 @@ def test_rerun_duplicate_delivery_and_an_empty_day_change_nothing(shop_env):
                 "load",
                 "--manifest",
                 stage.describe(rerun.extract.manifest_key),
-                "--target-url",
+                "--analytics-url",
                 target.url,
                 "--skip-tests",
             ]
@@ -167,9 +167,8 @@ def test_rerun_duplicate_delivery_and_an_empty_day_change_nothing(shop_env):
 def test_cli_bad_input_is_one_clear_line_and_changes_nothing(loaded_shop, capsys, args, message):
     _, _, source, target, stage = loaded_shop
     before = snapshot(target)
-    code = main(
-        [*args, "--source-url", source.url, "--target-url", target.url, "--stage", str(stage.root)]
-    )
+    databases = ["--source-url", source.url, "--analytics-url", target.url]
+    code = main([*args, *databases, "--stage", str(stage.root)])
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
@@ -181,5 +180,5 @@ def test_missing_or_wrong_database_settings_are_clear(capsys, tmp_path, pg_serve
     assert main(["run", "--date", "2026-03-16", "--stage", str(tmp_path)]) == 2
     assert "--source-url" in capsys.readouterr().err
     wrong = pg_server.with_credentials("postgres", "not-the-password").url
-    assert main(["init", "--source-url", wrong, "--target-url", wrong]) == 3
+    assert main(["init", "--source-url", wrong, "--analytics-url", wrong]) == 3
     assert "rejected the credentials" in capsys.readouterr().err

@@ -90,7 +90,7 @@ result = parts.extract(NightRequest(parse_date(day)))
 with database.connection().cursor() as cur:
     cur.execute(
         "select column_name from information_schema.columns"
-        " where table_schema = 'etl' and table_name = 'stg_shop__customers'"
+        " where table_schema = 'nightly' and table_name = 'stg_shop__customers'"
     )
     columns = [name for (name,) in cur.fetchall()]
 found = {"rows": result.rows, "shipped": dbt.shipped, "kept": dbt.kept, "columns": columns}
@@ -209,6 +209,6 @@ def test_another_login_or_host_for_the_same_database_reuses_this_process_s_parse
         settings,
         "select pg_get_userbyid(relowner) as owner from pg_class c"
         " join pg_namespace n on n.oid = c.relnamespace"
-        " where n.nspname = 'etl' and c.relname = 'stg_shop__customers'",
+        " where n.nspname = 'nightly' and c.relname = 'stg_shop__customers'",
     )
     assert owner == [{"owner": role}]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dbt_project.cli.commands import split_manifest_uri
-from dbt_project.cli.main import main
+from dbt_project.cli.main import build_parser, main
 from dbt_project.dbt_runner.runner import run_vars
 from dbt_project.errors import ConfigError
 from dbt_project.facts.business_calendar import previous_business_day
@@ -150,3 +150,16 @@ def test_the_cli_reports_a_bad_setting_in_one_line(monkeypatch, capsys):
         err
         == "etl: error: ETL_GZIP_LEVEL='fast' is not a whole number from 1 to 9; fix or unset it\n"
     )
+
+
+def test_the_analytics_url_keeps_its_earlier_names():
+    """--target-url and ETL_TARGET_URL, the names before "target" was left to dbt's
+    targets, still give the analytics database (the new names win)."""
+    old = Settings.from_env({"ETL_TARGET_URL": "postgresql://a@old/analytics"})
+    assert old.analytics_url == "postgresql://a@old/analytics"
+    both = Settings.from_env(
+        {"ETL_TARGET_URL": "postgresql://a@old/x", "ETL_ANALYTICS_URL": "postgresql://a@new/x"}
+    )
+    assert both.analytics_url == "postgresql://a@new/x"
+    args = build_parser(old).parse_args(["docs", "--target-url", "postgresql://a@flag/x"])
+    assert args.analytics_url == "postgresql://a@flag/x"
