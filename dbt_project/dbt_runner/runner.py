@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dbt_project.dbt_runner import parse_cache as dbt_parse
 from dbt_project.errors import ConfigError, DatabaseUnavailable, DataTestsFailed, LoginRefused
+from dbt_project.files import private_folder
 from dbt_project.postgres.connection import CREDENTIALS_REFUSED, Database, PgSettings
 from dbt_project.request import parse_date
 from dbt_project.settings import Settings, current, quiet_dbt_tracking, scoped_environ
@@ -118,7 +119,6 @@ class DbtProject:
     def __init__(self, root: Path | None = None, settings: Settings | None = None):
         self.settings = settings or current()
         self.root = root or self.settings.project_dir
-        self.kept: list[str] = []  # targets served by a parse an earlier process kept
         self.parsed: list[str] = []  # targets dbt parsed for this project's calls
         self._shipped_keys: list[tuple] = []  # parses read from the shipped ones
 
@@ -134,20 +134,14 @@ class DbtProject:
 
     def _manifest(self, key: tuple, env: dict[str, str], dbt_vars, parse_args: list[str]):
         """The parsed project for ``key`` and None, or None and dbt's failed parse: this
-        process's parse, else the one shipped with the project, else (outside Lambda)
-        one an earlier process kept on disk, else dbt parses now. A Lambda container
-        starts with an empty /tmp and the shipped parse, so it keeps nothing."""
+        process's parse, else the one shipped with the project (a Lambda cold start),
+        else dbt parses now (with its own partial parsing in the private work folder)."""
         target = key[1]
-        kept = None if self.settings.in_lambda else self.settings.work_dir / "dbt" / "parses"
         manifest = dbt_parse.remembered(key)
         if manifest is None:
             manifest = dbt_parse.load_shipped_parse(self.root, target, env, dbt_vars)
             if manifest is not None:
                 self._shipped_keys.append(key)
-        if manifest is None and kept is not None:
-            manifest = dbt_parse.read_kept(kept, key)
-            if manifest is not None:
-                self.kept.append(target)
         if manifest is None:
             from dbt.cli.main import dbtRunner
 
@@ -156,19 +150,27 @@ class DbtProject:
                 return None, parsed
             manifest = parsed.result
             self.parsed.append(target)
-            if kept is not None:
-                dbt_parse.keep(kept, key, manifest)
         dbt_parse.remember(key, manifest)
         return manifest, None
 
+    def _work_folder(self) -> Path:
+        """dbt's target and log folders sit here, and dbt reads its partial parse back
+        from them: a folder another user may write to would let them choose what runs."""
+        return private_folder(
+            self.settings.work_dir / "dbt",
+            "the work folder",
+            fix="Set ETL_WORK_DIR to a folder of your own (mkdir -m 700 DIR).",
+        )
+
     def target_path(self, target: str) -> Path:
         """Where dbt writes the artifacts of ``target`` (its manifest, run results)."""
-        scratch = self.settings.work_dir / "dbt"
-        return self.settings.dbt_target_path or scratch / f"target-{target}"
+        if self.settings.dbt_target_path:
+            return self.settings.dbt_target_path
+        return self._work_folder() / f"target-{target}"
 
     def _paths_and_options(self, target: str, dbt_vars) -> tuple[Path, list[str]]:
         target_path = self.target_path(target)
-        log_path = self.settings.dbt_log_path or self.settings.work_dir / "dbt" / "logs"
+        log_path = self.settings.dbt_log_path or self._work_folder() / "logs"
         options = [
             *("--project-dir", str(self.root), "--profiles-dir", str(self.root)),
             *("--target", target, "--target-path", str(target_path), "--log-path", str(log_path)),

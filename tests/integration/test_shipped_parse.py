@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -93,7 +94,7 @@ with database.connection().cursor() as cur:
         " where table_schema = 'nightly' and table_name = 'stg_shop__customers'"
     )
     columns = [name for (name,) in cur.fetchall()]
-found = {"rows": result.rows, "shipped": dbt.shipped, "kept": dbt.kept, "columns": columns}
+found = {"rows": result.rows, "shipped": dbt.shipped, "parsed": dbt.parsed, "columns": columns}
 print(json.dumps(found))
 """
 
@@ -169,22 +170,71 @@ def test_another_python_reads_the_portable_copy_and_both_copies_agree(project, s
     } == {str(project)}
 
 
-def test_a_later_process_reads_the_parse_an_earlier_one_kept_until_a_file_changes(source, tmp_path):
-    # given a project with no shipped parse (a checkout) and one work folder
-    project = _copy_project(tmp_path / "checkout")
-    work = {"ETL_WORK_DIR": str(tmp_path / "work")}
-    # when a process extracts a day, then another does the same
-    first = _extract(project, source, tmp_path, **work)
-    second = _extract(project, source, tmp_path, **work)
-    # then the first parsed and kept it, the second read it, and both built the same
-    assert (first["shipped"], first["kept"]) == ([], [])
-    assert (second["shipped"], second["kept"]) == ([], ["source"])
-    assert second["rows"] == first["rows"]
-    # when a model file changes, the next process parses again and builds the change
-    model = project / STAGING_MODEL
-    model.write_text(model.read_text().replace("\nfrom ", f",\n    1 as {PROBE}\nfrom ", 1))
-    third = _extract(project, source, tmp_path, **work)
-    assert third["kept"] == [] and PROBE in third["columns"]
+class _Planted:
+    """A pickle that would leave a mark if it were ever unpickled."""
+
+    def __init__(self, mark):
+        self.mark = str(mark)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.mark,))
+
+
+NOBODY = 65534
+
+
+def test_a_shipped_parse_another_user_could_write_is_not_read(project, source, tmp_path):
+    # given the shipped pickle replaced by one that leaves a mark when read: first
+    # writable by the group, then owned by another user
+    mark = tmp_path / "unpickled"
+    pickled = project / dbt_parse.SHIPPED_PARSE_DIR / "source.pickle"
+    pickled.write_bytes(pickle.dumps(_Planted(mark)))
+    for plant in (lambda: pickled.chmod(0o664), lambda: os.chown(pickled, NOBODY, NOBODY)):
+        pickled.chmod(0o644)
+        plant()
+        # when a fresh process extracts a day
+        result = _extract(project, source, tmp_path)
+        # then the planted file was never unpickled: dbt parsed instead
+        assert not mark.exists()
+        assert (result["shipped"], result["parsed"]) == ([], ["source"])
+
+
+def test_a_work_folder_another_user_could_write_is_refused_in_one_line(tmp_path):
+    # given a work folder that another user owns, with a file planted in dbt's target
+    work = tmp_path / "shared"
+    planted = work / "dbt" / "target-analytics"
+    planted.mkdir(parents=True)
+    (planted / "partial_parse.msgpack").write_bytes(b"not ours")
+    for folder in (work, work / "dbt", planted):
+        os.chown(folder, NOBODY, NOBODY)
+    env = {**os.environ, "ETL_WORK_DIR": str(work)}
+    url = "postgresql://nobody@127.0.0.1:1/analytics"
+    # when a command that runs dbt starts
+    done = subprocess.run(
+        [sys.executable, "-m", "dbt_project.cli", "docs", "--analytics-url", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    # then it stops before dbt reads anything there, saying why and what to do
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip()
+    assert line.startswith(f"etl: error: the work folder {work / 'dbt'} is not safe to read back")
+    assert "not to this user" in line and "ETL_WORK_DIR" in line and "\n" not in line
+    assert (planted / "partial_parse.msgpack").read_bytes() == b"not ours"
+    # and a folder of the user's own that others may write to is refused the same way
+    for folder in (work, work / "dbt", planted):
+        os.chown(folder, os.geteuid(), os.getegid())
+    (work / "dbt").chmod(0o777)
+    done = subprocess.run(
+        [sys.executable, "-m", "dbt_project.cli", "docs", "--analytics-url", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode == 2 and "lets other users write to it" in done.stderr
 
 
 def test_another_login_or_host_for_the_same_database_reuses_this_process_s_parse(
@@ -204,7 +254,7 @@ def test_another_login_or_host_for_the_same_database_reuses_this_process_s_parse
     second = DbtProject(root=project)
     run = second.invoke(model, settings=other, target="source")
     # then dbt did not parse again, and the model was built as that login
-    assert run.success and second.parsed == [] and second.kept == []
+    assert run.success and second.parsed == []
     owner = query(
         settings,
         "select pg_get_userbyid(relowner) as owner from pg_class c"
