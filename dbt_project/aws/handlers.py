@@ -17,8 +17,9 @@ from dbt_project.aws.observability import logger, metrics, tracer
 from dbt_project.aws.resources import database, pipeline, reader_password, reset  # noqa: F401
 from dbt_project.dbt_runner.docs import generate_docs, publish_docs
 from dbt_project.errors import DatabaseUnavailable, LoginRefused, SourceStale
-from dbt_project.facts import metric_names
-from dbt_project.load import LoadStatus
+from dbt_project.facts import business_calendar, metric_names
+from dbt_project.facts.stage_layout import RUNS_PAGE_KEY
+from dbt_project.load import LoadStatus, run_history
 from dbt_project.load import report as reports
 from dbt_project.pipeline import raise_for_analytics
 from dbt_project.settings import Settings
@@ -144,7 +145,14 @@ def _publish_docs(parts) -> bool:
     delivery, load nothing, and publish nothing.
     """
     try:
-        where = publish_docs(generate_docs(analytics=parts.analytics, dbt=parts.dbt), parts.stage)
+        page = generate_docs(analytics=parts.analytics, dbt=parts.dbt)
+        where = publish_docs(page, parts.stage)
+        runs = run_history.write_page(
+            parts.analytics.connection(),
+            page.with_name(run_history.PAGE_NAME),
+            business_calendar.utc_now(),
+        )
+        publish_docs(runs, parts.stage, RUNS_PAGE_KEY)
     except Exception as exc:
         logger.warning(
             "the docs site was not published; the night's load stands",

@@ -4,6 +4,7 @@ its flags, calls one method of the pipeline, and prints what came of it."""
 from __future__ import annotations
 
 import json
+import sys
 
 from dbt_project.errors import ConfigError
 from dbt_project.facts import business_calendar
@@ -12,7 +13,7 @@ from dbt_project.request import BackfillRequest, NightRequest, parse_date
 from dbt_project.settings import Settings
 
 # Which parts of the pipeline a command reaches (flags and variables name them).
-_NEEDS_ANALYTICS = {"init", "run", "load", "backfill", "docs"}
+_NEEDS_ANALYTICS = {"init", "run", "load", "backfill", "docs", "runs"}
 _NEEDS_SOURCE = {"init", "run", "extract", "backfill"}
 _NEEDS_STAGE = {"run", "extract", "backfill"}
 
@@ -65,6 +66,16 @@ def night_request(args) -> NightRequest:
         full_refresh=getattr(args, "full_refresh", False),
         what="--date",
     )
+
+
+def say(args, text: str) -> None:
+    """A line for a person: on stdout, or on stderr when stdout carries ``--json``'s
+    one JSON document (so that `etl run --json | jq` reads only JSON)."""
+    print(text, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
+
+
+def emit_json(document) -> None:
+    print(json.dumps(document, ensure_ascii=False, default=str))
 
 
 def split_manifest_uri(uri: str) -> tuple[str, str]:
@@ -153,12 +164,36 @@ def cmd_run(args) -> int:
     request = night_request(args)
     parts = pipeline(args)
     night = parts.run_night(request, run_tests=not args.skip_tests)
-    print(night_line(night))
+    say(args, night_line(night))
     if night.load.status is LoadStatus.LOADED:
         report = reports.build(night.load, night.tests)
         reports.record(parts.analytics.connection(), report)
-        print(json.dumps(report, ensure_ascii=False) if args.json else reports.as_text(report))
+        if args.json:
+            emit_json(report)
+        else:
+            print(reports.as_text(report))
+    elif args.json:  # a duplicate delivery has no report of its own
+        emit_json(
+            {"run_date": night.run_date, "status": night.load.status, "run_id": night.load.run_id}
+        )
     raise_for_analytics(night.tests)
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from dbt_project.load import run_history
+
+    since = parse_date(args.since, "--since") if args.since else None
+    if args.limit < 1:
+        raise ConfigError(f"--limit {args.limit} must be a whole number of nights, at least 1")
+    conn = pipeline(args).analytics.connection()
+    reports = run_history.recent_reports(
+        conn, since=since, failed_only=args.failed, limit=args.limit
+    )
+    if args.json:
+        emit_json(reports)
+    else:
+        print(run_history.as_text(reports))
     return 0
 
 
@@ -200,10 +235,17 @@ def night_line(night) -> str:
 
 def cmd_docs(args) -> int:
     from dbt_project.dbt_runner.docs import write_docs
+    from dbt_project.load import run_history
 
     parts = pipeline(args)
     page = write_docs(analytics=parts.analytics, dbt=parts.dbt, out=args.out)
+    runs = run_history.write_page(
+        parts.analytics.connection(),
+        page.with_name(run_history.PAGE_NAME),
+        business_calendar.utc_now(),
+    )
     print(f"docs site written: {page.resolve().as_uri()}")
+    print(f"run history:       {runs.resolve().as_uri()}")
     return 0
 
 

@@ -18,6 +18,7 @@ from dbt_project.cli.commands import (
     cmd_init,
     cmd_load,
     cmd_run,
+    cmd_runs,
 )
 from dbt_project.errors import EtlError, StageError
 from dbt_project.settings import Settings
@@ -63,6 +64,12 @@ _COMMANDS = (
         ("start", "end", "source", "analytics", "stage", "window", "skip_tests"),
     ),
     ("docs", cmd_docs, "write the lineage site (dbt docs) as one HTML file", ("analytics", "out")),
+    (
+        "runs",
+        cmd_runs,
+        "list the last nights' run reports from the analytics database",
+        ("analytics", "since", "failed", "limit", "json"),
+    ),
 )
 
 

@@ -68,7 +68,13 @@ _NIGHT = {
         "rebuild the incremental state from the whole history and re-state every day and "
         "customer (deleting what the history no longer has)",
     ),
-    "json": _flag("--json", "print the run report as JSON"),
+    "json": _flag("--json", "print one JSON document on stdout (human lines go to stderr)"),
+    "since": (("--since",), {"metavar": "YYYY-MM-DD", "help": "only nights from this day on"}),
+    "failed": _flag("--failed", "only nights whose load or analytics tests failed"),
+    "limit": (
+        ("--limit",),
+        {"type": int, "default": 30, "help": "at most this many nights (default 30)"},
+    ),
     "manifest": (
         ("--manifest",),
         {

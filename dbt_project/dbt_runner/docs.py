@@ -71,7 +71,8 @@ def write_docs(*, analytics: Database, dbt: DbtProject, out: Path | str | None =
     return out
 
 
-def publish_docs(page: Path, stage: Stage) -> str:
-    """Put the page at ``docs/index.html`` in the stage; return where it went."""
-    stage.put_bytes(DOCS_KEY, page.read_bytes(), content_type=CONTENT_TYPE)
-    return stage.describe(DOCS_KEY)
+def publish_docs(page: Path, stage: Stage, key: str = DOCS_KEY) -> str:
+    """Put a page of the site at ``key`` (default ``docs/index.html``) in the stage;
+    return where it went."""
+    stage.put_bytes(key, page.read_bytes(), content_type=CONTENT_TYPE)
+    return stage.describe(key)

@@ -29,3 +29,6 @@ def manifest_key(run_date: date) -> str:
 # not expire with the stage files.
 DOCS_PREFIX = "docs/"
 DOCS_KEY = DOCS_PREFIX + "index.html"
+# The run history beside it: the last nights, failures first.
+RUNS_PAGE_KEY = DOCS_PREFIX + "runs.html"
+DOCS_PAGES = (DOCS_KEY, RUNS_PAGE_KEY)

@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
 
 from dbt_project.errors import StageError
-from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_KEY
+from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_PAGES
 
 
 class Writer(Protocol):
@@ -45,8 +45,8 @@ def read_whole(handle: BinaryIO, where: str, max_bytes: int | None) -> bytes:
 
 
 def check_key(key: str) -> str:
-    """Keys are relative, under ``etl-data/``, with no way out of it (or the docs page)."""
-    if key == DOCS_KEY:
+    """Keys are relative, under ``etl-data/``, with no way out of it (or a docs page)."""
+    if key in DOCS_PAGES:
         return key
     parts = key.split("/")
     if (

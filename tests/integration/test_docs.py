@@ -18,9 +18,10 @@ from dbt_project.dbt_runner import docs
 from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.errors import StageError
 from dbt_project.facts import metric_names as names
-from dbt_project.facts.stage_layout import DOCS_KEY
+from dbt_project.facts.stage_layout import DOCS_KEY, RUNS_PAGE_KEY
+from dbt_project.load import report as reports
 from dbt_project.pipeline import Pipeline
-from dbt_project.postgres.connection import Database
+from dbt_project.postgres.connection import Database, connect
 from dbt_project.settings import Settings
 from dbt_project.stage import LocalStage, S3Stage
 from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
@@ -84,12 +85,77 @@ def page(module_database, tmp_path_factory) -> Path:
             source=Database.from_settings(source),
             analytics=Database.from_settings(target),
         ).init()
+        conn = connect(target)
+        for report in HISTORY:
+            reports.record(conn, report)
+        conn.close()
         assert main(["docs", "--analytics-url", target.url]) == 0
         again = work / "site" / "lineage.html"
         assert main(["docs", "--analytics-url", target.url, "--out", str(again)]) == 0
     assert again.is_file()
     # Without --out the page goes under the work folder (.etl/ in a checkout).
     return work / "docs" / "index.html"
+
+
+def _report(day: str, status: str, run: int) -> dict:
+    """A kept run report as the load writes it (load/report.py's shape)."""
+    return {
+        "run_date": day,
+        "status": status,
+        "trigger": "schedule",
+        "run_id": f"00000000-0000-4000-8000-{run:012d}",
+        "full_refresh": False,
+        "tables": {
+            "daily_sales_summary": {"inserted": 1, "updated": run, "deleted": 0, "skipped_stale": 0}
+        },
+        "seconds": {"extract": 2.0, "load": 0.5, "tests": 0.5},
+        "dbt_tests": {
+            "source": {"pass": 40},
+            "analytics": {"passed": status == "loaded", "failures": []},
+        },
+        "freshness": {"state": "pass", "sources": []},
+        "run_results_key": f"etl-data/{day}/_dbt/run_results.json",
+    }
+
+
+# Three nights, the failed one in the middle; a value that must not become markup.
+HISTORY = (
+    _report("2026-11-23", "loaded", 1),
+    _report("2026-11-24", "loaded, analytics tests failed", 2),
+    {**_report("2026-11-25", "loaded", 3), "trigger": "<b>manual</b>"},
+)
+READ_RUNS = """() => [...document.querySelectorAll('#runs tbody tr')].map(row => ({
+    kind: row.className,
+    cells: [...row.querySelectorAll('td')].map(cell => cell.textContent),
+}))"""
+
+
+@pytest.mark.slow
+def test_the_run_history_page_shows_the_failures_first_in_a_real_browser(page):
+    from playwright.sync_api import sync_playwright
+
+    # given the run-history page `etl docs` wrote beside the lineage
+    runs = page.with_name("runs.html")
+    # when Chromium opens it
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            tab = browser.new_page()
+            tab.goto(runs.as_uri())
+            rows = tab.evaluate(READ_RUNS)
+            link = tab.get_attribute("a", "href")
+        finally:
+            browser.close()
+    # then the failed night comes first, then the others newest first, with their numbers
+    assert [(r["kind"], r["cells"][0], r["cells"][1]) for r in rows] == [
+        ("failed", "2026-11-24", "loaded, analytics tests failed"),
+        ("passed", "2026-11-25", "loaded"),
+        ("passed", "2026-11-23", "loaded"),
+    ]
+    assert rows[1]["cells"][2] == "<b>manual</b>"  # shown as text, not markup
+    assert rows[0]["cells"][3] == "daily_sales_summary +1 ~2 -0"
+    assert rows[0]["cells"][4] == "source 40 pass; analytics 0 failed"
+    assert rows[0]["cells"][6] == "3.0" and link == "index.html"
 
 
 def test_etl_docs_without_a_database_says_what_to_pass(monkeypatch, capsys):
@@ -195,6 +261,10 @@ def test_a_loaded_night_publishes_the_site_to_the_stage(aws, capsys):
     html = published["Body"].read().decode()
     assert "exposure.shop.analyst_sql" in html and "source.shop.shop.order_items" in html
     assert names.DOCS_PUBLISH_ERROR not in emitted_metrics(capsys.readouterr().out)
+    # and beside it the run history, with the night just loaded
+    runs = s3.get_object(Bucket=aws["bucket"], Key=RUNS_PAGE_KEY)
+    assert runs["ContentType"] == docs.CONTENT_TYPE
+    assert '<td class="run_date">2026-11-25</td>' in runs["Body"].read().decode()
 
     # A duplicate delivery loads nothing and leaves the page as it was.
     assert load(event, Context("load"))["loads"][0]["status"] == "duplicate"

@@ -14,6 +14,7 @@ from dbt_project.cli.main import main
 from dbt_project.errors import SourceStale
 from dbt_project.extract.extract import EXTRACT_LOCK
 from dbt_project.facts.business_calendar import previous_business_day, utc_now
+from dbt_project.load import run_history
 from dbt_project.postgres.connection import connect
 from tests import reference
 from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
@@ -86,7 +87,9 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
         capsys=capsys,
     )
     assert code == 0, err
-    report = json.loads(out.splitlines()[-1])
+    # stdout is one JSON document (`etl run --json | jq` works); the person's line is on stderr
+    report = json.loads(out)
+    assert any(line.startswith(f"{LATEST}  extracted") for line in err), err
     assert report["run_date"] == LATEST.isoformat() and report["status"] == "loaded"
     assert report["freshness"]["state"] == "warn"
     assert "shop.orders: newest change" in report["freshness"]["sources"][0]
@@ -108,6 +111,24 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
         rows = cur.fetchall()
     conn.close()
     assert [(r[0], r[1]) for r in rows] == [(LATEST, "loaded")]
+    # and `etl runs` reads the history back: a table, JSON, and the filters
+    analytics = ["--analytics-url", target.url]
+    code, out, err = etl("runs", *analytics, capsys=capsys)
+    header, line = out.splitlines()
+    assert code == 0 and header.split() == list(run_history.COLUMNS), err
+    assert line.split()[:4] == [LATEST.isoformat(), "loaded", "manual", "customer_analytics"]
+    assert "freshness" in header and " warn " in line
+    code, out, _ = etl("runs", "--json", *analytics, capsys=capsys)
+    assert json.loads(out) == [report]
+    code, out, _ = etl("runs", "--failed", *analytics, capsys=capsys)
+    assert out.strip() == "no run reports match"
+    later = (LATEST + timedelta(days=1)).isoformat()
+    code, out, _ = etl("runs", "--json", "--since", later, *analytics, capsys=capsys)
+    assert json.loads(out) == []
+    code, out, err = etl("runs", "--limit", "0", *analytics, capsys=capsys)
+    assert code == 2 and err == [
+        "etl: error: --limit 0 must be a whole number of nights, at least 1"
+    ]
     assert rows[0][2] == report
 
 
