@@ -14,8 +14,8 @@ from dbt_project.settings import Settings
 
 # Which parts of the pipeline a command reaches (flags and variables name them).
 _NEEDS_ANALYTICS = {"init", "run", "load", "backfill", "docs", "runs"}
-_NEEDS_SOURCE = {"init", "run", "extract", "backfill"}
-_NEEDS_STAGE = {"run", "extract", "backfill"}
+_NEEDS_SOURCE = {"init", "run", "extract", "backfill", "ci"}
+_NEEDS_STAGE = {"run", "extract", "backfill", "ci"}
 
 
 def _database(settings: Settings, url: str | None, flag: str, env: str):
@@ -246,6 +246,27 @@ def cmd_docs(args) -> int:
     )
     print(f"docs site written: {page.resolve().as_uri()}")
     print(f"run history:       {runs.resolve().as_uri()}")
+    return 0
+
+
+def cmd_ci(args) -> int:
+    from dbt_project.dbt_runner import raise_for_failures, slim_ci
+
+    parts = pipeline(args)
+    result = slim_ci.build_changed(
+        parts.dbt,
+        parts.source.settings,
+        parts.stage,
+        target=args.dbt_target,
+        state_key=args.state_key,
+    )
+    say(args, f"compared with the deployed project: {parts.stage.describe(result.state_key)}")
+    for unique_id in result.built:
+        say(args, f"  {unique_id}")
+    say(args, f"{len(result.built)} nodes built and tested" if result.built else "nothing changed")
+    if args.json:
+        emit_json({"state": result.state_key, "built": result.built, "success": result.run.success})
+    raise_for_failures(result.run, "the slim CI build")
     return 0
 
 

@@ -11,6 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dbt_project.cli import options as cli_options
 from dbt_project.cli.commands import (
     cmd_backfill,
+    cmd_ci,
     cmd_demo,
     cmd_dev_db,
     cmd_docs,
@@ -64,6 +65,12 @@ _COMMANDS = (
         ("start", "end", "source", "analytics", "stage", "window", "skip_tests"),
     ),
     ("docs", cmd_docs, "write the lineage site (dbt docs) as one HTML file", ("analytics", "out")),
+    (
+        "ci",
+        cmd_ci,
+        "build and test only the models changed since the deployed night, and their children",
+        ("source", "stage", "dbt_target", "state_key", "json"),
+    ),
     (
         "runs",
         cmd_runs,

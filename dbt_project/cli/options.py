@@ -104,6 +104,18 @@ _SETUP = {
             "help": "start (or reuse) the local server, or stop it (default: start)",
         },
     ),
+    "dbt_target": (
+        ("--dbt-target",),
+        {"default": "dev", "help": "the dbt target to build in (default dev: the dev schema)"},
+    ),
+    "state_key": (
+        ("--state-key",),
+        {
+            "metavar": "KEY",
+            "help": "the deployed dbt manifest to compare with "
+            "(default: the newest etl-data/<day>/_dbt/manifest.json in the stage)",
+        },
+    ),
     "out": (("--out",), {"help": "where to write the page (default .etl/docs/index.html)"}),
 }
 
