@@ -126,88 +126,12 @@
 {%- endmacro %}
 
 
-{% macro select_touched_orders(orders) -%}
-    {#- Orders the window touches: ordered in it, or updated in it (a late status
-        change) if ordered up to run_date. Every order in a full-history build. -#}
-    select
-        order_id,
-        customer_id,
-        {{ business_date('ordered_at') }} as business_date
-    from {{ orders }}
-    {%- if run_window().run_date is not none %}
-    where
-        (
-            ordered_at >= {{ window_start() }}
-            and ordered_at < {{ window_end() }}
-        )
-        or (
-            updated_at >= {{ window_start() }}
-            and updated_at < {{ window_end() }}
-            and ordered_at < {{ window_end() }}
-        )
-    {%- endif %}
-{%- endmacro %}
-
-
-{% macro select_owned_days(touched_orders) -%}
-    {#- The business days a build owns: the lookback days (even without orders) and
-        the days of the touched orders; every day with an order in a full build. -#}
-    {%- set window = run_window() -%}
-    {%- if window.run_date is not none %}
-    select date '{{ window.first_date }}' + lookback_days.day_number as sales_date
-    from generate_series(0, {{ window.lookback_days - 1 }}) as lookback_days (day_number)
-    union
-    select business_date as sales_date
-    from {{ touched_orders }}
-    {%- else %}
-    select distinct business_date as sales_date
-    from {{ touched_orders }}
-    {%- endif %}
-{%- endmacro %}
-
-
-{% macro select_owned_day_orders(orders, owned_days) -%}
-    {#- The non-cancelled orders of the owned days. One range scan of the
-        orders(ordered_at) index from the first owned day to the end of the window,
-        rather than a join on per-day ranges, whose row estimates mislead the
-        planner into scanning the whole table. -#}
-    select
-        order_id,
-        customer_id,
-        {{ business_date('ordered_at') }} as sales_date
-    from {{ orders }}
-    where
-        status != 'cancelled'
-        and ordered_at >= (
-            select {{ business_day_start('min(sales_date)') }} from {{ owned_days }}
-        )
-        and {{ ordered_through_run_date('ordered_at') }}
-        and {{ business_date('ordered_at') }} in (select sales_date from {{ owned_days }})
-{%- endmacro %}
-
-
 {% macro as_of_date(orders) -%}
     {#- run_date, or the latest business day of any order in a full-history build. -#}
     {%- if run_window().run_date is none -%}
         (select {{ business_date('max(ordered_at)') }} from {{ orders }})
     {%- else -%}
         date '{{ run_window().run_date }}'
-    {%- endif -%}
-{%- endmacro %}
-
-
-{% macro select_customer_day_orders(orders, owned_days) -%}
-    {#- The orders int_customer_days recomputes: those of the owned days when it
-        extends its table, every non-cancelled order when it builds it whole. -#}
-    {%- if is_incremental() -%}
-        {{ select_owned_day_orders(orders, owned_days) }}
-    {%- else -%}
-    select
-        order_id,
-        customer_id,
-        {{ business_date('ordered_at') }} as sales_date
-    from {{ orders }}
-    where status != 'cancelled'
     {%- endif -%}
 {%- endmacro %}
 
