@@ -46,20 +46,9 @@ counted_orders as (
     {%- endif %}
 ),
 
+-- Shared with daily_sales_summary: a macro, as macros/order_totals.sql says why.
 order_totals as (
-    select
-        counted_orders.sales_date,
-        counted_orders.order_id,
-        counted_orders.customer_id,
-        coalesce(sum(order_items.quantity), 0) as item_count,
-        coalesce(sum(order_items.quantity * order_items.unit_price), 0) as revenue
-    from counted_orders
-    left join order_items
-        on counted_orders.order_id = order_items.order_id
-    group by
-        counted_orders.sales_date,
-        counted_orders.order_id,
-        counted_orders.customer_id
+    {{ select_order_totals('counted_orders', 'order_items') }}
 ),
 
 final as (
