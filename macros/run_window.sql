@@ -1,10 +1,10 @@
 {#-
-    The run window: which part of the history a build computes.
+    The run window: which part of the history a build computes, from the vars
+    run_date, lookback_days and business_timezone.
 
-    Every model that needs the business day or the window bounds calls these
-    macros, so the rules live here once. The vars are rendered into SQL, so they
-    are validated before any SQL is produced: an invalid value stops dbt while it
-    parses the project, before it connects or creates anything.
+    The vars are rendered into SQL, so they are validated before any SQL is
+    produced: an invalid value stops dbt while it parses the project, before it
+    connects or creates anything. Every other macro reads them through run_window().
 -#}
 
 {% macro run_window() %}
@@ -93,82 +93,3 @@
     {%- do run_window() -%}
     {{ return('') }}
 {% endmacro %}
-
-
-{% macro business_date(timestamp_column) -%}
-    ({{ timestamp_column }} at time zone '{{ run_window().timezone }}')::date
-{%- endmacro %}
-
-
-{% macro business_day_start(date_expression) -%}
-    ({{ date_expression }})::timestamp at time zone '{{ run_window().timezone }}'
-{%- endmacro %}
-
-
-{% macro window_start() -%}
-    {{ business_day_start("date '" ~ run_window().first_date ~ "'") }}
-{%- endmacro %}
-
-
-{% macro window_end() -%}
-    {{ business_day_start("date '" ~ run_window().run_date ~ "' + 1") }}
-{%- endmacro %}
-
-
-{% macro ordered_through_run_date(ordered_at) -%}
-    {#- Orders of business days after run_date never count in a windowed build.
-        A timestamptz range, so that the orders(ordered_at) index serves it. -#}
-    {%- if run_window().run_date is none -%}
-        true
-    {%- else -%}
-        {{ ordered_at }} < {{ window_end() }}
-    {%- endif -%}
-{%- endmacro %}
-
-
-{% macro as_of_date(orders) -%}
-    {#- run_date, or the latest business day of any order in a full-history build. -#}
-    {%- if run_window().run_date is none -%}
-        (select {{ business_date('max(ordered_at)') }} from {{ orders }})
-    {%- else -%}
-        date '{{ run_window().run_date }}'
-    {%- endif -%}
-{%- endmacro %}
-
-
-{% macro delete_owned_customer_days() -%}
-    {#- Pre-hook of int_customer_days: before an incremental build appends the owned
-        days, remove what it held for them (a day whose orders were all cancelled
-        must lose its rows too). A full-history build owns every day. -#}
-    {%- if is_incremental() -%}
-        {%- if run_window().run_date is none -%}
-            delete from {{ this }}
-        {%- else -%}
-            {#- An array, so that the order_date index serves the delete: a semi-join
-                on the (unanalyzed) window table plans as a scan of every day. -#}
-            delete from {{ this }}
-            where order_date = any(array(select sales_date from {{ ref('run_window_days') }}))
-        {%- endif -%}
-    {%- endif -%}
-{%- endmacro %}
-
-
-{% macro on_or_before_run_date(date_column) -%}
-    {%- if run_window().run_date is none -%}
-        true
-    {%- else -%}
-        {{ date_column }} <= date '{{ run_window().run_date }}'
-    {%- endif -%}
-{%- endmacro %}
-
-
-{% macro owned_customer_filter(customer_id, owned_customers) -%}
-    {#- Rows of the owned customers. A windowed build owns a small share of them:
-        an array of their ids lets the customer_id index fetch just their rows, where
-        a join reads every stored row. A full build owns them all: a plain semi-join. -#}
-    {%- if run_window().run_date is none -%}
-        {{ customer_id }} in (select customer_id from {{ owned_customers }})
-    {%- else -%}
-        {{ customer_id }} = any(array(select customer_id from {{ owned_customers }}))
-    {%- endif -%}
-{%- endmacro %}
