@@ -1,3 +1,8 @@
+{#-
+    A customer's totals over its days in int_customer_days: one select list, so that
+    int_customer_settled and customer_analytics sum alike.
+-#}
+
 {% macro customer_day_totals(customer_days) -%}
     {#- A customer's totals over the rows of int_customer_days that ``customer_days``
         (its alias in the query) reads: the columns of customer_analytics' sums. -#}

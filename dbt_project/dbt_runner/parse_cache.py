@@ -29,7 +29,7 @@ from dbt_project.settings import scoped_environ
 RUNTIME_VARS = frozenset({"run_date", "lookback_days"})
 # What dbt parses: a change to any of these files means a new parse.
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml")
-_PROJECT_FOLDERS = ("models", "macros", "tests/dbt", "seeds")
+_PROJECT_FOLDERS = ("models", "macros", "data-tests", "seeds")
 # The parse shipped with the project (the common layer's, see infra/packaging/layers.py): per
 # target, <target>.msgpack (dbt's serialized Manifest) and <target>.json (its inputs).
 SHIPPED_PARSE_DIR = ".dbt-parse"

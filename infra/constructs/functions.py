@@ -21,9 +21,10 @@ from infra.function_specs import DB_INITIALIZER, EXTRACT, LOAD, FunctionSpec
 from infra.nag import acknowledge, skip_checkov
 from infra.packaging.layers import LayerDirs
 
-# No "tests": CDK matches a bare name at any depth, and the dbt project's own
-# tests/dbt folder (singular tests, unit-test fixtures) must reach /opt/dbt.
-ASSET_EXCLUDE = ["__pycache__", "*.pyc"]
+# CDK matches a bare name at any depth. "tests" is safe: the dbt project's own tests
+# live in data-tests/, and dbt's folders named tests (test materialization, generic
+# tests) ship in the dependencies layer, whose asset takes no excludes.
+ASSET_EXCLUDE = ["__pycache__", "*.pyc", "tests"]
 # Variables that the grants below add to a function's environment.
 EXTRACT_FUNCTION_NAME_VARIABLE = "EXTRACT_FUNCTION_NAME"
 READER_SECRET_VARIABLE = "READER_SECRET_ARN"  # noqa: S105 - a variable's name

@@ -45,7 +45,7 @@ RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
 # What of the repository the common layer carries: the package, and the dbt project.
 PACKAGE = "dbt_project"
 DBT_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml", "packages.yml")
-DBT_PROJECT_DIRS = ("models", "macros", "seeds", "tests/dbt", "analyses", "snapshots")
+DBT_PROJECT_DIRS = ("models", "macros", "seeds", "data-tests", "analyses", "snapshots")
 # dbt's parse of the project, shipped with it (dbt_project/dbt_runner/parse_cache.py) for
 # each target the functions use, with the database name of infra/constructs/databases.py.
 SHIPPED_PARSES = {"source": "shop", "analytics": "analytics"}

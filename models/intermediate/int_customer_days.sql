@@ -1,3 +1,4 @@
+-- depends_on: {{ ref('int_owned_day_orders') }}, {{ ref('run_window_days') }}
 {{
     config(
         materialized='incremental',
@@ -24,26 +25,30 @@ order_items as (
     select * from {{ ref('stg_shop__order_items') }}
 ),
 
--- run_window_days is read only when the table is extended, so it is passed to the
--- macro rather than imported as a CTE that a first build would leave unused.
+-- Extending the table: the orders of the owned days (int_owned_day_orders, read only
+-- then, so referenced in place; the depends_on line above declares it to dbt, which
+-- parses with is_incremental() false, and run_window_days, which the pre-hook reads).
+-- Building it whole: every non-cancelled order.
 counted_orders as (
-    {{ select_customer_day_orders('orders', ref('run_window_days')) }}
+    {%- if is_incremental() %}
+        select
+            order_id,
+            customer_id,
+            sales_date
+        from {{ ref('int_owned_day_orders') }}
+    {%- else %}
+        select
+            order_id,
+            customer_id,
+            {{ business_date('ordered_at') }} as sales_date
+        from orders
+        where status != 'cancelled'
+    {%- endif %}
 ),
 
+-- Shared with daily_sales_summary: a macro, as macros/order_totals.sql says why.
 order_totals as (
-    select
-        counted_orders.sales_date,
-        counted_orders.order_id,
-        counted_orders.customer_id,
-        coalesce(sum(order_items.quantity), 0) as item_count,
-        coalesce(sum(order_items.quantity * order_items.unit_price), 0) as revenue
-    from counted_orders
-    left join order_items
-        on counted_orders.order_id = order_items.order_id
-    group by
-        counted_orders.sales_date,
-        counted_orders.order_id,
-        counted_orders.customer_id
+    {{ select_order_totals('counted_orders', 'order_items') }}
 ),
 
 final as (

@@ -1,11 +1,7 @@
 with
 
-orders as (
-    select * from {{ ref('stg_shop__orders') }}
-),
-
 touched_orders as (
-    {{ select_touched_orders('orders') }}
+    select * from {{ ref('int_touched_orders') }}
 ),
 
 final as (

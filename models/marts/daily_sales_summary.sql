@@ -12,20 +12,9 @@ order_items as (
     select * from {{ ref('stg_shop__order_items') }}
 ),
 
+-- Shared with int_customer_days: a macro, as macros/order_totals.sql says why.
 order_totals as (
-    select
-        owned_day_orders.sales_date,
-        owned_day_orders.order_id,
-        owned_day_orders.customer_id,
-        coalesce(sum(order_items.quantity), 0) as item_count,
-        coalesce(sum(order_items.quantity * order_items.unit_price), 0) as revenue
-    from owned_day_orders
-    left join order_items
-        on owned_day_orders.order_id = order_items.order_id
-    group by
-        owned_day_orders.sales_date,
-        owned_day_orders.order_id,
-        owned_day_orders.customer_id
+    {{ select_order_totals('owned_day_orders', 'order_items') }}
 ),
 
 region_day_totals as (
