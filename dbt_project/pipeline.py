@@ -40,11 +40,19 @@ NIGHTLY_ANALYTICS_SELECTOR = "analytics_nightly"
 SOURCE_HAS_ROWS = "the source tables already hold rows: no sample data was added"
 
 
+# The analytics-side test whose rows are volume anomalies (models/analytics).
+VOLUME_ANOMALY_TEST = "test.shop.is_empty_volume_anomalies_"
+
+
 @dataclass
 class AnalyticsTests:
     passed: bool
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Tests of severity warn that found rows: the night stands, the report says so.
+    warnings: list[str] = field(default_factory=list)
+    # Region-days (by measure) outside the usual band: models/analytics/volume_anomalies.
+    volume_anomalies: int = 0
 
 
 @dataclass
@@ -138,6 +146,10 @@ class Pipeline:
             passed=run.success,
             failures=[str(f) for f in run.failures],
             seconds=time.perf_counter() - started,
+            warnings=[str(w) for w in run.warnings],
+            volume_anomalies=sum(
+                w.rows or 0 for w in run.warnings if w.unique_id.startswith(VOLUME_ANOMALY_TEST)
+            ),
         )
 
     def run_night(

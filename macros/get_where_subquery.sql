@@ -75,6 +75,7 @@
         'daily_sales_summary': 'sales_date',
         'product_sales_summary': 'sales_date',
         'regional_sales_trend': adapter.quote('date'),
+        'volume_anomalies': 'sales_date',
     } -%}
     {%- if name in day_columns -%}
         {%- do return(loaded_days_filter(day_columns[name])) -%}

@@ -123,10 +123,12 @@ def handle_load(event, context=None) -> dict:
                 extra={
                     "passed": tests.passed,
                     "failures": tests.failures,
+                    "warnings": tests.warnings,
                     "seconds": tests.seconds,
                 },
             )
             _metric(metric_names.ANALYTICS_TEST_TIME, MetricUnit.Seconds, tests.seconds)
+            _metric(metric_names.VOLUME_ANOMALIES, MetricUnit.Count, tests.volume_anomalies)
             for item, result in zip(loads, results, strict=True):
                 if result.status is LoadStatus.LOADED:
                     item["report"] = _report(settings, parts.analytics, result, tests)

@@ -57,6 +57,8 @@ class NodeFailure:
     unique_id: str
     status: str
     message: str
+    # Rows a data test returned (its failures), when it is a test that ran.
+    rows: int | None = None
 
     def __str__(self) -> str:
         name = (
@@ -74,6 +76,8 @@ class DbtRun:
     target_path: Path
     failures: list[NodeFailure] = field(default_factory=list)
     models: int = 0  # models that ran (hooks and tests not counted)
+    # Tests of severity warn that found rows: reported, never a failure.
+    warnings: list[NodeFailure] = field(default_factory=list)
 
     @property
     def run_results(self) -> Path:
@@ -258,18 +262,23 @@ def invoke_dbt(dbt: DbtProject, database: Database, command: list[str], **kwargs
 
 def _summarise(result, target_path: Path) -> DbtRun:
     failures: list[NodeFailure] = []
+    warnings: list[NodeFailure] = []
     models = 0
     if result.exception is not None:
         failures.append(NodeFailure("dbt", "error", _one_line(str(result.exception))))
     for node_result in getattr(result.result, "results", None) or []:
         models += node_result.node.unique_id.startswith("model.")
         status = str(getattr(node_result.status, "value", node_result.status))
+        found = NodeFailure(
+            node_result.node.unique_id,
+            status,
+            _one_line(node_result.message or ""),
+            getattr(node_result, "failures", None),
+        )
         if status in ("error", "fail", "runtime error"):
-            failures.append(
-                NodeFailure(
-                    node_result.node.unique_id, status, _one_line(node_result.message or "")
-                )
-            )
+            failures.append(found)
+        elif status == "warn":
+            warnings.append(found)
     invocation_id = None
     run_results = target_path / "run_results.json"
     if run_results.exists():
@@ -280,6 +289,7 @@ def _summarise(result, target_path: Path) -> DbtRun:
         target_path=target_path,
         failures=failures,
         models=models,
+        warnings=warnings,
     )
 
 

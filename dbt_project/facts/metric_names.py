@@ -27,6 +27,8 @@ NIGHTS_LOADED = "NightsLoaded"  # the heartbeat: 1 per night loaded (not per dup
 SOURCE_STALE = "SourceStale"  # 1 when the source freshness gate stopped a night
 ANALYTICS_TEST_TIME = "AnalyticsTestTime"
 DOCS_PUBLISH_ERROR = "DocsPublishError"  # a loaded night whose lineage site was not published
+# Region-days whose orders or revenue left their usual band (a warning, never a failure).
+VOLUME_ANOMALIES = "VolumeAnomalies"
 INIT_TIME = "InitTime"
 
 

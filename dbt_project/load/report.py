@@ -59,7 +59,12 @@ def build(load: LoadResult, tests=None, *, trigger: str | None = None) -> dict:
 def _analytics_counts(tests) -> dict:
     if tests is None:
         return {}
-    return {"passed": tests.passed, "failures": list(tests.failures)}
+    return {
+        "passed": tests.passed,
+        "failures": list(tests.failures),
+        "warnings": list(tests.warnings),
+        "volume_anomalies": tests.volume_anomalies,
+    }
 
 
 def _run_results_key(run_date: date) -> str:
@@ -104,6 +109,9 @@ def as_text(report: dict) -> str:
     if source_tests:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(source_tests.items()))
         lines.append(f"  source dbt tests: {counts}")
+    analytics = report["dbt_tests"]["analytics"]
+    for warning in analytics.get("warnings", []):
+        lines.append(f"  analytics test warning: {warning}")
     for name, t in report["tables"].items():
         lines.append(
             f"  {name:<22} +{t['inserted']} ~{t['updated']} -{t['deleted']}"

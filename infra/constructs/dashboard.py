@@ -67,6 +67,11 @@ PANELS = (
     ),
     Panel("db_initializer: seconds", ((names.INIT_TIME, DB_INITIALIZER.name),), "Maximum"),
     Panel("Lineage site not published", ((names.DOCS_PUBLISH_ERROR, LOAD.name),), "Sum"),
+    Panel(
+        "Volume anomalies: region-days outside their usual band (a warning)",
+        ((names.VOLUME_ANOMALIES, LOAD.name),),
+        "Maximum",
+    ),
 )
 
 

@@ -260,7 +260,10 @@ def test_a_loaded_night_publishes_the_site_to_the_stage(aws, capsys):
     assert published["ContentType"] == docs.CONTENT_TYPE
     html = published["Body"].read().decode()
     assert "exposure.shop.analyst_sql" in html and "source.shop.shop.order_items" in html
-    assert names.DOCS_PUBLISH_ERROR not in emitted_metrics(capsys.readouterr().out)
+    emitted = emitted_metrics(capsys.readouterr().out)
+    assert names.DOCS_PUBLISH_ERROR not in emitted
+    # the sample shop's regions are under the anomaly floor: the metric says none
+    assert emitted[names.VOLUME_ANOMALIES] == [0]
     # and beside it the run history, with the night just loaded
     runs = s3.get_object(Bucket=aws["bucket"], Key=RUNS_PAGE_KEY)
     assert runs["ContentType"] == docs.CONTENT_TYPE

@@ -94,7 +94,12 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
     assert report["freshness"]["state"] == "warn"
     assert "shop.orders: newest change" in report["freshness"]["sources"][0]
     assert report["dbt_tests"]["source"].get("pass", 0) > 0
-    assert report["dbt_tests"]["analytics"] == {"passed": True, "failures": []}
+    assert report["dbt_tests"]["analytics"] == {
+        "passed": True,
+        "failures": [],
+        "warnings": [],
+        "volume_anomalies": 0,
+    }
     assert set(report["tables"]) == {
         "customer_analytics",
         "product_sales_summary",
