@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import date
+from pathlib import Path
 
 import boto3
 import psycopg2
@@ -21,6 +22,8 @@ from dbt_project.postgres.connection import connect
 from dbt_project.postgres.source_schema import history_bounds
 from tests import reference
 from tests.lambda_helpers import Context, load_handler, s3_event
+
+ANALYTICS_MODELS = Path(__file__).resolve().parents[2] / "models" / "analytics"
 
 
 def source_rows(settings) -> int:
@@ -150,7 +153,8 @@ def test_a_deployment_upgrades_the_analytics_side_and_never_adds_sample_rows(aws
     init = load_handler("db_initializer")
     created = init(custom_resource("Create"), Context("db_initializer"))
     assert created["PhysicalResourceId"] == "shop-etl-analytics"
-    assert created["Data"]["Views"] == 4
+    # every model of models/analytics: the four example views and volume_anomalies
+    assert created["Data"]["Views"] == len(list(ANALYTICS_MODELS.glob("*.sql"))) == 5
     assert source_rows(aws["source"]) == 0
     deployed = views(aws["target"])
 
