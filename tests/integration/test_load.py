@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from dbt_project.cli.main import main
 from dbt_project.contract.file_format import CHUNK
 from dbt_project.contract.manifest import MAX_MANIFEST_BYTES
 from dbt_project.errors import ConfigError, StageError
@@ -357,6 +358,25 @@ def test_bad_input_is_refused_clearly_and_changes_nothing(env, case):
     with pytest.raises(StageError, match=message.replace("(", r"\(")):
         env.load(manifest_key(D))
     # then
+    assert snapshot(env.target) == before
+
+
+def test_a_night_planted_where_others_may_write_is_refused_with_exit_5(env, capsys):
+    # given a loaded night, and the next one in a day folder any local user may write to
+    _loaded_night_before(env)
+    forged = customer(1, "9999999.00", 1, D, name="FORGED")
+    key = env.extract(D, night(D, customers=[forged]))
+    day = Path(env.stage.describe(key)).parent
+    day.chmod(0o777)
+    before = snapshot(env.target)
+    # when the command loads it
+    args = ["load", "--manifest", env.stage.describe(key), "--skip-tests"]
+    code = main([*args, "--analytics-url", env.target.url])
+    # then one line names the folder, why and what to do; nothing is written
+    err = capsys.readouterr().err.splitlines()
+    assert code == 5 and len(err) == 1, err
+    assert f"stage path {day} is not safe to use: its mode drwxrwxrwx" in err[0]
+    assert "chmod go-w" in err[0]
     assert snapshot(env.target) == before
 
 
