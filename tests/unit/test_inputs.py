@@ -39,6 +39,24 @@ def test_a_url_that_is_not_postgresql_is_refused_without_showing_the_password():
     assert redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
 
 
+def test_settings_never_show_the_passwords_in_their_urls():
+    settings = Settings.from_env(
+        {
+            "ETL_SOURCE_URL": "postgresql://shop:s3cr%40t@source.example:5432/shop",
+            "ETL_ANALYTICS_URL": "postgresql://etl@analytics.example/db?password=t0ps3cret",
+            "ETL_PG_URL": "postgresql://postgres:local-pw@127.0.0.1:54329/postgres",
+        }
+    )
+    shown = repr(settings)
+    for secret in ("s3cr", "t0ps3cret", "local-pw"):
+        assert secret not in shown and secret not in str(settings)
+    assert "source_url='postgresql://shop:***@source.example:5432/shop'" in shown
+    assert "analytics_url='postgresql://etl@analytics.example/db?password=***'" in shown
+    assert "local_pg_url='postgresql://postgres:***@127.0.0.1:54329/postgres'" in shown
+    # the settings themselves keep them, for the connections
+    assert settings.source_url.endswith("s3cr%40t@source.example:5432/shop")
+
+
 @pytest.mark.parametrize("value", ["2026-02-30", "20261125", "2026-11-25; drop", "", "tomorrow"])
 def test_a_date_that_is_not_a_calendar_date_is_refused(value):
     with pytest.raises(ConfigError, match="not a real calendar date; use the ISO form"):
