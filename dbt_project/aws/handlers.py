@@ -16,7 +16,7 @@ from dbt_project.aws.events import parse_extract_event, parse_init_event, parse_
 from dbt_project.aws.observability import logger, metrics, tracer
 from dbt_project.aws.resources import database, pipeline, reader_password, reset  # noqa: F401
 from dbt_project.dbt_runner.docs import generate_docs, publish_docs
-from dbt_project.errors import DatabaseUnavailable, LoginRefused, SourceStale
+from dbt_project.errors import DatabaseUnavailable, EtlError, LoginRefused, SourceStale, brief
 from dbt_project.facts import business_calendar, metric_names
 from dbt_project.facts.stage_layout import RUNS_PAGE_KEY
 from dbt_project.load import LoadStatus, run_history
@@ -156,7 +156,7 @@ def _publish_docs(parts) -> bool:
     except Exception as exc:
         logger.warning(
             "the docs site was not published; the night's load stands",
-            extra={"error_type": exc.__class__.__name__, "error": str(exc)},
+            extra={"error_type": exc.__class__.__name__, "error": brief(exc)},
         )
         _metric(metric_names.DOCS_PUBLISH_ERROR, MetricUnit.Count, 1)
         return False
@@ -175,7 +175,7 @@ def _report(settings: Settings, analytics, result, tests) -> dict:
         except Exception as exc:
             logger.warning(
                 "the run report could not be sent",
-                extra={"error": f"{exc.__class__.__name__}: {exc}"},
+                extra={"error": f"{exc.__class__.__name__}: {brief(exc)}"},
             )
     logger.info("run report", extra={"report": report})
     return report
@@ -247,5 +247,7 @@ def run(handler_fn, event, context) -> dict:
     try:
         return handler_fn(event, context)
     except Exception as exc:
-        logger.error(str(exc), extra={"error_type": exc.__class__.__name__})
+        # Our messages are written to be read whole; anything else may quote data.
+        message = str(exc) if isinstance(exc, EtlError) else brief(exc)
+        logger.error(message, extra={"error_type": exc.__class__.__name__})
         raise

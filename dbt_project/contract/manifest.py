@@ -19,7 +19,7 @@ from datetime import date, datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
-from dbt_project.contract.file_format import FILE_FORMAT
+from dbt_project.contract.file_format import FILE_FORMAT, MAX_UNCOMPRESSED_BYTES
 from dbt_project.contract.ownership import REQUIRED_TABLES
 from dbt_project.contract.tables import contract, normalise_type
 from dbt_project.errors import StageError
@@ -214,6 +214,12 @@ class Manifest(_Strict):
                 raise StageError(f"manifest {key}: {entry.table} has no valid SHA-256")
             if min(entry.rows, entry.bytes, entry.uncompressed_bytes) < 0:
                 raise StageError(f"manifest {key}: {entry.table} has a negative size")
+            if entry.uncompressed_bytes > MAX_UNCOMPRESSED_BYTES:
+                raise StageError(
+                    f"manifest {key}: {entry.table} would inflate to {entry.uncompressed_bytes} "
+                    f"bytes, over the loader's bound of {MAX_UNCOMPRESSED_BYTES}; no night of "
+                    "this project is that large: re-run the extract for that day"
+                )
             found = [(c.name, normalise_type(c.type)) for c in entry.columns]
             wanted = [(c.name, c.data_type) for c in expected.columns]
             if found != wanted or list(entry.primary_key) != list(expected.primary_key):

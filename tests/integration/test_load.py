@@ -17,9 +17,9 @@ import psycopg2
 import pytest
 
 from dbt_project.cli.main import main
-from dbt_project.contract.file_format import CHUNK
+from dbt_project.contract.file_format import CHUNK, MAX_LINE_BYTES
 from dbt_project.contract.manifest import MAX_MANIFEST_BYTES
-from dbt_project.errors import ConfigError, StageError
+from dbt_project.errors import MESSAGE_LIMIT, ConfigError, StageError
 from dbt_project.facts.stage_layout import manifest_key
 from dbt_project.load.load import load_manifest
 from dbt_project.postgres.analytics_schema import (
@@ -611,6 +611,30 @@ print(json.dumps({"outcome": outcome, "peak_bytes": peak}))
 """
 
 
+def _load_in_a_child(env) -> dict:
+    """The night of D loaded by a fresh process: its outcome and peak memory."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_IN_A_CHILD, env.target.url, env.stage.uri, manifest_key(D)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def _swap_customer_file(env, file: tuple[Path, int, str, int], *, rows: int = 1) -> None:
+    """The night of D's customer file replaced by ``file`` (its path, size, SHA-256 and
+    inflated size), the manifest resealed to match."""
+    path, size, sha256, inflated = file
+    _corrupt_file(env, "customer_analytics", lambda _: path.read_bytes())
+
+    def reseal(entry):
+        entry.update(bytes=size, sha256=sha256, rows=rows, uncompressed_bytes=inflated)
+
+    _rewrite_manifest(env, lambda d: reseal(_file_entry(d, "customer_analytics")))
+
+
 @pytest.fixture(scope="module")
 def gzip_bomb(tmp_path_factory) -> tuple[Path, int, str]:
     """The bomb's path, size and SHA-256, compressed as it is written (never held whole)."""
@@ -649,24 +673,70 @@ def test_a_gzip_bomb_is_refused_in_bounded_memory(env, gzip_bomb, promised, mess
     _loaded_night_before(env)
     env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)]))
     bomb, size, sha256 = gzip_bomb
-    _corrupt_file(env, "customer_analytics", lambda _: bomb.read_bytes())
-
-    def reseal(entry):
-        entry.update(bytes=size, sha256=sha256, rows=BOMB_INFLATED, uncompressed_bytes=promised)
-
-    _rewrite_manifest(env, lambda d: reseal(_file_entry(d, "customer_analytics")))
+    _swap_customer_file(env, (bomb, size, sha256, promised), rows=BOMB_INFLATED)
     before = snapshot(env.target)
     # when a fresh loader process loads it
-    done = subprocess.run(
-        [sys.executable, "-c", _LOAD_IN_A_CHILD, env.target.url, env.stage.uri, manifest_key(D)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    report = json.loads(done.stdout)
+    report = _load_in_a_child(env)
     print(f"gzip bomb, {promised} bytes promised: peak {report['peak_bytes'] / 2**20:.0f} MiB")
     # then it is refused, the target is unchanged, and the loader stayed small
     assert message in report["outcome"] and "\n" not in report["outcome"]
     assert snapshot(env.target) == before
     assert report["peak_bytes"] < 200 * 2**20
+
+
+# An honest file of one line of 100 MiB: before the line bound, PostgreSQL's error quoted
+# the line whole and the loader peaked at 843 MiB copying it.
+ONE_LINE = 100 * CHUNK
+
+
+def _one_line_file(path: Path, length: int) -> tuple[Path, int, str, int]:
+    """A gzip of one customer row whose customer_id is ``length`` letters: its path,
+    size, SHA-256 and inflated size, written as it is compressed."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    row_end = "\t山田\t東京\t1\t2\t30.00\t30.00\t2026-09-01\t2026-11-20\t2026-11-20\n".encode()
+    digest, size = hashlib.sha256(), 0
+    with path.open("wb") as out:
+        pieces = [b"x" * CHUNK] * (length // CHUNK) + [b"x" * (length % CHUNK), row_end]
+        for piece in pieces:
+            data = compressor.compress(piece)
+            digest.update(data)
+            size += len(data)
+            out.write(data)
+        data = compressor.flush()
+        digest.update(data)
+        size += len(data)
+        out.write(data)
+    return path, size, digest.hexdigest(), length + len(row_end)
+
+
+def test_an_honest_file_of_one_huge_line_is_refused_in_bounded_memory(env, tmp_path):
+    # given the next night's customer file: one line of 100 MiB, honestly declared
+    _loaded_night_before(env)
+    env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)]))
+    _swap_customer_file(env, _one_line_file(tmp_path / "line.tsv.gz", ONE_LINE))
+    before = snapshot(env.target)
+    # when a fresh loader process loads it
+    report = _load_in_a_child(env)
+    print(f"one line of 100 MiB: peak {report['peak_bytes'] / 2**20:.0f} MiB")
+    # then it is refused at the line bound, in one short line, the loader stayed small
+    outcome = report["outcome"]
+    assert f"has a line longer than {MAX_LINE_BYTES} bytes" in outcome, outcome[:500]
+    assert "\n" not in outcome and len(outcome) < 2 * MESSAGE_LIMIT
+    assert snapshot(env.target) == before
+    assert report["peak_bytes"] < 200 * 2**20
+
+
+def test_what_the_database_quotes_reaches_the_error_cut_short(env, tmp_path):
+    # given a customer_id of 900 KB, under the line bound: PostgreSQL quotes it whole
+    _loaded_night_before(env)
+    env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)]))
+    _swap_customer_file(env, _one_line_file(tmp_path / "value.tsv.gz", 900 * 1024))
+    before = snapshot(env.target)
+    # when it is loaded
+    with pytest.raises(StageError, match="does not fit the customer_analytics contract") as refused:
+        env.load(manifest_key(D))
+    # then the error quotes about 300 characters of what the database said
+    message = str(refused.value)
+    assert "invalid input syntax for type bigint" in message
+    assert "\n" not in message and len(message) < 2 * MESSAGE_LIMIT, len(message)
+    assert snapshot(env.target) == before

@@ -11,7 +11,7 @@ import pytest
 from dbt_project.cli.commands import split_manifest_uri
 from dbt_project.cli.main import build_parser, main
 from dbt_project.dbt_runner.runner import run_vars
-from dbt_project.errors import ConfigError
+from dbt_project.errors import MESSAGE_LIMIT, ConfigError, brief
 from dbt_project.facts.business_calendar import previous_business_day
 from dbt_project.postgres.connection import PgSettings, redact
 from dbt_project.request import check_lookback, check_run_date, date_range, parse_date
@@ -181,3 +181,11 @@ def test_the_analytics_url_keeps_its_earlier_names():
     assert both.analytics_url == "postgresql://a@new/x"
     args = build_parser(old).parse_args(["docs", "--target-url", "postgresql://a@flag/x"])
     assert args.analytics_url == "postgresql://a@flag/x"
+
+
+def test_a_long_database_message_is_cut_to_one_short_line():
+    quoted = 'invalid input syntax for type bigint: "' + "x" * 100_000_000 + '"'
+    assert brief(quoted) == quoted[: MESSAGE_LIMIT - 1] + "…"
+    assert brief("ERROR:  duplicate key\nDETAIL:  Key (id)=(1)") == (
+        "ERROR: duplicate key DETAIL: Key (id)=(1)"
+    )

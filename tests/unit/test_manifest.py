@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from dbt_project.contract.file_format import MAX_UNCOMPRESSED_BYTES
 from dbt_project.contract.manifest import FORMAT_VERSION, MAX_MANIFEST_BYTES, FileEntry, Manifest
 from dbt_project.contract.ownership import REQUIRED_TABLES
 from dbt_project.contract.tables import contract
@@ -97,6 +98,11 @@ def test_a_manifest_the_extract_writes_round_trips():
             "the columns of daily_sales_summary differ from its contract",
         ),
         (with_file("daily_sales_summary", primary_key=["region"]), "differ from its contract"),
+        (
+            with_file("customer_analytics", uncompressed_bytes=MAX_UNCOMPRESSED_BYTES + 1),
+            f"customer_analytics would inflate to {MAX_UNCOMPRESSED_BYTES + 1} bytes, over the "
+            f"loader's bound of {MAX_UNCOMPRESSED_BYTES}",
+        ),
     ],
 )
 def test_a_bad_manifest_is_refused_with_what_is_wrong(doc, message):
