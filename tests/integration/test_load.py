@@ -335,7 +335,27 @@ BAD_INPUTS = {
         lambda env: env.stage.put_bytes(manifest_key(D), b"{not json"),
         "not a valid manifest",
     ),
+    "NaN seconds": (
+        lambda env: _rewrite_manifest(env, lambda d: d.update(extract=_facts(float("nan")))),
+        "extract.extract_seconds: Input should be a finite number",
+    ),
+    "another time zone": (
+        lambda env: _rewrite_manifest(env, lambda d: d.update(business_timezone="UTC")),
+        "business_timezone 'UTC' is not the project's Asia/Tokyo",
+    ),
+    "a lookback of 0": (
+        lambda env: _rewrite_manifest(env, lambda d: d.update(lookback_days=0)),
+        "lookback_days 0 is not from 1 to 400",
+    ),
+    "a window start that is not the lookback's": (
+        lambda env: _rewrite_manifest(env, lambda d: d.update(window_start_date="2099-01-01")),
+        "window_start_date 2099-01-01 is not 2026-11-19",
+    ),
 }
+
+
+def _facts(seconds: float) -> dict:
+    return {"trigger": "schedule", "extract_seconds": seconds, "dbt_tests": {}, "freshness": "pass"}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
@@ -377,6 +397,24 @@ def test_a_night_planted_where_others_may_write_is_refused_with_exit_5(env, caps
     assert code == 5 and len(err) == 1, err
     assert f"stage path {day} is not safe to use: its mode drwxrwxrwx" in err[0]
     assert "chmod go-w" in err[0]
+    assert snapshot(env.target) == before
+
+
+def test_a_manifest_with_nan_is_one_line_exit_5_and_changes_nothing(env, capsys):
+    # given a night whose manifest says it took NaN seconds (its files intact): before,
+    # it loaded, and keeping its run report failed after the commit
+    _loaded_night_before(env)
+    key = env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)]))
+    _rewrite_manifest(env, lambda d: d.update(extract=_facts(float("nan"))))
+    before = snapshot(env.target)
+    # when the command loads it
+    args = ["load", "--manifest", env.stage.describe(key), "--analytics-url", env.target.url]
+    code = main(args)
+    # then exit 5 and one line that names the field and what to do; nothing is written
+    err = capsys.readouterr().err.splitlines()
+    assert code == 5 and len(err) == 1, err
+    assert "extract.extract_seconds: Input should be a finite number" in err[0]
+    assert err[0].endswith("re-run the extract for that day")
     assert snapshot(env.target) == before
 
 
