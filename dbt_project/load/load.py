@@ -260,6 +260,23 @@ def _check_as_of_dates(cur, manifest: Manifest, entry: FileEntry, table: TableCo
         )
 
 
+def _check_days(cur, manifest: Manifest) -> None:
+    """A night owns its lookback days and the earlier days of orders changed in its
+    window, never a day after its run date: no honest night would own that day again
+    (and a day in 2099 would end every view's "last 30 days")."""
+    for ownership in OWNERSHIPS:
+        for name in (ownership.keys_table, *ownership.marts):
+            cur.execute(load_sql.count_days_after(name, ownership.key), (manifest.run_date,))
+            later, last = cur.fetchone()
+            if later:
+                raise StageError(
+                    f"{manifest.file(name).key} has {later} rows whose {ownership.key} is after "
+                    f"the run date {manifest.run_date} (up to {last}); a night owns no later "
+                    "day, so the file does not belong to that night: re-run the extract for "
+                    "that day"
+                )
+
+
 def _copy_files_in(cur, stage: Stage, manifest: Manifest, result: LoadResult) -> None:
     for name in REQUIRED_TABLES:
         entry = manifest.file(name)
@@ -271,6 +288,7 @@ def _copy_files_in(cur, stage: Stage, manifest: Manifest, result: LoadResult) ->
             cur.execute(load_sql.analyze(load_sql.incoming_table(name)))
         if name in MARTS:
             result.tables[name] = TableLoad(rows_in_file=entry.rows)
+    _check_days(cur, manifest)
 
 
 class _Deadline:

@@ -607,6 +607,45 @@ def test_rows_as_of_another_day_are_refused_and_change_nothing(env):
     assert snapshot(env.target) == before
 
 
+FAR = date(2099, 1, 1)
+LATER_DAYS = {
+    # the review's forged night: an owned day in 2099, with a daily and a product row
+    "an owned day in 2099": (
+        {"owned_days": [D - timedelta(days=1), D, FAR], "regions": [region(FAR, "東京", "1.00")]},
+        "run_window_days.tsv.gz has 1 rows whose sales_date is after the run date 2026-11-20 "
+        "(up to 2099-01-01)",
+    ),
+    "a product row the day after": (
+        {
+            "owned_days": [D, D + timedelta(days=1)],
+            "products": [product(D + timedelta(days=1), 7, "1.00")],
+        },
+        "run_window_days.tsv.gz has 1 rows whose sales_date is after",
+    ),
+    "a daily row in 2099 the night does not own": (
+        {"regions": [region(FAR, "東京", "1.00")]},
+        "daily_sales_summary.tsv.gz has 1 rows whose sales_date is after",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LATER_DAYS))
+def test_a_night_owning_a_day_after_its_run_date_is_exit_5_and_changes_nothing(env, capsys, case):
+    # given a loaded night, and a night of D whose files (hashes right) reach past D
+    _loaded_night_before(env)
+    rows, message = LATER_DAYS[case]
+    key = env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)], **rows))
+    before = snapshot(env.target)
+    # when the command loads it
+    args = ["load", "--manifest", env.stage.describe(key), "--analytics-url", env.target.url]
+    code = main(args)
+    # then exit 5 and one line naming the file, the day and what to do; nothing written
+    err = capsys.readouterr().err.splitlines()
+    assert code == 5 and len(err) == 1, err
+    assert message in err[0] and err[0].endswith("re-run the extract for that day")
+    assert snapshot(env.target) == before
+
+
 def test_a_manifest_over_one_mib_is_refused_unread(env):
     # given a manifest of 64 MiB (sparse: nothing written but its length)
     key = env.extract(D, night(D))
