@@ -79,6 +79,10 @@ class SourceStale(DataTestsFailed):
     """The source's newest change is older than the freshness gate allows."""
 
 
+class SourceClockAhead(DataTestsFailed):
+    """The source holds changes later than now: a clock ahead, or rows no clock wrote."""
+
+
 class StageError(EtlError):
     """A stage file or manifest is missing, corrupted, or does not match the contract."""
 

@@ -16,7 +16,14 @@ from dbt_project.aws.events import parse_extract_event, parse_init_event, parse_
 from dbt_project.aws.observability import logger, metrics, tracer
 from dbt_project.aws.resources import database, pipeline, reader_password, reset  # noqa: F401
 from dbt_project.dbt_runner.docs import generate_docs, publish_docs
-from dbt_project.errors import DatabaseUnavailable, EtlError, LoginRefused, SourceStale, brief
+from dbt_project.errors import (
+    DatabaseUnavailable,
+    EtlError,
+    LoginRefused,
+    SourceClockAhead,
+    SourceStale,
+    brief,
+)
 from dbt_project.facts import business_calendar, metric_names
 from dbt_project.facts.stage_layout import RUNS_PAGE_KEY
 from dbt_project.load import LoadStatus, run_history
@@ -53,6 +60,9 @@ def handle_extract(event, context=None) -> dict:
                 result = parts.extract(night)
             except SourceStale:
                 _metric(metric_names.SOURCE_STALE, MetricUnit.Count, 1)
+                raise
+            except SourceClockAhead:
+                _metric(metric_names.SOURCE_CLOCK_AHEAD, MetricUnit.Count, 1)
                 raise
             _metric(metric_names.EXTRACTION_TIME, MetricUnit.Seconds, result.seconds)
             _metric(metric_names.RECORDS_EXTRACTED, MetricUnit.Count, result.rows_extracted)

@@ -120,6 +120,7 @@ def test_the_initializer_starts_the_history_load_and_the_views_answer(aws, extra
     assert started["payload"] == {
         "run_date": yesterday.isoformat(),
         "lookback_days": (yesterday - first).days + 1,
+        "skip_freshness": True,
     }
 
     # and that night, run by the real handlers, fills the analytic views

@@ -11,7 +11,7 @@ import pytest
 from psycopg2 import sql
 
 from dbt_project.cli.main import main
-from dbt_project.errors import SourceStale
+from dbt_project.errors import SourceClockAhead, SourceStale
 from dbt_project.extract.extract import EXTRACT_LOCK
 from dbt_project.facts.business_calendar import previous_business_day, utc_now
 from dbt_project.load import run_history
@@ -40,6 +40,19 @@ def shop_until(new_database, newest_change_hours_ago: float):
     return source, target
 
 
+def change_order(source, order_id: int, updated_at: str) -> None:
+    """Set one order's updated_at to ``updated_at``, an SQL expression."""
+    conn = connect(source)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("update public.orders set updated_at = {} where order_id = %s").format(
+                sql.SQL(updated_at)
+            ),
+            (order_id,),
+        )
+    conn.close()
+
+
 def etl(*args, capsys) -> tuple[int, str, list[str]]:
     code = main(list(args))
     captured = capsys.readouterr()
@@ -48,11 +61,25 @@ def etl(*args, capsys) -> tuple[int, str, list[str]]:
 
 def test_a_stale_source_stops_the_latest_night_and_says_why(new_database, tmp_path, capsys):
     source, _ = shop_until(new_database, newest_change_hours_ago=60)
+    # one change dated 2099 (a clock ahead, or a forged row) does not make it look fresh
+    change_order(source, 1, "timestamptz '2099-01-01 00:00:00+00'")
     stage = tmp_path / "stage"
     code, _, err = etl("extract", "--source-url", source.url, "--stage", str(stage), capsys=capsys)
     assert code == 4 and len(err) == 1, err
     assert "the source looks stale, so the night was not run: shop.orders: newest change" in err[0]
     assert "(warn after 12 h, stop after 36 h)" in err[0] and "--skip-freshness" in err[0]
+    assert not stage.exists() or not list(stage.rglob("*"))
+    # once the shop writes again, the change in 2099 stops the night as its own error
+    change_order(source, 2, "now() - interval '1 hour'")
+    code, _, err = etl("extract", "--source-url", source.url, "--stage", str(stage), capsys=capsys)
+    assert code == 4 and len(err) == 1, err
+    assert err[0].startswith(
+        "etl: error: the source has changes later than now, so the night was not run: "
+        "shop.orders: 1 changes later than now (the latest 2099-01-01T00:00:00+00:00, "
+    )
+    assert "h ahead of the database's clock; 5 minutes allowed)" in err[0]
+    assert "Set the shop's clock right, or correct those rows" in err[0]
+    assert "--skip-freshness" in err[0]
     assert not stage.exists() or not list(stage.rglob("*"))
     # an older day (a re-run or a backfill) skips the gate
     older = (LATEST - timedelta(days=3)).isoformat()
@@ -140,7 +167,14 @@ def test_the_latest_night_through_the_handler_stops_on_a_stale_source(aws, capsy
     capsys.readouterr()
     with pytest.raises(SourceStale, match="shop.orders: newest change"):
         load_handler("extract")({}, Context("extract"))
-    assert '"SourceStale"' in capsys.readouterr().out
+    assert set(emitted_metrics(capsys.readouterr().out)) >= {"SourceStale"}
+    # a change later than now, in a source that is written again: an error of its own
+    change_order(aws["source"], 1, "now() + interval '1 hour'")
+    change_order(aws["source"], 2, "now() - interval '1 hour'")
+    with pytest.raises(SourceClockAhead, match="shop.orders: 1 changes later than now"):
+        load_handler("extract")({}, Context("extract"))
+    emitted = emitted_metrics(capsys.readouterr().out)
+    assert "SourceClockAhead" in emitted and "SourceStale" not in emitted
     result = load_handler("extract")({"skip_freshness": True}, Context("extract"))
     assert result["runs"][0]["freshness"] == {"state": "skipped", "sources": []}
 

@@ -208,6 +208,8 @@ def test_dbt_var_defaults_are_the_python_definitions():
     project = yaml.safe_load((ROOT / "dbt_project.yml").read_text(encoding="utf-8"))
     assert project["vars"]["business_timezone"] == business_calendar.BUSINESS_TIMEZONE
     assert project["vars"]["lookback_days"] == business_calendar.DEFAULT_LOOKBACK_DAYS
+    skew = business_calendar.CLOCK_SKEW
+    assert project["vars"]["clock_skew_minutes"] * 60 == skew.total_seconds()
 
 
 def test_the_stage_layout_is_spelled_in_one_place():
