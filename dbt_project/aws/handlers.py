@@ -175,20 +175,32 @@ def _publish_docs(parts) -> bool:
 
 
 def _report(settings: Settings, analytics, result, tests) -> dict:
-    """Keep the night's report and send it; a report that cannot be sent is logged, as
-    the night itself is loaded and a retry would find a duplicate."""
+    """Keep the night's report and send it, each best effort.
+
+    The report holds the analytics tests' outcome, which exists only once the load has
+    committed (dbt tests the committed rows over its own connections), so it cannot be
+    written in the load's transaction. Once the night is committed, failing the
+    invocation would only make its retry find a duplicate, which reports nothing: a
+    report that cannot be kept or sent is a warning and a RunReportError metric, and the
+    whole report is in this function's log line either way.
+    """
     report = reports.build(result, tests)
-    reports.record(analytics.connection(), report)
+    _best_effort("kept", lambda: reports.record(analytics.connection(), report))
     if settings.run_reports_topic:
-        try:
-            reports.publish(settings.run_reports_topic, report)
-        except Exception as exc:
-            logger.warning(
-                "the run report could not be sent",
-                extra={"error": f"{exc.__class__.__name__}: {brief(exc)}"},
-            )
+        _best_effort("sent", lambda: reports.publish(settings.run_reports_topic, report))
     logger.info("run report", extra={"report": report})
     return report
+
+
+def _best_effort(what: str, step) -> None:
+    try:
+        step()
+    except Exception as exc:
+        logger.warning(
+            f"the run report could not be {what}; the night's load stands",
+            extra={"error": f"{exc.__class__.__name__}: {brief(exc)}"},
+        )
+        _metric(metric_names.RUN_REPORT_ERROR, MetricUnit.Count, 1)
 
 
 @tracer.capture_method

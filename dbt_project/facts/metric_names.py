@@ -29,6 +29,7 @@ SOURCE_STALE = "SourceStale"  # 1 when the source freshness gate stopped a night
 SOURCE_CLOCK_AHEAD = "SourceClockAhead"
 ANALYTICS_TEST_TIME = "AnalyticsTestTime"
 DOCS_PUBLISH_ERROR = "DocsPublishError"  # a loaded night whose lineage site was not published
+RUN_REPORT_ERROR = "RunReportError"  # a loaded night's report not kept in the database or not sent
 INIT_TIME = "InitTime"
 
 

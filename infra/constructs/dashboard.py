@@ -72,7 +72,11 @@ PANELS = (
         "Sum",
     ),
     Panel("db_initializer: seconds", ((names.INIT_TIME, DB_INITIALIZER.name),), "Maximum"),
-    Panel("Lineage site not published", ((names.DOCS_PUBLISH_ERROR, LOAD.name),), "Sum"),
+    Panel(
+        "Loaded nights whose report was not kept or sent, or lineage site not published",
+        ((names.RUN_REPORT_ERROR, LOAD.name), (names.DOCS_PUBLISH_ERROR, LOAD.name)),
+        "Sum",
+    ),
 )
 
 

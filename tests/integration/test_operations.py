@@ -198,10 +198,15 @@ def reports_topic(aws, monkeypatch):
     return received
 
 
-def test_a_loaded_night_sends_one_heartbeat_and_one_report(aws, reports_topic, capsys):
+def test_a_loaded_night_sends_one_heartbeat_and_one_report(aws, reports_topic, capsys, caplog):
     init, extract, load = (load_handler(n) for n in ("db_initializer", "extract", "load"))
     init({"sample_data": True, "sample_end_date": "2026-11-25"}, Context("db_initializer"))
     extract({"run_date": "2026-11-25", "lookback_days": 30}, Context("extract"))
+    # given a ledger.run_reports that refuses every report (as a revoked grant would)
+    conn = connect(aws["target"])
+    with conn, conn.cursor() as cur:
+        cur.execute("alter table ledger.run_reports add constraint refused check (false)")
+    conn.close()
     capsys.readouterr()
     event = s3_event(aws["bucket"], "etl-data/2026-11-25/_manifest.json")
     result = load(event, Context("load"))
@@ -211,6 +216,13 @@ def test_a_loaded_night_sends_one_heartbeat_and_one_report(aws, reports_topic, c
     assert report["run_date"] == "2026-11-25" and report["trigger"] == "manual"
     assert report["tables"]["daily_sales_summary"]["inserted"] > 0
     assert reports_topic() == [report]
+    # the report not kept is a warning and a metric; the night stands, sent and logged
+    assert emitted_metrics(out).get("RunReportError") == [1.0]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [w.getMessage() for w in warnings] == [
+        "the run report could not be kept; the night's load stands"
+    ]
+    assert 'violates check constraint "refused"' in warnings[0].error
     # a duplicate delivery: no heartbeat, no report
     assert load(event, Context("load"))["loads"][0]["status"] == "duplicate"
     out = capsys.readouterr().out
