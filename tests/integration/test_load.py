@@ -21,6 +21,7 @@ from dbt_project.contract.file_format import CHUNK, MAX_LINE_BYTES
 from dbt_project.contract.manifest import MAX_MANIFEST_BYTES
 from dbt_project.errors import MESSAGE_LIMIT, ConfigError, StageError
 from dbt_project.facts.stage_layout import manifest_key
+from dbt_project.load import report as reports
 from dbt_project.load.load import load_manifest
 from dbt_project.postgres.analytics_schema import (
     LOADER_ROLE,
@@ -209,6 +210,78 @@ def test_a_removed_customer_is_not_brought_back_by_a_stale_night(env):
     env.load(env.extract(later, night(later, customers=[customer(2, "70.00", 1, later)])))
     assert [(r[0], r[5]) for r in table_rows(env.target, "customer_analytics")] == [
         (2, Decimal("70.00"))
+    ]
+
+
+def test_the_run_report_counts_each_kind_of_change_and_says_them(env):
+    before, after = D - timedelta(days=1), D + timedelta(days=1)
+    # given the night before D: customers 3 and 4, products 7 and 8 on D-1, Tokyo on D-1
+    env.load(
+        env.extract(
+            before,
+            night(
+                before,
+                customers=[customer(3, "10.00", 1, before), customer(4, "5.00", 1, before)],
+                products=[product(before, 7, "2.00"), product(before, 8, "3.00")],
+                regions=[region(before, "東京", "5.00")],
+            ),
+            at=T0 - timedelta(days=1),
+        )
+    )
+    # and the night after D, loaded first: customer 1 and day D as of D+1
+    env.load(
+        env.extract(
+            after,
+            night(
+                after,
+                customers=[customer(1, "40.00", 2, after)],
+                products=[product(D, 9, "4.00")],
+                regions=[region(D, "大阪", "4.00")],
+                owned_days=[D, after],
+            ),
+            at=T0 + timedelta(days=1),
+        )
+    )
+    # when the night of D arrives late: customer 1 stale, 2 new, 3 changed, 4 owned
+    # without a row (removed); product 7 unchanged, 8 gone, 10 new and day D stale
+    key = env.extract(
+        D,
+        night(
+            D,
+            customers=[
+                customer(1, "30.00", 1, D),
+                customer(2, "7.00", 1, D),
+                customer(3, "20.00", 2, D),
+            ],
+            products=[
+                product(before, 7, "2.00"),
+                product(before, 10, "6.00"),
+                product(D, 9, "5.00"),
+            ],
+            regions=[region(before, "東京", "11.00"), region(D, "大阪", "9.00")],
+            owned_customers=[1, 2, 3, 4],
+        ),
+        at=T0,
+    )
+    result = env.load(key)
+    report = reports.build(result)
+    # then each count is the one the night made
+    assert report["tables"] == {
+        "customer_analytics": {"inserted": 1, "updated": 1, "deleted": 1, "skipped_stale": 1},
+        "product_sales_summary": {"inserted": 1, "updated": 0, "deleted": 1, "skipped_stale": 1},
+        "daily_sales_summary": {"inserted": 0, "updated": 1, "deleted": 0, "skipped_stale": 1},
+    }
+    assert [r[0] for r in table_rows(env.target, "customer_analytics")] == [1, 2, 3]
+    # and the text says them, line by line
+    report["seconds"]["load"] = 1.5  # the one value that varies
+    assert reports.as_text(report).splitlines() == [
+        f"run report  2026-11-20  loaded  (trigger manual, run {result.run_id})",
+        "  load 1.5s",
+        "  freshness skipped",
+        "  customer_analytics     +1 ~1 -1  (1 stale, skipped)",
+        "  product_sales_summary  +1 ~0 -1  (1 stale, skipped)",
+        "  daily_sales_summary    +0 ~1 -0  (1 stale, skipped)",
+        "  dbt run results: etl-data/2026-11-20/_dbt/run_results.json",
     ]
 
 
@@ -674,6 +747,7 @@ _LOAD_IN_A_CHILD = """
 import json, sys
 from dbt_project.postgres.connection import PgSettings, connect
 from dbt_project.errors import StageError
+from dbt_project.load import report as reports
 from dbt_project.load.load import load_manifest
 from dbt_project.stage import LocalStage
 conn = connect(PgSettings.from_url(sys.argv[1]))
