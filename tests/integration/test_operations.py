@@ -246,6 +246,14 @@ def test_a_full_refresh_repairs_corrupted_state_and_equals_a_fresh_build(
     with conn, conn.cursor() as cur:
         cur.execute("update nightly.int_customer_days set revenue = revenue * 3")
         cur.execute("update nightly.int_customer_settled set order_count = order_count + 1")
+        # a stray day of a customer, a month before the first order: no window owns it,
+        # so only a rebuild (dbt's --full-refresh), not a whole-history window, drops it
+        cur.execute(
+            "insert into nightly.int_customer_days "
+            "(customer_id, order_date, item_count, revenue, order_count) "
+            "select customer_id, min(order_date) over () - 30, 1, 999.00, 1 "
+            "from nightly.int_customer_days order by customer_id limit 1"
+        )
     conn.close()
     conn = connect(target)
     with conn, conn.cursor() as cur:
