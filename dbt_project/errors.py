@@ -4,6 +4,25 @@ The CLI prints ``str(error)`` as one line and exits non-zero; Lambda handlers
 log it and re-raise so that the invocation is marked failed.
 """
 
+# A database message quotes what it refused (a value, a line of a file), however long:
+# it is cut to about this many characters before it reaches an error, a log or SNS.
+MESSAGE_LIMIT = 300
+
+
+def brief(text: object, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line, cut to ``limit`` characters. It reads only a little more than
+    ``limit`` of a long text, so a quoted 100 MB value is never copied whole."""
+    text = str(text)
+    line = " ".join(text[: limit * 4].split())
+    return line if len(line) <= limit and len(text) <= limit * 4 else line[: limit - 1] + "…"
+
+
+def database_message(exc: BaseException) -> str:
+    """What PostgreSQL said, cut: its primary message when it gave one."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    return brief(primary or exc)
+
 
 class EtlError(Exception):
     """Base class of every error the project raises on purpose."""
@@ -58,6 +77,10 @@ class DataTestsFailed(EtlError):
 
 class SourceStale(DataTestsFailed):
     """The source's newest change is older than the freshness gate allows."""
+
+
+class SourceClockAhead(DataTestsFailed):
+    """The source holds changes later than now: a clock ahead, or rows no clock wrote."""
 
 
 class StageError(EtlError):

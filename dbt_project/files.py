@@ -23,7 +23,12 @@ _OTHERS_MAY_WRITE = stat.S_IWGRP | stat.S_IWOTH
 def unsafe_reason(path: Path, *, root_may_own: bool = False) -> str | None:
     """Why another user could have written ``path`` (not following a symbolic link),
     or None when only this user (or root, if allowed) could have."""
-    info = path.lstat()
+    return status_reason(path.lstat(), root_may_own=root_may_own)
+
+
+def status_reason(info: os.stat_result, *, root_may_own: bool = False) -> str | None:
+    """``unsafe_reason`` of a status already taken: an ``os.fstat`` of an open file
+    judges the very file that will be read, not a path another user may swap."""
     if stat.S_ISLNK(info.st_mode):
         return "it is a symbolic link"
     owners = {os.geteuid(), 0} if root_may_own else {os.geteuid()}

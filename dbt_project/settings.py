@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dbt_project.errors import ConfigError
 
@@ -98,6 +99,16 @@ class Settings:
     # The load: where each night's run report is sent.
     run_reports_topic: str | None = None
 
+    def __repr__(self) -> str:
+        # A database URL may carry its password: a logged or printed Settings must not.
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in _URL_SETTINGS and value:
+                value = redact(value)
+            shown.append(f"{item.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Reader(os.environ if environ is None else environ)
@@ -160,6 +171,28 @@ class Settings:
         if not self.bucket:
             raise ConfigError("the function's environment lacks S3_BUCKET; redeploy the stack")
         return self.bucket
+
+
+# Settings that hold a database URL, password and all.
+_URL_SETTINGS = frozenset({"source_url", "analytics_url", "local_pg_url"})
+
+
+def redact(url: str) -> str:
+    """``url`` with its password, in the user part or a ``password=`` parameter, as ***."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL urllib can read: show none of it
+        return "***"
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = "&".join(
+        "password=***" if pair.split("=", 1)[0].lower() == "password" else pair
+        for pair in parts.query.split("&")
+    )
+    return parts._replace(netloc=netloc, query=query if parts.query else "").geturl()
 
 
 class _Reader:

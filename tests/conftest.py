@@ -12,11 +12,13 @@ import os
 import shutil
 import tempfile
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from psycopg2 import sql
 
+from dbt_project.facts import business_calendar
 from dbt_project.local import server as local_pg
 from dbt_project.postgres.connection import PgSettings, connect
 
@@ -87,6 +89,17 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section("fault injection report")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch) -> datetime:
+    """The product's clock stopped at the test's start, for a test that compares with
+    "today": a run that crosses midnight in Tokyo would otherwise change the latest night
+    under it. Every caller reads the clock as ``business_calendar.utc_now()`` (a
+    structure test holds that), so this one setting stops it everywhere."""
+    moment = business_calendar.utc_now()
+    monkeypatch.setattr(business_calendar, "utc_now", lambda: moment)
+    return moment
 
 
 @pytest.fixture

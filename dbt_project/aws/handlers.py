@@ -16,7 +16,14 @@ from dbt_project.aws.events import parse_extract_event, parse_init_event, parse_
 from dbt_project.aws.observability import logger, metrics, tracer
 from dbt_project.aws.resources import database, pipeline, reader_password, reset  # noqa: F401
 from dbt_project.dbt_runner.docs import generate_docs, publish_docs
-from dbt_project.errors import DatabaseUnavailable, LoginRefused, SourceStale
+from dbt_project.errors import (
+    DatabaseUnavailable,
+    EtlError,
+    LoginRefused,
+    SourceClockAhead,
+    SourceStale,
+    brief,
+)
 from dbt_project.facts import business_calendar, metric_names
 from dbt_project.facts.stage_layout import RUNS_PAGE_KEY
 from dbt_project.load import LoadStatus, run_history
@@ -53,6 +60,9 @@ def handle_extract(event, context=None) -> dict:
                 result = parts.extract(night)
             except SourceStale:
                 _metric(metric_names.SOURCE_STALE, MetricUnit.Count, 1)
+                raise
+            except SourceClockAhead:
+                _metric(metric_names.SOURCE_CLOCK_AHEAD, MetricUnit.Count, 1)
                 raise
             _metric(metric_names.EXTRACTION_TIME, MetricUnit.Seconds, result.seconds)
             _metric(metric_names.RECORDS_EXTRACTED, MetricUnit.Count, result.rows_extracted)
@@ -158,7 +168,7 @@ def _publish_docs(parts) -> bool:
     except Exception as exc:
         logger.warning(
             "the docs site was not published; the night's load stands",
-            extra={"error_type": exc.__class__.__name__, "error": str(exc)},
+            extra={"error_type": exc.__class__.__name__, "error": brief(exc)},
         )
         _metric(metric_names.DOCS_PUBLISH_ERROR, MetricUnit.Count, 1)
         return False
@@ -167,20 +177,32 @@ def _publish_docs(parts) -> bool:
 
 
 def _report(settings: Settings, analytics, result, tests) -> dict:
-    """Keep the night's report and send it; a report that cannot be sent is logged, as
-    the night itself is loaded and a retry would find a duplicate."""
+    """Keep the night's report and send it, each best effort.
+
+    The report holds the analytics tests' outcome, which exists only once the load has
+    committed (dbt tests the committed rows over its own connections), so it cannot be
+    written in the load's transaction. Once the night is committed, failing the
+    invocation would only make its retry find a duplicate, which reports nothing: a
+    report that cannot be kept or sent is a warning and a RunReportError metric, and the
+    whole report is in this function's log line either way.
+    """
     report = reports.build(result, tests)
-    reports.record(analytics.connection(), report)
+    _best_effort("kept", lambda: reports.record(analytics.connection(), report))
     if settings.run_reports_topic:
-        try:
-            reports.publish(settings.run_reports_topic, report)
-        except Exception as exc:
-            logger.warning(
-                "the run report could not be sent",
-                extra={"error": f"{exc.__class__.__name__}: {exc}"},
-            )
+        _best_effort("sent", lambda: reports.publish(settings.run_reports_topic, report))
     logger.info("run report", extra={"report": report})
     return report
+
+
+def _best_effort(what: str, step) -> None:
+    try:
+        step()
+    except Exception as exc:
+        logger.warning(
+            f"the run report could not be {what}; the night's load stands",
+            extra={"error": f"{exc.__class__.__name__}: {brief(exc)}"},
+        )
+        _metric(metric_names.RUN_REPORT_ERROR, MetricUnit.Count, 1)
 
 
 @tracer.capture_method
@@ -249,5 +271,7 @@ def run(handler_fn, event, context) -> dict:
     try:
         return handler_fn(event, context)
     except Exception as exc:
-        logger.error(str(exc), extra={"error_type": exc.__class__.__name__})
+        # Our messages are written to be read whole; anything else may quote data.
+        message = str(exc) if isinstance(exc, EtlError) else brief(exc)
+        logger.error(message, extra={"error_type": exc.__class__.__name__})
         raise

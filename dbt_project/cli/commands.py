@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import sys
 
-from dbt_project.errors import ConfigError
+import psycopg2
+
+from dbt_project.errors import ConfigError, brief
 from dbt_project.facts import business_calendar
 from dbt_project.facts.stage_layout import DATA_PREFIX, MANIFEST_NAME
 from dbt_project.request import BackfillRequest, NightRequest, parse_date
@@ -167,7 +169,14 @@ def cmd_run(args) -> int:
     say(args, night_line(night))
     if night.load.status is LoadStatus.LOADED:
         report = reports.build(night.load, night.tests)
-        reports.record(parts.analytics.connection(), report)
+        try:
+            reports.record(parts.analytics.connection(), report)
+        except psycopg2.Error as exc:  # the night is committed: as the load function does
+            print(
+                f"etl: warning: the run report was not kept in ledger.run_reports "
+                f"({brief(exc)}); the night's load stands",
+                file=sys.stderr,
+            )
         if args.json:
             emit_json(report)
         else:

@@ -21,7 +21,7 @@ from dbt_project.cli.commands import (
     cmd_run,
     cmd_runs,
 )
-from dbt_project.errors import EtlError, StageError
+from dbt_project.errors import EtlError, StageError, brief
 from dbt_project.settings import Settings
 
 # name, function, help, options
@@ -110,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"etl: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except psycopg2.Error as exc:
-        message = " ".join(str(exc).split())
-        print(f"etl: database error: {message}", file=sys.stderr)
+        print(f"etl: database error: {brief(exc)}", file=sys.stderr)
         return 3
     except (BotoCoreError, ClientError) as exc:
         # The stage still failing after botocore's retries: one line, like the others.

@@ -8,7 +8,10 @@ checks size, hash and row count against what the manifest promised).
 A file is input from the stage, not trusted: gzip inflates up to about 1000:1, so the
 reader inflates at most one chunk per read and stops as soon as the file inflates to
 more than the manifest's ``uncompressed_bytes``. Its memory is a few chunks, whatever
-the file holds.
+the file holds. Two bounds hold whatever a manifest says: no file inflates to more than
+``MAX_UNCOMPRESSED_BYTES``, and no line (one row) is longer than ``MAX_LINE_BYTES``,
+since PostgreSQL quotes a refused value whole in its error, and the error is read into
+this process.
 
 The text format writes exactly one line per row (newlines inside values are
 escaped), so counting newlines counts rows on both sides, and the bytes go back
@@ -29,6 +32,14 @@ from dbt_project.settings import DEFAULT_GZIP_LEVEL
 # The name a manifest gives the format, so that a loader can refuse one it cannot read.
 FILE_FORMAT = "postgresql-text+gzip"
 CHUNK = 1024 * 1024
+# The largest file a night can stage is a full refresh's customer_analytics: about 100
+# bytes a customer, some 300 MB for the few million customers whose history one
+# extract can build in its 15 minutes. The bound leaves room several times over, and
+# bounds what a forged manifest can make the load inflate.
+MAX_UNCOMPRESSED_BYTES = 2 * 1024**3
+# A row of the marts is a few hundred bytes. At least CHUNK, so that a line inside one
+# inflated chunk never needs checking on its own: only lines across chunks can grow.
+MAX_LINE_BYTES = CHUNK
 _GZIP_CONTAINER = 31  # zlib's wbits for a gzip header and trailer
 
 
@@ -100,6 +111,8 @@ class VerifyingReader:
         self.bytes = 0
         self.uncompressed_bytes = 0
         self.rows = 0
+        # Bytes of the line under way (those after the last newline so far).
+        self.line_bytes = 0
         self.read_seconds = 0.0
         self.ended = False
         # psycopg2 turns an exception raised in read() into QueryCanceled: keep the
@@ -150,13 +163,25 @@ class VerifyingReader:
 
     def _counted(self, out: bytes) -> bytes:
         self.uncompressed_bytes += len(out)
-        if self.uncompressed_bytes > self.entry.uncompressed_bytes:
+        if self.uncompressed_bytes > min(self.entry.uncompressed_bytes, MAX_UNCOMPRESSED_BYTES):
             raise StageError(
                 f"{self.entry.key} inflates to more than the {self.entry.uncompressed_bytes} "
                 "bytes its manifest says; it was changed after the extract (or is built to "
                 "exhaust memory): re-run the extract for that day"
             )
-        self.rows += out.count(b"\n")
+        newlines = out.count(b"\n")
+        self.rows += newlines
+        # out is at most CHUNK <= MAX_LINE_BYTES long: only its first line, which goes on
+        # from the previous chunk, or its last, which runs on, can be over the bound.
+        first = out.find(b"\n") if newlines else len(out)
+        longest = self.line_bytes + first
+        self.line_bytes = len(out) - out.rfind(b"\n") - 1 if newlines else longest
+        if max(longest, self.line_bytes) > MAX_LINE_BYTES:
+            raise StageError(
+                f"{self.entry.key} has a line longer than {MAX_LINE_BYTES} bytes, which no row "
+                "of the marts comes near; it was changed after the extract (or is built to "
+                "exhaust memory): re-run the extract for that day"
+            )
         return out
 
     readline = read

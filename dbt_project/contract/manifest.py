@@ -15,15 +15,21 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
-from dbt_project.contract.file_format import FILE_FORMAT
+from dbt_project.contract.file_format import FILE_FORMAT, MAX_UNCOMPRESSED_BYTES
 from dbt_project.contract.ownership import REQUIRED_TABLES
 from dbt_project.contract.tables import contract, normalise_type
 from dbt_project.errors import StageError
-from dbt_project.facts.business_calendar import BUSINESS_TIMEZONE, CLOCK_SKEW, business_date
+from dbt_project.facts.business_calendar import (
+    BUSINESS_TIMEZONE,
+    CLOCK_SKEW,
+    MAX_LOOKBACK_DAYS,
+    business_date,
+)
 from dbt_project.facts.stage_layout import day_prefix, manifest_key
 from dbt_project.stage import check_key
 
@@ -57,8 +63,9 @@ def _path(loc: tuple) -> str:
 
 
 class _Strict(BaseModel):
-    # Frozen: a parsed manifest is the record of what the extract wrote.
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # Frozen: a parsed manifest is the record of what the extract wrote. No NaN or
+    # Infinity: JSON has neither, and the run report kept in PostgreSQL refuses both.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Column(_Strict):
@@ -83,9 +90,9 @@ class ExtractFacts(_Strict):
     """What the extract knows of its night, for the run report the load sends."""
 
     trigger: str
-    extract_seconds: float
+    extract_seconds: Annotated[float, Field(ge=0)]
     # dbt's data tests of the build by status: pass, warn, fail, error, skipped.
-    dbt_tests: dict[str, int]
+    dbt_tests: dict[str, NonNegativeInt]
     freshness: str  # pass, warn or skipped
     freshness_sources: list[str] = []
 
@@ -195,6 +202,36 @@ class Manifest(_Strict):
                 f"manifest {key} describes {self.run_date}; a manifest must sit at "
                 f"{manifest_key(self.run_date)}"
             )
+        self._check_window(key)
+        self._check_files(key)
+
+    def _check_window(self, key: str) -> None:
+        """The window as the extract computes it: the load owns and deletes by its days.
+
+        A windowed night looks back 1 to MAX_LOOKBACK_DAYS days; a full refresh looks
+        back to the source's first order, however long ago.
+        """
+        if self.business_timezone != BUSINESS_TIMEZONE:
+            raise StageError(
+                f"manifest {key}: business_timezone {_short(self.business_timezone)} is not "
+                f"the project's {BUSINESS_TIMEZONE}; deploy the same project version on both "
+                "sides, then re-run the extract for that day"
+            )
+        most = (self.run_date - date.min).days + 1 if self.full_refresh else MAX_LOOKBACK_DAYS
+        if not 1 <= self.lookback_days <= most:
+            raise StageError(
+                f"manifest {key}: lookback_days {self.lookback_days} is not from 1 to {most}; "
+                "re-run the extract for that day"
+            )
+        first = self.run_date - timedelta(days=self.lookback_days - 1)
+        if self.window_start_date != first:
+            raise StageError(
+                f"manifest {key}: window_start_date {self.window_start_date} is not {first}, "
+                f"the first of the {self.lookback_days} days up to {self.run_date}; re-run the "
+                "extract for that day"
+            )
+
+    def _check_files(self, key: str) -> None:
         seen: set[str] = set()
         for entry in self.files:
             expected = contract(entry.table)  # raises for a table outside the contract
@@ -214,6 +251,12 @@ class Manifest(_Strict):
                 raise StageError(f"manifest {key}: {entry.table} has no valid SHA-256")
             if min(entry.rows, entry.bytes, entry.uncompressed_bytes) < 0:
                 raise StageError(f"manifest {key}: {entry.table} has a negative size")
+            if entry.uncompressed_bytes > MAX_UNCOMPRESSED_BYTES:
+                raise StageError(
+                    f"manifest {key}: {entry.table} would inflate to {entry.uncompressed_bytes} "
+                    f"bytes, over the loader's bound of {MAX_UNCOMPRESSED_BYTES}; no night of "
+                    "this project is that large: re-run the extract for that day"
+                )
             found = [(c.name, normalise_type(c.type)) for c in entry.columns]
             wanted = [(c.name, c.data_type) for c in expected.columns]
             if found != wanted or list(entry.primary_key) != list(expected.primary_key):

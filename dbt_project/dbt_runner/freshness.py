@@ -5,15 +5,24 @@ source is still receiving orders.
 thresholds declared in the sources' YAML (the vars ``freshness_warn_hours`` and
 ``freshness_error_hours``). Past the error threshold the night stops before anything
 is built; past the warning it goes on, and the run report says so.
+
+A change later than now (plus ``CLOCK_SKEW``) is left out of that check (the sources'
+``filter``): one such row would otherwise make the source look fresh for good. Such
+changes stop the night as an error of their own: the shop's clock runs ahead, or the
+rows were written by no clock, and either needs a person.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg2 import sql
 
 from dbt_project.dbt_runner.runner import DbtProject, raise_for_failures
-from dbt_project.errors import SourceStale
+from dbt_project.errors import SourceClockAhead, SourceStale
+from dbt_project.facts.business_calendar import CLOCK_SKEW
 from dbt_project.postgres.connection import Database
 
 PASS, WARN, SKIPPED = "pass", "warn", "skipped"
@@ -74,8 +83,52 @@ def _ages(sources_json) -> list[SourceAge]:
     return found
 
 
+_TO_RUN_ANYWAY = 'to run anyway, pass --skip-freshness (or "skip_freshness": true)'
+
+
+def changes_ahead() -> sql.Composed:
+    """Changes of one source later than the database's now plus the clock skew: their
+    number, the latest, and now. The loaded_at field is indexed, so this reads only them.
+
+    Placeholders: the table, the field; parameter ``skew``.
+    """
+    return sql.SQL(
+        "select count(*), max({field}), now() from {table} where {field} > now() + %(skew)s"
+    )
+
+
+def _ahead(source: Database, manifest_json: Path, ages: list[SourceAge]) -> list[str]:
+    """One line per checked source that holds changes later than now."""
+    nodes = json.loads(manifest_json.read_text())["sources"]
+    found = []
+    conn = source.connection()
+    try:
+        with conn.cursor() as cur:
+            for age in ages:
+                # unique_id is source.<package>.<source>.<table>; age.source the last two.
+                node = next(n for n in nodes.values() if n["unique_id"].endswith("." + age.source))
+                field_name = node.get("loaded_at_field") or node["config"]["loaded_at_field"]
+                query = changes_ahead().format(
+                    table=sql.Identifier(node["schema"], node["identifier"]),
+                    field=sql.Identifier(field_name),
+                )
+                cur.execute(query, {"skew": CLOCK_SKEW})
+                count, latest, now = cur.fetchone()
+                if count:
+                    hours = (latest - now).total_seconds() / 3600
+                    found.append(
+                        f"{age.source}: {count} changes later than now (the latest "
+                        f"{latest.isoformat()}, {hours:.1f} h ahead of the database's clock; "
+                        f"{CLOCK_SKEW.seconds // 60} minutes allowed)"
+                    )
+    finally:
+        conn.rollback()
+    return found
+
+
 def check(source: Database, dbt: DbtProject) -> Freshness:
-    """Run ``dbt source freshness``; raise SourceStale past an error threshold."""
+    """Run ``dbt source freshness``; raise SourceStale past an error threshold, and
+    SourceClockAhead for changes later than now."""
     run = dbt.invoke(["source", "freshness"], settings=source.settings, target="source")
     sources_json = run.target_path / "sources.json"
     if not sources_json.exists():
@@ -86,10 +139,17 @@ def check(source: Database, dbt: DbtProject) -> Freshness:
         raise SourceStale(
             "the source looks stale, so the night was not run: "
             + "; ".join(a.describe() for a in stale)
-            + ". Check that the shop is still writing to it; to run anyway, pass "
-            '--skip-freshness (or "skip_freshness": true)',
+            + f". Check that the shop is still writing to it; {_TO_RUN_ANYWAY}",
             failures=[a.source for a in stale],
         )
     if any(a.status != "pass" and a.status != "warn" for a in ages):
         raise_for_failures(run, "the source freshness check")
+    ahead = _ahead(source, run.manifest, ages)
+    if ahead:
+        raise SourceClockAhead(
+            "the source has changes later than now, so the night was not run: "
+            + "; ".join(ahead)
+            + f". Set the shop's clock right, or correct those rows; {_TO_RUN_ANYWAY}",
+            failures=[line.split(":", 1)[0] for line in ahead],
+        )
     return Freshness(WARN if any(a.status == "warn" for a in ages) else PASS, ages)

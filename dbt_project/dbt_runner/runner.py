@@ -16,7 +16,13 @@ from datetime import date
 from pathlib import Path
 
 from dbt_project.dbt_runner import parse_cache as dbt_parse
-from dbt_project.errors import ConfigError, DatabaseUnavailable, DataTestsFailed, LoginRefused
+from dbt_project.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    DataTestsFailed,
+    LoginRefused,
+    brief,
+)
 from dbt_project.files import private_folder
 from dbt_project.postgres.connection import CREDENTIALS_REFUSED, Database, PgSettings
 from dbt_project.request import parse_date
@@ -265,14 +271,14 @@ def _summarise(result, target_path: Path) -> DbtRun:
     warnings: list[NodeFailure] = []
     models = 0
     if result.exception is not None:
-        failures.append(NodeFailure("dbt", "error", _one_line(str(result.exception))))
+        failures.append(NodeFailure("dbt", "error", brief(str(result.exception))))
     for node_result in getattr(result.result, "results", None) or []:
         models += node_result.node.unique_id.startswith("model.")
         status = str(getattr(node_result.status, "value", node_result.status))
         found = NodeFailure(
             node_result.node.unique_id,
             status,
-            _one_line(node_result.message or ""),
+            brief(node_result.message or ""),
             getattr(node_result, "failures", None),
         )
         if status in ("error", "fail", "runtime error"):
@@ -291,11 +297,6 @@ def _summarise(result, target_path: Path) -> DbtRun:
         models=models,
         warnings=warnings,
     )
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 # Messages of a lost or refused connection: the data is not at fault, a re-run is the fix.

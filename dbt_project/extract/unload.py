@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from psycopg2 import sql
@@ -20,6 +20,7 @@ from dbt_project.contract.file_format import CHUNK, FILE_FORMAT, CompressingSink
 from dbt_project.contract.manifest import ExtractFacts, FileEntry, Manifest
 from dbt_project.contract.ownership import REQUIRED_TABLES
 from dbt_project.contract.tables import TableContract, contract
+from dbt_project.facts import business_calendar
 from dbt_project.facts.business_calendar import BUSINESS_TIMEZONE
 from dbt_project.facts.stage_layout import day_prefix, manifest_key
 from dbt_project.settings import DEFAULT_GZIP_LEVEL
@@ -131,7 +132,7 @@ def unload_night(
         extracted_at=extracted_at,
         dbt_invocation_id=dbt_invocation_id,
         files=files,
-        created_at=datetime.now(UTC),
+        created_at=business_calendar.utc_now(),
         dbt_artifacts=sorted(artifacts or {}),
         full_refresh=full_refresh,
         extract=facts() if facts else None,

@@ -16,7 +16,8 @@ BUSINESS_TIMEZONE = "Asia/Tokyo"
 # so that an order updated after yesterday's night still lands in its day.
 DEFAULT_LOOKBACK_DAYS = 2
 MAX_LOOKBACK_DAYS = 400
-# How far another clock (the extract's, the database's) may run ahead of the loader's.
+# How far another clock may run ahead: the extract's or a database's of the loader's,
+# the shop's of its database's (the dbt var clock_skew_minutes repeats it).
 CLOCK_SKEW = timedelta(minutes=5)
 
 

@@ -25,10 +25,13 @@ SECRET_RETRIEVAL_ERROR = "SecretRetrievalError"  # noqa: S105 - a secret or an I
 # What operating it needs besides.
 NIGHTS_LOADED = "NightsLoaded"  # the heartbeat: 1 per night loaded (not per duplicate)
 SOURCE_STALE = "SourceStale"  # 1 when the source freshness gate stopped a night
+# 1 when the gate stopped a night because the source has changes later than now
+SOURCE_CLOCK_AHEAD = "SourceClockAhead"
 ANALYTICS_TEST_TIME = "AnalyticsTestTime"
 DOCS_PUBLISH_ERROR = "DocsPublishError"  # a loaded night whose lineage site was not published
 # Region-days whose orders or revenue left their usual band (a warning, never a failure).
 VOLUME_ANOMALIES = "VolumeAnomalies"
+RUN_REPORT_ERROR = "RunReportError"  # a loaded night's report not kept in the database or not sent
 INIT_TIME = "InitTime"
 
 

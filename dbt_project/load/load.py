@@ -39,7 +39,7 @@ from dbt_project.contract.ownership import (
     Ownership,
 )
 from dbt_project.contract.tables import TableContract, contract
-from dbt_project.errors import ConfigError, LoadTimedOut, StageError
+from dbt_project.errors import ConfigError, LoadTimedOut, StageError, brief, database_message
 from dbt_project.facts import business_calendar
 from dbt_project.facts.names import MARTS
 from dbt_project.load import sql as load_sql
@@ -118,7 +118,7 @@ def _copy_in(cur, stage: Stage, entry: FileEntry, table: TableContract) -> float
 def _copy_failed(exc, reader: VerifyingReader, entry: FileEntry, table: TableContract):
     """Explain a failed COPY: a damaged file first, else the contract it breaks."""
     if isinstance(exc, psycopg2.errors.UniqueViolation):
-        detail = (exc.diag.message_detail or "").strip()
+        detail = brief(exc.diag.message_detail or "")
         raise StageError(
             f"{entry.key} holds the same {table.name} key twice ({detail}); the extract "
             "must produce one row per key: fix the model and re-run the extract"
@@ -129,7 +129,7 @@ def _copy_failed(exc, reader: VerifyingReader, entry: FileEntry, table: TableCon
         reader.verify()  # raises if the bytes are not the ones the manifest describes
         raise StageError(
             f"{entry.key} does not fit the {table.name} contract "
-            f"({(exc.diag.message_primary or str(exc)).strip()}); re-run the extract"
+            f"({database_message(exc)}); re-run the extract"
         ) from exc
     raise exc
 
@@ -237,7 +237,7 @@ def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
         rule = exc.diag.constraint_name or exc.diag.column_name or ""
         raise StageError(
             f"a row for {table} breaks its contract rule {rule} "
-            f"({(exc.diag.message_primary or str(exc)).strip()}); the files of {manifest.run_date} "
+            f"({database_message(exc)}); the files of {manifest.run_date} "
             "are not what the model promises: fix the model, then re-run the extract"
         ) from exc
     except psycopg2.errors.CardinalityViolation as exc:
@@ -260,6 +260,23 @@ def _check_as_of_dates(cur, manifest: Manifest, entry: FileEntry, table: TableCo
         )
 
 
+def _check_days(cur, manifest: Manifest) -> None:
+    """A night owns its lookback days and the earlier days of orders changed in its
+    window, never a day after its run date: no honest night would own that day again
+    (and a day in 2099 would end every view's "last 30 days")."""
+    for ownership in OWNERSHIPS:
+        for name in (ownership.keys_table, *ownership.marts):
+            cur.execute(load_sql.count_days_after(name, ownership.key), (manifest.run_date,))
+            later, last = cur.fetchone()
+            if later:
+                raise StageError(
+                    f"{manifest.file(name).key} has {later} rows whose {ownership.key} is after "
+                    f"the run date {manifest.run_date} (up to {last}); a night owns no later "
+                    "day, so the file does not belong to that night: re-run the extract for "
+                    "that day"
+                )
+
+
 def _copy_files_in(cur, stage: Stage, manifest: Manifest, result: LoadResult) -> None:
     for name in REQUIRED_TABLES:
         entry = manifest.file(name)
@@ -271,6 +288,7 @@ def _copy_files_in(cur, stage: Stage, manifest: Manifest, result: LoadResult) ->
             cur.execute(load_sql.analyze(load_sql.incoming_table(name)))
         if name in MARTS:
             result.tables[name] = TableLoad(rows_in_file=entry.rows)
+    _check_days(cur, manifest)
 
 
 class _Deadline:
@@ -362,7 +380,7 @@ def load_manifest(
     except (psycopg2.errors.UndefinedColumn, psycopg2.errors.UndefinedTable) as exc:
         raise ConfigError(
             f"the analytics tables are older than this loader "
-            f"({(exc.diag.message_primary or str(exc)).strip()}); run `etl init` (or the "
+            f"({database_message(exc)}); run `etl init` (or the "
             "db_initializer function) against the analytics database once to upgrade "
             "them, then load again"
         ) from exc

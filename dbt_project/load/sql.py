@@ -122,6 +122,16 @@ def count_other_as_of_dates(table: TableContract) -> sql.Composed:
 # -- keys a night owns: business days -----------------------------------------------
 
 
+def count_days_after(table: str, day: str) -> sql.Composed:
+    """Staged rows whose ``day`` column is after the run date: count, latest.
+
+    One scan of the staged rows. Parameter: the run date.
+    """
+    return sql.SQL("select count(*), max({day}) from {staged} where {day} > %s").format(
+        day=sql.Identifier(day), staged=incoming_table(table)
+    )
+
+
 def select_owned_keys(ownership: Ownership) -> sql.Composed:
     """The night's keys whose stored version is not fresher than the night's.
 

@@ -97,14 +97,28 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _write_private(path: Path, text: str) -> None:
+    """``text`` in a file readable by its owner alone from the moment it exists: 0600 at
+    creation, never through a link. As root the file goes to the server's user, who
+    runs initdb and must read it."""
+    path.unlink(missing_ok=True)  # one left by an interrupted initdb
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        if os.geteuid() == 0:
+            import pwd
+
+            entry = pwd.getpwnam(_SYSTEM_USER)
+            os.fchown(fd, entry.pw_uid, entry.pw_gid)
+        handle.write(text)
+
+
 def _initdb(data_dir: Path, password: str | None) -> None:
     args = [str(_bin("initdb")), "-D", str(data_dir), "--auth-local=trust"]
     args += ["--encoding=UTF8", "--locale=C.UTF-8", "-U", "postgres"]
     # initdb wants an empty data directory: the password file sits beside it.
     pwfile = data_dir.parent / f".{data_dir.name}.pwfile"
     if password:
-        pwfile.write_text(password)
-        pwfile.chmod(0o644)
+        _write_private(pwfile, password)
         args += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
     else:
         args += ["--auth-host=trust"]

@@ -14,7 +14,7 @@ from psycopg2 import sql
 
 from dbt_project.errors import ConfigError, CredentialsError, DatabaseUnavailable, LoginRefused
 from dbt_project.facts.names import LEGACY_SCHEMA
-from dbt_project.settings import SessionLimits, current
+from dbt_project.settings import SessionLimits, current, redact
 
 # What a server that refuses a connection says: these are answers, not outages, so
 # they end the run at once (exit 3) with the server's reason instead of being retried.
@@ -100,14 +100,6 @@ class PgSettings:
             "ETL_PG_SSLROOTCERT": self.sslrootcert or "",
             "DBT_ENV_SECRET_PG_PASSWORD": self.password,
         }
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
 
 
 def connect(

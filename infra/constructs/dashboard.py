@@ -36,8 +36,14 @@ class Panel:
 # compares them with dbt_project/aws/handlers.py).
 PANELS = (
     Panel(
-        "Nights loaded (heartbeat) and stopped by the freshness gate",
-        ((names.NIGHTS_LOADED, LOAD.name), (names.SOURCE_STALE, EXTRACT.name)),
+        "Nights loaded (heartbeat) and stopped by the freshness gate (stale, clock ahead)",
+        (
+            (names.NIGHTS_LOADED, LOAD.name),
+            (names.SOURCE_STALE, EXTRACT.name),
+            # No alarm of its own: a stopped night fires the extract's errors alarm and,
+            # a day on, the heartbeat's; this line says which cause it was.
+            (names.SOURCE_CLOCK_AHEAD, EXTRACT.name),
+        ),
         "Sum",
     ),
     Panel("Extract: seconds", ((names.EXTRACTION_TIME, EXTRACT.name),), "Maximum"),
@@ -66,7 +72,11 @@ PANELS = (
         "Sum",
     ),
     Panel("db_initializer: seconds", ((names.INIT_TIME, DB_INITIALIZER.name),), "Maximum"),
-    Panel("Lineage site not published", ((names.DOCS_PUBLISH_ERROR, LOAD.name),), "Sum"),
+    Panel(
+        "Loaded nights whose report was not kept or sent, or lineage site not published",
+        ((names.RUN_REPORT_ERROR, LOAD.name), (names.DOCS_PUBLISH_ERROR, LOAD.name)),
+        "Sum",
+    ),
     Panel(
         "Volume anomalies: region-days outside their usual band (a warning)",
         ((names.VOLUME_ANOMALIES, LOAD.name),),

@@ -7,6 +7,7 @@ The fault proxy sits between botocore and moto; each rule names the calls it bre
 from __future__ import annotations
 
 import pytest
+from botocore.exceptions import ClientError
 
 from dbt_project.pipeline import Pipeline
 from dbt_project.postgres.connection import Database
@@ -82,7 +83,7 @@ def test_the_extract_survives_transient_stage_faults_and_a_permanent_one_leaves_
     # given a stage that refuses one file for good
     monkeypatch.setenv("ETL_S3_MAX_ATTEMPTS", str(TRIES))
     proxy.add("error", method="PUT", path="/run_window_days.tsv.gz$", times=None, status=500)
-    with pytest.raises(Exception, match="InternalError") as failed:
+    with pytest.raises(ClientError, match="InternalError") as failed:
         Pipeline(dbt=dbt, source=source, stage=harness.stage_for(bucket, proxy.url)).extract(
             NightRequest(day)
         )

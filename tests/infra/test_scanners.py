@@ -157,16 +157,31 @@ def checkov_report(template_file) -> dict[str, Any]:
     return run_checkov(template_file)
 
 
-def test_cfn_lint_has_no_errors_and_warns_only_on_cdk_helpers(template_file):
+# cfn-lint's exit code is a bit field of what it found; anything else (1) means it did
+# not lint the template.
+CFN_LINT_ERRORS, CFN_LINT_WARNINGS, CFN_LINT_INFORMATIONAL = 2, 4, 8
+
+
+def run_cfn_lint(template: Path) -> tuple[int, list[dict[str, Any]]]:
+    """cfn-lint's exit code and findings; a run that did not lint fails here, as does an
+    empty output (its JSON is "[]" when it finds nothing)."""
     result = subprocess.run(
-        [tool("cfn-lint"), "--format", "json", str(template_file)],
+        [tool("cfn-lint"), "--format", "json", str(template)],
         capture_output=True,
         text=True,
         timeout=300,
     )
-    matches = json.loads(result.stdout or "[]")
+    found = CFN_LINT_ERRORS | CFN_LINT_WARNINGS | CFN_LINT_INFORMATIONAL
+    assert result.returncode & ~found == 0, (result.returncode, result.stderr)
+    assert result.stdout.strip(), f"cfn-lint printed nothing: {result.stderr}"
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_cfn_lint_has_no_errors_and_warns_only_on_cdk_helpers(template_file):
+    code, matches = run_cfn_lint(template_file)
     errors = [m for m in matches if m["Level"] == "Error"]
     assert not errors, json.dumps(errors, indent=1)
+    assert not code & CFN_LINT_ERRORS
     unexpected = []
     for match in matches:
         logical_id = match["Location"]["Path"][1]
@@ -178,6 +193,22 @@ def test_cfn_lint_has_no_errors_and_warns_only_on_cdk_helpers(template_file):
         if not allowed or match["Rule"]["Id"] not in allowed[0]:
             unexpected.append(f"{match['Rule']['Id']} {logical_id}: {match['Message']}")
     assert not unexpected, "\n".join(unexpected)
+
+
+def test_cfn_lint_catches_an_invalid_addition(learning, tmp_path):
+    """Proof that the lint can fail: the real template plus a queue that CloudFormation
+    would refuse (a property it does not have, a timeout that is not a number)."""
+    invalid = {
+        "Type": "AWS::SQS::Queue",
+        "Properties": {"VisibilityTimeout": "soon", "NoSuchProperty": 1},
+    }
+    raw = {**learning.raw, "Resources": {**learning.raw["Resources"], "InvalidQueue": invalid}}
+
+    code, matches = run_cfn_lint(write_template(raw, tmp_path / "invalid.template.json"))
+
+    assert code & CFN_LINT_ERRORS
+    errors = {(m["Rule"]["Id"], m["Location"]["Path"][1]) for m in matches if m["Level"] == "Error"}
+    assert errors == {("E3002", "InvalidQueue"), ("E3012", "InvalidQueue")}
 
 
 def test_checkov_fails_no_check(checkov_report):

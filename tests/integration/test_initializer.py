@@ -3,9 +3,11 @@ payload) and as a deployment runs it (a CloudFormation custom resource)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import uuid
-from datetime import date
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import boto3
@@ -14,12 +16,12 @@ import pytest
 import requests
 from psycopg2 import sql
 
-from dbt_project.facts.business_calendar import business_date, previous_business_day, utc_now
+from dbt_project.facts.business_calendar import business_date, previous_business_day
 from dbt_project.facts.roles import READER_ROLE
 from dbt_project.local.demo import EXAMPLE_QUERIES
 from dbt_project.pipeline import SOURCE_HAS_ROWS
 from dbt_project.postgres.connection import connect
-from dbt_project.postgres.source_schema import history_bounds
+from dbt_project.postgres.source_schema import SOURCE_TABLES, history_bounds, seeds_dir
 from tests import reference
 from tests.lambda_helpers import Context, load_handler, s3_event
 
@@ -46,9 +48,43 @@ def views(settings) -> dict[str, str]:
     return found
 
 
-def test_no_payload_fills_an_empty_source_with_a_history_ending_today(aws):
+# The sample's own last business day, in its CSV files.
+SAMPLE_LAST_DAY = date(2026, 11, 25)
+# Columns the sample's end date moves; every other column keeps the CSV's value.
+SHIFTED = {"customers": {"created_at"}, "orders": {"ordered_at", "updated_at"}}
+
+
+def sample_as_shifted(table: str, days: int) -> list[tuple]:
+    """The CSV rows of ``table`` as the source should hold them, ``days`` later."""
+
+    def value(column: str, text: str):
+        if column in SHIFTED.get(table, ()):
+            return datetime.fromisoformat(text) + timedelta(days=days)
+        if column.endswith("_id") or column == "quantity":
+            return int(text)
+        if column in ("price", "unit_price"):
+            return Decimal(text)
+        return text
+
+    with (seeds_dir() / f"{table}.csv").open(encoding="utf-8") as handle:
+        return [tuple(value(c, v) for c, v in row.items()) for row in csv.DictReader(handle)]
+
+
+def source_table(settings, table: str) -> list[tuple]:
+    conn = connect(settings)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("select * from {} order by 1").format(sql.Identifier("public", table)))
+        rows = cur.fetchall()
+    conn.close()
+    return rows
+
+
+def test_no_payload_fills_an_empty_source_with_a_history_ending_today(aws, frozen_clock):
     init = load_handler("db_initializer")
-    # when the initializer runs with no payload on an empty source
+    # when the initializer runs with no payload on an empty source (today is not the
+    # sample's own last day)
+    today = business_date(frozen_clock)
+    assert today != SAMPLE_LAST_DAY
     result = init({}, Context("db_initializer"))
     # then the sample rows are in, their history ending on today's business day
     assert result["status"] == "initialised" and result["sample_rows"]["orders"] > 5000
@@ -56,8 +92,12 @@ def test_no_payload_fills_an_empty_source_with_a_history_ending_today(aws):
     conn = connect(aws["source"])
     first, last = history_bounds(conn)
     conn.close()
-    assert last == business_date(utc_now())
-    assert (last - first).days == (date(2026, 11, 25) - date(2026, 8, 28)).days
+    assert last == today
+    assert (last - first).days == (SAMPLE_LAST_DAY - date(2026, 8, 28)).days
+    # every timestamp moved by the same whole days, every other value as in the CSV
+    for table in SOURCE_TABLES:
+        expected = sample_as_shifted(table, (today - SAMPLE_LAST_DAY).days)
+        assert source_table(aws["source"], table) == expected, table
     # and running it again adds nothing, and says why
     again = init({}, Context("db_initializer"))
     assert again["sample_rows"] is None and again["sample_data"] == SOURCE_HAS_ROWS
@@ -109,20 +149,23 @@ def extract_function(aws, moto_endpoint, monkeypatch):
     requests.post(config, json={"lambda": {"use_docker": True}}, timeout=10)
 
 
-def test_the_initializer_starts_the_history_load_and_the_views_answer(aws, extract_function):
+def test_the_initializer_starts_the_history_load_and_the_views_answer(
+    aws, extract_function, frozen_clock
+):
     # when the initializer fills an empty source
     result = load_handler("db_initializer")({}, Context("db_initializer"))
 
     # then it has started one extract covering the whole finished history
     started = result["history_load"]
     assert (started["function"], started["status"]) == (extract_function, 202)
-    yesterday = previous_business_day(utc_now())
+    yesterday = previous_business_day(frozen_clock)
     conn = connect(aws["source"])
     first, _ = history_bounds(conn)
     conn.close()
     assert started["payload"] == {
         "run_date": yesterday.isoformat(),
         "lookback_days": (yesterday - first).days + 1,
+        "skip_freshness": True,
     }
 
     # and that night, run by the real handlers, fills the analytic views

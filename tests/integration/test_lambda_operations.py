@@ -25,6 +25,12 @@ def log_lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.startswith('{"level"')]
 
 
+# The load's time limit in the lock test, and what the handler may add around it: a
+# secret read and two connections, on a machine other tests keep busy.
+LIMIT_S = 3
+MARGIN_S = 4
+
+
 def test_a_load_waiting_on_a_stuck_lock_ends_before_the_function_would(aws):
     init, extract, load = (load_handler(n) for n in ("db_initializer", "extract", "load"))
     init({"sample_data": True, "sample_end_date": "2026-11-25"}, Context("db_initializer"))
@@ -36,13 +42,16 @@ def test_a_load_waiting_on_a_stuck_lock_ends_before_the_function_would(aws):
         with holder.cursor() as cur:
             cur.execute("select pg_advisory_lock(%s)", (LOAD_LOCK,))
         # when the load runs with 3 s left beyond its reserve for the tests
-        remaining = lambda_app.LOAD_TIME_RESERVE_MS + 3_000
+        remaining = lambda_app.LOAD_TIME_RESERVE_MS + LIMIT_S * 1000
         started = time.monotonic()
         with pytest.raises(LoadTimedOut, match="another session held the load lock") as ended:
             load(s3_event(aws["bucket"], MANIFEST), Context("load", remaining_ms=remaining))
-        # then it ends on its own, in its limit, having changed nothing
-        assert time.monotonic() - started < remaining / 1000
-        assert "time limit of 3s" in str(ended.value) and ended.value.exit_code == 3
+        waited = time.monotonic() - started
+        print(f"the load gave up after {waited:.1f}s for a limit of {LIMIT_S}s")
+        # then it ends on its own at its limit, not before and not much after, having
+        # changed nothing
+        assert LIMIT_S - 0.5 < waited < LIMIT_S + MARGIN_S
+        assert f"time limit of {LIMIT_S}s" in str(ended.value) and ended.value.exit_code == 3
         assert snapshot(aws["target"]) == before
     finally:
         holder.close()

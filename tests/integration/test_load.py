@@ -16,10 +16,12 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from dbt_project.contract.file_format import CHUNK
+from dbt_project.cli.main import main
+from dbt_project.contract.file_format import CHUNK, MAX_LINE_BYTES
 from dbt_project.contract.manifest import MAX_MANIFEST_BYTES
-from dbt_project.errors import ConfigError, StageError
+from dbt_project.errors import MESSAGE_LIMIT, ConfigError, StageError
 from dbt_project.facts.stage_layout import manifest_key
+from dbt_project.load import report as reports
 from dbt_project.load.load import load_manifest
 from dbt_project.postgres.analytics_schema import (
     LOADER_ROLE,
@@ -211,6 +213,78 @@ def test_a_removed_customer_is_not_brought_back_by_a_stale_night(env):
     ]
 
 
+def test_the_run_report_counts_each_kind_of_change_and_says_them(env):
+    before, after = D - timedelta(days=1), D + timedelta(days=1)
+    # given the night before D: customers 3 and 4, products 7 and 8 on D-1, Tokyo on D-1
+    env.load(
+        env.extract(
+            before,
+            night(
+                before,
+                customers=[customer(3, "10.00", 1, before), customer(4, "5.00", 1, before)],
+                products=[product(before, 7, "2.00"), product(before, 8, "3.00")],
+                regions=[region(before, "東京", "5.00")],
+            ),
+            at=T0 - timedelta(days=1),
+        )
+    )
+    # and the night after D, loaded first: customer 1 and day D as of D+1
+    env.load(
+        env.extract(
+            after,
+            night(
+                after,
+                customers=[customer(1, "40.00", 2, after)],
+                products=[product(D, 9, "4.00")],
+                regions=[region(D, "大阪", "4.00")],
+                owned_days=[D, after],
+            ),
+            at=T0 + timedelta(days=1),
+        )
+    )
+    # when the night of D arrives late: customer 1 stale, 2 new, 3 changed, 4 owned
+    # without a row (removed); product 7 unchanged, 8 gone, 10 new and day D stale
+    key = env.extract(
+        D,
+        night(
+            D,
+            customers=[
+                customer(1, "30.00", 1, D),
+                customer(2, "7.00", 1, D),
+                customer(3, "20.00", 2, D),
+            ],
+            products=[
+                product(before, 7, "2.00"),
+                product(before, 10, "6.00"),
+                product(D, 9, "5.00"),
+            ],
+            regions=[region(before, "東京", "11.00"), region(D, "大阪", "9.00")],
+            owned_customers=[1, 2, 3, 4],
+        ),
+        at=T0,
+    )
+    result = env.load(key)
+    report = reports.build(result)
+    # then each count is the one the night made
+    assert report["tables"] == {
+        "customer_analytics": {"inserted": 1, "updated": 1, "deleted": 1, "skipped_stale": 1},
+        "product_sales_summary": {"inserted": 1, "updated": 0, "deleted": 1, "skipped_stale": 1},
+        "daily_sales_summary": {"inserted": 0, "updated": 1, "deleted": 0, "skipped_stale": 1},
+    }
+    assert [r[0] for r in table_rows(env.target, "customer_analytics")] == [1, 2, 3]
+    # and the text says them, line by line
+    report["seconds"]["load"] = 1.5  # the one value that varies
+    assert reports.as_text(report).splitlines() == [
+        f"run report  2026-11-20  loaded  (trigger manual, run {result.run_id})",
+        "  load 1.5s",
+        "  freshness skipped",
+        "  customer_analytics     +1 ~1 -1  (1 stale, skipped)",
+        "  product_sales_summary  +1 ~0 -1  (1 stale, skipped)",
+        "  daily_sales_summary    +0 ~1 -0  (1 stale, skipped)",
+        "  dbt run results: etl-data/2026-11-20/_dbt/run_results.json",
+    ]
+
+
 def test_re_runs_of_one_day_delivered_out_of_order_keep_the_latest_read(env):
     # Three reads of day D; the manifest of the middle one is delivered last.
     key = env.extract(
@@ -334,7 +408,27 @@ BAD_INPUTS = {
         lambda env: env.stage.put_bytes(manifest_key(D), b"{not json"),
         "not a valid manifest",
     ),
+    "NaN seconds": (
+        lambda env: _rewrite_manifest(env, lambda d: d.update(extract=_facts(float("nan")))),
+        "extract.extract_seconds: Input should be a finite number",
+    ),
+    "another time zone": (
+        lambda env: _rewrite_manifest(env, lambda d: d.update(business_timezone="UTC")),
+        "business_timezone 'UTC' is not the project's Asia/Tokyo",
+    ),
+    "a lookback of 0": (
+        lambda env: _rewrite_manifest(env, lambda d: d.update(lookback_days=0)),
+        "lookback_days 0 is not from 1 to 400",
+    ),
+    "a window start that is not the lookback's": (
+        lambda env: _rewrite_manifest(env, lambda d: d.update(window_start_date="2099-01-01")),
+        "window_start_date 2099-01-01 is not 2026-11-19",
+    ),
 }
+
+
+def _facts(seconds: float) -> dict:
+    return {"trigger": "schedule", "extract_seconds": seconds, "dbt_tests": {}, "freshness": "pass"}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
@@ -357,6 +451,43 @@ def test_bad_input_is_refused_clearly_and_changes_nothing(env, case):
     with pytest.raises(StageError, match=message.replace("(", r"\(")):
         env.load(manifest_key(D))
     # then
+    assert snapshot(env.target) == before
+
+
+def test_a_night_planted_where_others_may_write_is_refused_with_exit_5(env, capsys):
+    # given a loaded night, and the next one in a day folder any local user may write to
+    _loaded_night_before(env)
+    forged = customer(1, "9999999.00", 1, D, name="FORGED")
+    key = env.extract(D, night(D, customers=[forged]))
+    day = Path(env.stage.describe(key)).parent
+    day.chmod(0o777)
+    before = snapshot(env.target)
+    # when the command loads it
+    args = ["load", "--manifest", env.stage.describe(key), "--skip-tests"]
+    code = main([*args, "--analytics-url", env.target.url])
+    # then one line names the folder, why and what to do; nothing is written
+    err = capsys.readouterr().err.splitlines()
+    assert code == 5 and len(err) == 1, err
+    assert f"stage path {day} is not safe to use: its mode drwxrwxrwx" in err[0]
+    assert "chmod go-w" in err[0]
+    assert snapshot(env.target) == before
+
+
+def test_a_manifest_with_nan_is_one_line_exit_5_and_changes_nothing(env, capsys):
+    # given a night whose manifest says it took NaN seconds (its files intact): before,
+    # it loaded, and keeping its run report failed after the commit
+    _loaded_night_before(env)
+    key = env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)]))
+    _rewrite_manifest(env, lambda d: d.update(extract=_facts(float("nan"))))
+    before = snapshot(env.target)
+    # when the command loads it
+    args = ["load", "--manifest", env.stage.describe(key), "--analytics-url", env.target.url]
+    code = main(args)
+    # then exit 5 and one line that names the field and what to do; nothing is written
+    err = capsys.readouterr().err.splitlines()
+    assert code == 5 and len(err) == 1, err
+    assert "extract.extract_seconds: Input should be a finite number" in err[0]
+    assert err[0].endswith("re-run the extract for that day")
     assert snapshot(env.target) == before
 
 
@@ -549,6 +680,45 @@ def test_rows_as_of_another_day_are_refused_and_change_nothing(env):
     assert snapshot(env.target) == before
 
 
+FAR = date(2099, 1, 1)
+LATER_DAYS = {
+    # the review's forged night: an owned day in 2099, with a daily and a product row
+    "an owned day in 2099": (
+        {"owned_days": [D - timedelta(days=1), D, FAR], "regions": [region(FAR, "東京", "1.00")]},
+        "run_window_days.tsv.gz has 1 rows whose sales_date is after the run date 2026-11-20 "
+        "(up to 2099-01-01)",
+    ),
+    "a product row the day after": (
+        {
+            "owned_days": [D, D + timedelta(days=1)],
+            "products": [product(D + timedelta(days=1), 7, "1.00")],
+        },
+        "run_window_days.tsv.gz has 1 rows whose sales_date is after",
+    ),
+    "a daily row in 2099 the night does not own": (
+        {"regions": [region(FAR, "東京", "1.00")]},
+        "daily_sales_summary.tsv.gz has 1 rows whose sales_date is after",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LATER_DAYS))
+def test_a_night_owning_a_day_after_its_run_date_is_exit_5_and_changes_nothing(env, capsys, case):
+    # given a loaded night, and a night of D whose files (hashes right) reach past D
+    _loaded_night_before(env)
+    rows, message = LATER_DAYS[case]
+    key = env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)], **rows))
+    before = snapshot(env.target)
+    # when the command loads it
+    args = ["load", "--manifest", env.stage.describe(key), "--analytics-url", env.target.url]
+    code = main(args)
+    # then exit 5 and one line naming the file, the day and what to do; nothing written
+    err = capsys.readouterr().err.splitlines()
+    assert code == 5 and len(err) == 1, err
+    assert message in err[0] and err[0].endswith("re-run the extract for that day")
+    assert snapshot(env.target) == before
+
+
 def test_a_manifest_over_one_mib_is_refused_unread(env):
     # given a manifest of 64 MiB (sparse: nothing written but its length)
     key = env.extract(D, night(D))
@@ -577,6 +747,7 @@ _LOAD_IN_A_CHILD = """
 import json, sys
 from dbt_project.postgres.connection import PgSettings, connect
 from dbt_project.errors import StageError
+from dbt_project.load import report as reports
 from dbt_project.load.load import load_manifest
 from dbt_project.stage import LocalStage
 conn = connect(PgSettings.from_url(sys.argv[1]))
@@ -589,6 +760,30 @@ status = open("/proc/self/status").read()
 peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
 print(json.dumps({"outcome": outcome, "peak_bytes": peak}))
 """
+
+
+def _load_in_a_child(env) -> dict:
+    """The night of D loaded by a fresh process: its outcome and peak memory."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_IN_A_CHILD, env.target.url, env.stage.uri, manifest_key(D)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def _swap_customer_file(env, file: tuple[Path, int, str, int], *, rows: int = 1) -> None:
+    """The night of D's customer file replaced by ``file`` (its path, size, SHA-256 and
+    inflated size), the manifest resealed to match."""
+    path, size, sha256, inflated = file
+    _corrupt_file(env, "customer_analytics", lambda _: path.read_bytes())
+
+    def reseal(entry):
+        entry.update(bytes=size, sha256=sha256, rows=rows, uncompressed_bytes=inflated)
+
+    _rewrite_manifest(env, lambda d: reseal(_file_entry(d, "customer_analytics")))
 
 
 @pytest.fixture(scope="module")
@@ -629,24 +824,70 @@ def test_a_gzip_bomb_is_refused_in_bounded_memory(env, gzip_bomb, promised, mess
     _loaded_night_before(env)
     env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)]))
     bomb, size, sha256 = gzip_bomb
-    _corrupt_file(env, "customer_analytics", lambda _: bomb.read_bytes())
-
-    def reseal(entry):
-        entry.update(bytes=size, sha256=sha256, rows=BOMB_INFLATED, uncompressed_bytes=promised)
-
-    _rewrite_manifest(env, lambda d: reseal(_file_entry(d, "customer_analytics")))
+    _swap_customer_file(env, (bomb, size, sha256, promised), rows=BOMB_INFLATED)
     before = snapshot(env.target)
     # when a fresh loader process loads it
-    done = subprocess.run(
-        [sys.executable, "-c", _LOAD_IN_A_CHILD, env.target.url, env.stage.uri, manifest_key(D)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    report = json.loads(done.stdout)
+    report = _load_in_a_child(env)
     print(f"gzip bomb, {promised} bytes promised: peak {report['peak_bytes'] / 2**20:.0f} MiB")
     # then it is refused, the target is unchanged, and the loader stayed small
     assert message in report["outcome"] and "\n" not in report["outcome"]
     assert snapshot(env.target) == before
     assert report["peak_bytes"] < 200 * 2**20
+
+
+# An honest file of one line of 100 MiB: before the line bound, PostgreSQL's error quoted
+# the line whole and the loader peaked at 843 MiB copying it.
+ONE_LINE = 100 * CHUNK
+
+
+def _one_line_file(path: Path, length: int) -> tuple[Path, int, str, int]:
+    """A gzip of one customer row whose customer_id is ``length`` letters: its path,
+    size, SHA-256 and inflated size, written as it is compressed."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    row_end = "\t山田\t東京\t1\t2\t30.00\t30.00\t2026-09-01\t2026-11-20\t2026-11-20\n".encode()
+    digest, size = hashlib.sha256(), 0
+    with path.open("wb") as out:
+        pieces = [b"x" * CHUNK] * (length // CHUNK) + [b"x" * (length % CHUNK), row_end]
+        for piece in pieces:
+            data = compressor.compress(piece)
+            digest.update(data)
+            size += len(data)
+            out.write(data)
+        data = compressor.flush()
+        digest.update(data)
+        size += len(data)
+        out.write(data)
+    return path, size, digest.hexdigest(), length + len(row_end)
+
+
+def test_an_honest_file_of_one_huge_line_is_refused_in_bounded_memory(env, tmp_path):
+    # given the next night's customer file: one line of 100 MiB, honestly declared
+    _loaded_night_before(env)
+    env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)]))
+    _swap_customer_file(env, _one_line_file(tmp_path / "line.tsv.gz", ONE_LINE))
+    before = snapshot(env.target)
+    # when a fresh loader process loads it
+    report = _load_in_a_child(env)
+    print(f"one line of 100 MiB: peak {report['peak_bytes'] / 2**20:.0f} MiB")
+    # then it is refused at the line bound, in one short line, the loader stayed small
+    outcome = report["outcome"]
+    assert f"has a line longer than {MAX_LINE_BYTES} bytes" in outcome, outcome[:500]
+    assert "\n" not in outcome and len(outcome) < 2 * MESSAGE_LIMIT
+    assert snapshot(env.target) == before
+    assert report["peak_bytes"] < 200 * 2**20
+
+
+def test_what_the_database_quotes_reaches_the_error_cut_short(env, tmp_path):
+    # given a customer_id of 900 KB, under the line bound: PostgreSQL quotes it whole
+    _loaded_night_before(env)
+    env.extract(D, night(D, customers=[customer(1, "30.00", 2, D)]))
+    _swap_customer_file(env, _one_line_file(tmp_path / "value.tsv.gz", 900 * 1024))
+    before = snapshot(env.target)
+    # when it is loaded
+    with pytest.raises(StageError, match="does not fit the customer_analytics contract") as refused:
+        env.load(manifest_key(D))
+    # then the error quotes about 300 characters of what the database said
+    message = str(refused.value)
+    assert "invalid input syntax for type bigint" in message
+    assert "\n" not in message and len(message) < 2 * MESSAGE_LIMIT, len(message)
+    assert snapshot(env.target) == before

@@ -4,29 +4,33 @@ and a full refresh, through the CLI and the handlers, on real PostgreSQL."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 
 import boto3
 import pytest
 from psycopg2 import sql
 
 from dbt_project.cli.main import main
-from dbt_project.errors import SourceStale
+from dbt_project.errors import SourceClockAhead, SourceStale
 from dbt_project.extract.extract import EXTRACT_LOCK
-from dbt_project.facts.business_calendar import previous_business_day, utc_now
+from dbt_project.facts.business_calendar import previous_business_day
 from dbt_project.load import run_history
 from dbt_project.postgres.connection import connect
 from tests import reference
 from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
 from tests.pipeline_helpers import initialised_shop
 
-LATEST = previous_business_day(utc_now())
+
+@pytest.fixture
+def latest(frozen_clock) -> date:
+    """The last finished business day as the test began; the product's clock stays there."""
+    return previous_business_day(frozen_clock)
 
 
-def shop_until(new_database, newest_change_hours_ago: float):
+def shop_until(new_database, latest: date, newest_change_hours_ago: float):
     """A shop whose history ends on the latest finished day, then its newest order
     change moved to ``newest_change_hours_ago`` hours before now."""
-    source, target = initialised_shop(new_database, LATEST - timedelta(days=9), LATEST, seed=3)
+    source, target = initialised_shop(new_database, latest - timedelta(days=9), latest, seed=3)
     conn = connect(source)
     with conn, conn.cursor() as cur:
         # Everything at least that old: the shop stopped writing then.
@@ -40,22 +44,49 @@ def shop_until(new_database, newest_change_hours_ago: float):
     return source, target
 
 
+def change_order(source, order_id: int, updated_at: str) -> None:
+    """Set one order's updated_at to ``updated_at``, an SQL expression."""
+    conn = connect(source)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("update public.orders set updated_at = {} where order_id = %s").format(
+                sql.SQL(updated_at)
+            ),
+            (order_id,),
+        )
+    conn.close()
+
+
 def etl(*args, capsys) -> tuple[int, str, list[str]]:
     code = main(list(args))
     captured = capsys.readouterr()
     return code, captured.out, captured.err.splitlines()
 
 
-def test_a_stale_source_stops_the_latest_night_and_says_why(new_database, tmp_path, capsys):
-    source, _ = shop_until(new_database, newest_change_hours_ago=60)
+def test_a_stale_source_stops_the_latest_night_and_says_why(new_database, tmp_path, capsys, latest):
+    source, _ = shop_until(new_database, latest, newest_change_hours_ago=60)
+    # one change dated 2099 (a clock ahead, or a forged row) does not make it look fresh
+    change_order(source, 1, "timestamptz '2099-01-01 00:00:00+00'")
     stage = tmp_path / "stage"
     code, _, err = etl("extract", "--source-url", source.url, "--stage", str(stage), capsys=capsys)
     assert code == 4 and len(err) == 1, err
     assert "the source looks stale, so the night was not run: shop.orders: newest change" in err[0]
     assert "(warn after 12 h, stop after 36 h)" in err[0] and "--skip-freshness" in err[0]
     assert not stage.exists() or not list(stage.rglob("*"))
+    # once the shop writes again, the change in 2099 stops the night as its own error
+    change_order(source, 2, "now() - interval '1 hour'")
+    code, _, err = etl("extract", "--source-url", source.url, "--stage", str(stage), capsys=capsys)
+    assert code == 4 and len(err) == 1, err
+    assert err[0].startswith(
+        "etl: error: the source has changes later than now, so the night was not run: "
+        "shop.orders: 1 changes later than now (the latest 2099-01-01T00:00:00+00:00, "
+    )
+    assert "h ahead of the database's clock; 5 minutes allowed)" in err[0]
+    assert "Set the shop's clock right, or correct those rows" in err[0]
+    assert "--skip-freshness" in err[0]
+    assert not stage.exists() or not list(stage.rglob("*"))
     # an older day (a re-run or a backfill) skips the gate
-    older = (LATEST - timedelta(days=3)).isoformat()
+    older = (latest - timedelta(days=3)).isoformat()
     code, _, err = etl(
         "extract", "--date", older, "--source-url", source.url, "--stage", str(stage), capsys=capsys
     )
@@ -73,8 +104,8 @@ def test_a_stale_source_stops_the_latest_night_and_says_why(new_database, tmp_pa
     assert code == 0, err
 
 
-def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, capsys):
-    source, target = shop_until(new_database, newest_change_hours_ago=20)
+def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, capsys, latest):
+    source, target = shop_until(new_database, latest, newest_change_hours_ago=20)
     code, out, err = etl(
         "run",
         "--json",
@@ -89,8 +120,8 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
     assert code == 0, err
     # stdout is one JSON document (`etl run --json | jq` works); the person's line is on stderr
     report = json.loads(out)
-    assert any(line.startswith(f"{LATEST}  extracted") for line in err), err
-    assert report["run_date"] == LATEST.isoformat() and report["status"] == "loaded"
+    assert any(line.startswith(f"{latest}  extracted") for line in err), err
+    assert report["run_date"] == latest.isoformat() and report["status"] == "loaded"
     assert report["freshness"]["state"] == "warn"
     assert "shop.orders: newest change" in report["freshness"]["sources"][0]
     assert report["dbt_tests"]["source"].get("pass", 0) > 0
@@ -105,7 +136,7 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
         "product_sales_summary",
         "daily_sales_summary",
     }
-    assert report["run_results_key"] == f"etl-data/{LATEST}/_dbt/run_results.json"
+    assert report["run_results_key"] == f"etl-data/{latest}/_dbt/run_results.json"
     assert all(report["seconds"][k] > 0 for k in ("extract", "load", "tests"))
     # and the report stays in the analytics database after the stage files are gone
     conn = connect(target)
@@ -115,19 +146,19 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
         )
         rows = cur.fetchall()
     conn.close()
-    assert [(r[0], r[1]) for r in rows] == [(LATEST, "loaded")]
+    assert [(r[0], r[1]) for r in rows] == [(latest, "loaded")]
     # and `etl runs` reads the history back: a table, JSON, and the filters
     analytics = ["--analytics-url", target.url]
     code, out, err = etl("runs", *analytics, capsys=capsys)
     header, line = out.splitlines()
     assert code == 0 and header.split() == list(run_history.COLUMNS), err
-    assert line.split()[:4] == [LATEST.isoformat(), "loaded", "manual", "customer_analytics"]
+    assert line.split()[:4] == [latest.isoformat(), "loaded", "manual", "customer_analytics"]
     assert "freshness" in header and " warn " in line
     code, out, _ = etl("runs", "--json", *analytics, capsys=capsys)
     assert json.loads(out) == [report]
     code, out, _ = etl("runs", "--failed", *analytics, capsys=capsys)
     assert out.strip() == "no run reports match"
-    later = (LATEST + timedelta(days=1)).isoformat()
+    later = (latest + timedelta(days=1)).isoformat()
     code, out, _ = etl("runs", "--json", "--since", later, *analytics, capsys=capsys)
     assert json.loads(out) == []
     code, out, err = etl("runs", "--limit", "0", *analytics, capsys=capsys)
@@ -137,7 +168,7 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
     assert rows[0][2] == report
 
 
-def test_the_latest_night_through_the_handler_stops_on_a_stale_source(aws, capsys):
+def test_the_latest_night_through_the_handler_stops_on_a_stale_source(aws, capsys, frozen_clock):
     # the sample history ends on 2026-11-25: days before the latest finished day
     load_handler("db_initializer")(
         {"sample_data": True, "sample_end_date": "2026-11-25"}, Context("db_initializer")
@@ -145,7 +176,14 @@ def test_the_latest_night_through_the_handler_stops_on_a_stale_source(aws, capsy
     capsys.readouterr()
     with pytest.raises(SourceStale, match="shop.orders: newest change"):
         load_handler("extract")({}, Context("extract"))
-    assert '"SourceStale"' in capsys.readouterr().out
+    assert set(emitted_metrics(capsys.readouterr().out)) >= {"SourceStale"}
+    # a change later than now, in a source that is written again: an error of its own
+    change_order(aws["source"], 1, "now() + interval '1 hour'")
+    change_order(aws["source"], 2, "now() - interval '1 hour'")
+    with pytest.raises(SourceClockAhead, match="shop.orders: 1 changes later than now"):
+        load_handler("extract")({}, Context("extract"))
+    emitted = emitted_metrics(capsys.readouterr().out)
+    assert "SourceClockAhead" in emitted and "SourceStale" not in emitted
     result = load_handler("extract")({"skip_freshness": True}, Context("extract"))
     assert result["runs"][0]["freshness"] == {"state": "skipped", "sources": []}
 
@@ -169,10 +207,15 @@ def reports_topic(aws, monkeypatch):
     return received
 
 
-def test_a_loaded_night_sends_one_heartbeat_and_one_report(aws, reports_topic, capsys):
+def test_a_loaded_night_sends_one_heartbeat_and_one_report(aws, reports_topic, capsys, caplog):
     init, extract, load = (load_handler(n) for n in ("db_initializer", "extract", "load"))
     init({"sample_data": True, "sample_end_date": "2026-11-25"}, Context("db_initializer"))
     extract({"run_date": "2026-11-25", "lookback_days": 30}, Context("extract"))
+    # given a ledger.run_reports that refuses every report (as a revoked grant would)
+    conn = connect(aws["target"])
+    with conn, conn.cursor() as cur:
+        cur.execute("alter table ledger.run_reports add constraint refused check (false)")
+    conn.close()
     capsys.readouterr()
     event = s3_event(aws["bucket"], "etl-data/2026-11-25/_manifest.json")
     result = load(event, Context("load"))
@@ -182,6 +225,13 @@ def test_a_loaded_night_sends_one_heartbeat_and_one_report(aws, reports_topic, c
     assert report["run_date"] == "2026-11-25" and report["trigger"] == "manual"
     assert report["tables"]["daily_sales_summary"]["inserted"] > 0
     assert reports_topic() == [report]
+    # the report not kept is a warning and a metric; the night stands, sent and logged
+    assert emitted_metrics(out).get("RunReportError") == [1.0]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [w.getMessage() for w in warnings] == [
+        "the run report could not be kept; the night's load stands"
+    ]
+    assert 'violates check constraint "refused"' in warnings[0].error
     # a duplicate delivery: no heartbeat, no report
     assert load(event, Context("load"))["loads"][0]["status"] == "duplicate"
     out = capsys.readouterr().out
@@ -190,9 +240,9 @@ def test_a_loaded_night_sends_one_heartbeat_and_one_report(aws, reports_topic, c
 
 
 def test_a_full_refresh_repairs_corrupted_state_and_equals_a_fresh_build(
-    new_database, tmp_path, capsys
+    new_database, tmp_path, capsys, latest
 ):
-    source, target = shop_until(new_database, newest_change_hours_ago=2)
+    source, target = shop_until(new_database, latest, newest_change_hours_ago=2)
     stage = str(tmp_path / "stage")
     common = ("--source-url", source.url, "--analytics-url", target.url, "--stage", stage)
     assert etl("run", *common, capsys=capsys)[0] == 0
@@ -201,6 +251,14 @@ def test_a_full_refresh_repairs_corrupted_state_and_equals_a_fresh_build(
     with conn, conn.cursor() as cur:
         cur.execute("update nightly.int_customer_days set revenue = revenue * 3")
         cur.execute("update nightly.int_customer_settled set order_count = order_count + 1")
+        # a stray day of a customer, a month before the first order: no window owns it,
+        # so only a rebuild (dbt's --full-refresh), not a whole-history window, drops it
+        cur.execute(
+            "insert into nightly.int_customer_days "
+            "(customer_id, order_date, item_count, revenue, order_count) "
+            "select customer_id, min(order_date) over () - 30, 1, 999.00, 1 "
+            "from nightly.int_customer_days order by customer_id limit 1"
+        )
     conn.close()
     conn = connect(target)
     with conn, conn.cursor() as cur:
@@ -219,7 +277,7 @@ def test_a_full_refresh_repairs_corrupted_state_and_equals_a_fresh_build(
     # then every row equals the independent computation, strays deleted
     assert code == 0, err
     assert json.loads(out.splitlines()[-1])["full_refresh"] is True
-    expected = reference.marts(reference.fetch_source(source), as_of=LATEST)
+    expected = reference.marts(reference.fetch_source(source), as_of=latest)
     actual = reference.read_marts(target)
     assert actual["daily_sales_summary"] == expected["daily_sales_summary"]
     assert actual["product_sales_summary"] == expected["product_sales_summary"]
@@ -227,8 +285,8 @@ def test_a_full_refresh_repairs_corrupted_state_and_equals_a_fresh_build(
     assert actual["customer_analytics"] == expected["customer_analytics"]
 
 
-def test_a_full_refresh_refuses_while_another_night_runs(new_database, tmp_path, capsys):
-    source, target = shop_until(new_database, newest_change_hours_ago=2)
+def test_a_full_refresh_refuses_while_another_night_runs(new_database, tmp_path, capsys, latest):
+    source, target = shop_until(new_database, latest, newest_change_hours_ago=2)
     holder = connect(source)
     try:
         with holder.cursor() as cur:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 
 import pytest
@@ -22,6 +23,12 @@ HISTORY_END = date(2026, 3, 15)
 HISTORY_LOOKBACK = (HISTORY_END - FIRST).days + 1
 NIGHTS = 4
 LOOKBACK_DAYS = 2
+# The shared shop's history: long enough that reading it whole is far more than any
+# bound a night's reads may keep (about 1,000 orders against a window of about 20).
+LONG_FIRST = HISTORY_END - timedelta(days=89)
+# Rows of `orders` a windowed night may read per order its window touches: its models
+# and data tests read the window's orders through indexes, about eighteen times in all.
+READS_PER_WINDOW_ORDER = 25
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +36,13 @@ def dbt():
     return DbtProject()
 
 
-def prepare_shop(databases, tmp_path, dbt):
+def prepare_shop(databases, tmp_path, dbt, first: date = FIRST):
     source_settings, target_settings = databases("src"), databases("tgt")
     conn = connect(source_settings)
     with conn:
         create_source_tables(conn)
     shop = Shop(conn, seed=20261127)
-    shop.history(FIRST, HISTORY_END)
+    shop.history(first, HISTORY_END)
     source, target = (
         Database.from_settings(source_settings),
         Database.from_settings(target_settings),
@@ -48,7 +55,7 @@ def prepare_shop(databases, tmp_path, dbt):
     def night(day, run_tests=True, **request):
         return parts.run_night(NightRequest(day, **request), run_tests=run_tests)
 
-    night(HISTORY_END, lookback_days=HISTORY_LOOKBACK, run_tests=False)
+    night(HISTORY_END, lookback_days=(HISTORY_END - first).days + 1, run_tests=False)
     return shop, night, source_settings, target_settings, stage
 
 
@@ -60,8 +67,8 @@ def shop_env(new_database, tmp_path, dbt):
 
 @pytest.fixture(scope="module")
 def loaded_shop(module_database, tmp_path_factory, dbt):
-    """The same, shared by tests that must leave it unchanged."""
-    return prepare_shop(module_database, tmp_path_factory.mktemp("shop"), dbt)
+    """The same with a longer history, shared by tests that leave its numbers unchanged."""
+    return prepare_shop(module_database, tmp_path_factory.mktemp("shop"), dbt, LONG_FIRST)
 
 
 def without_as_of(marts):
@@ -153,6 +160,53 @@ def test_rerun_duplicate_delivery_and_an_empty_day_change_nothing(shop_env):
     changes = {n: (t.inserted, t.updated, t.deleted) for n, t in empty.load.tables.items()}
     assert set(changes.values()) == {(0, 0, 0)}
     assert reference.read_marts(target) == after
+
+
+def orders_read(settings) -> int:
+    """Rows of ``orders`` read so far (scanned, or fetched through an index), once dbt's
+    sessions have ended: a session's counts reach the statistics when it does."""
+    conn = connect(settings)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for _ in range(100):
+            cur.execute(
+                "select count(*) from pg_stat_activity where datname = current_database() "
+                "and backend_type = 'client backend' and pid <> pg_backend_pid() "
+                "and application_name <> 'shop-etl'"  # the pipeline's own: reads no order
+            )
+            if cur.fetchone() == (0,):
+                break
+            time.sleep(0.1)
+        cur.execute("select pg_stat_clear_snapshot()")
+        cur.execute(
+            "select seq_tup_read + coalesce(idx_tup_fetch, 0) from pg_stat_user_tables "
+            "where relid = 'public.orders'::regclass"
+        )
+        (read,) = cur.fetchone()
+    conn.close()
+    return read
+
+
+def test_a_windowed_night_reads_its_window_not_the_history(loaded_shop):
+    _, night, source, _, _ = loaded_shop
+    # given the source's statistics up to date, as autovacuum keeps a shop's (a table
+    # never analyzed is planned from guesses, and read whole)
+    conn = connect(source)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("analyze public.orders, public.order_items, public.customers")
+    conn.close()
+    # when the last day runs again as a night, on a history of three months
+    before = orders_read(source)
+    night(HISTORY_END, lookback_days=LOOKBACK_DAYS, run_tests=False)
+    read = orders_read(source) - before
+    # then it read a few times the orders its window touches, far from the history
+    shop = reference.fetch_source(source)
+    window = len(reference.touched_orders(shop, HISTORY_END, LOOKBACK_DAYS))
+    history = len(shop.orders)
+    print(f"a night read {read} rows of orders: {window} in its window, {history} in all")
+    assert READS_PER_WINDOW_ORDER * window < history  # a whole read would break the bound
+    assert read <= READS_PER_WINDOW_ORDER * window
 
 
 @pytest.mark.parametrize(

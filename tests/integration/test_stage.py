@@ -29,10 +29,16 @@ def test_a_streamed_file_round_trips_across_parts(stage):
 
 def test_a_failed_write_leaves_nothing_behind(stage):
     with pytest.raises(RuntimeError), stage.writer("etl-data/2026-11-20/y.gz") as out:
-        out.write(os.urandom(PART_SIZE + 10))
+        out.write(os.urandom(PART_SIZE + 10))  # one part sent: a multipart upload begun
         raise RuntimeError("the COPY broke")
     assert not stage.exists("etl-data/2026-11-20/y.gz")
     assert stage.list("etl-data/") == []
+    if isinstance(stage, S3Stage):
+        # no upload left open, whose parts S3 would keep (and bill) until a lifecycle rule
+        uploads = stage.client.list_multipart_uploads(Bucket=stage.bucket)
+        assert uploads.get("Uploads", []) == []
+    else:
+        assert [p.name for p in stage.root.rglob("*") if p.is_file()] == []
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 from dbt_project.cli.commands import split_manifest_uri
 from dbt_project.cli.main import build_parser, main
 from dbt_project.dbt_runner.runner import run_vars
-from dbt_project.errors import ConfigError
+from dbt_project.errors import MESSAGE_LIMIT, ConfigError, brief
 from dbt_project.facts.business_calendar import previous_business_day
 from dbt_project.postgres.connection import PgSettings, redact
 from dbt_project.request import check_lookback, check_run_date, date_range, parse_date
@@ -37,6 +37,24 @@ def test_a_url_that_is_not_postgresql_is_refused_without_showing_the_password():
     with pytest.raises(ConfigError, match=r"not a PostgreSQL URL: 'mysql://u:\*\*\*@h/db'"):
         PgSettings.from_url("mysql://u:secret@h/db")
     assert redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+
+
+def test_settings_never_show_the_passwords_in_their_urls():
+    settings = Settings.from_env(
+        {
+            "ETL_SOURCE_URL": "postgresql://shop:s3cr%40t@source.example:5432/shop",
+            "ETL_ANALYTICS_URL": "postgresql://etl@analytics.example/db?password=t0ps3cret",
+            "ETL_PG_URL": "postgresql://postgres:local-pw@127.0.0.1:54329/postgres",
+        }
+    )
+    shown = repr(settings)
+    for secret in ("s3cr", "t0ps3cret", "local-pw"):
+        assert secret not in shown and secret not in str(settings)
+    assert "source_url='postgresql://shop:***@source.example:5432/shop'" in shown
+    assert "analytics_url='postgresql://etl@analytics.example/db?password=***'" in shown
+    assert "local_pg_url='postgresql://postgres:***@127.0.0.1:54329/postgres'" in shown
+    # the settings themselves keep them, for the connections
+    assert settings.source_url.endswith("s3cr%40t@source.example:5432/shop")
 
 
 @pytest.mark.parametrize("value", ["2026-02-30", "20261125", "2026-11-25; drop", "", "tomorrow"])
@@ -163,3 +181,11 @@ def test_the_analytics_url_keeps_its_earlier_names():
     assert both.analytics_url == "postgresql://a@new/x"
     args = build_parser(old).parse_args(["docs", "--target-url", "postgresql://a@flag/x"])
     assert args.analytics_url == "postgresql://a@flag/x"
+
+
+def test_a_long_database_message_is_cut_to_one_short_line():
+    quoted = 'invalid input syntax for type bigint: "' + "x" * 100_000_000 + '"'
+    assert brief(quoted) == quoted[: MESSAGE_LIMIT - 1] + "…"
+    assert brief("ERROR:  duplicate key\nDETAIL:  Key (id)=(1)") == (
+        "ERROR: duplicate key DETAIL: Key (id)=(1)"
+    )

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from dbt_project.contract.file_format import MAX_UNCOMPRESSED_BYTES
 from dbt_project.contract.manifest import FORMAT_VERSION, MAX_MANIFEST_BYTES, FileEntry, Manifest
 from dbt_project.contract.ownership import REQUIRED_TABLES
 from dbt_project.contract.tables import contract
@@ -97,6 +98,32 @@ def test_a_manifest_the_extract_writes_round_trips():
             "the columns of daily_sales_summary differ from its contract",
         ),
         (with_file("daily_sales_summary", primary_key=["region"]), "differ from its contract"),
+        (
+            with_file("customer_analytics", uncompressed_bytes=MAX_UNCOMPRESSED_BYTES + 1),
+            f"customer_analytics would inflate to {MAX_UNCOMPRESSED_BYTES + 1} bytes, over the "
+            f"loader's bound of {MAX_UNCOMPRESSED_BYTES}",
+        ),
+        (
+            document(business_timezone="UTC"),
+            "business_timezone 'UTC' is not the project's Asia/Tokyo; deploy the same",
+        ),
+        (document(business_timezone="Asia/Tokyo "), "business_timezone 'Asia/Tokyo ' is not"),
+        (document(lookback_days=0), "lookback_days 0 is not from 1 to 400; re-run the extract"),
+        (document(lookback_days=-3), "lookback_days -3 is not from 1 to 400"),
+        (
+            document(lookback_days=401, window_start_date="2025-10-21"),
+            "lookback_days 401 is not from 1 to 400",
+        ),
+        (
+            document(lookback_days=10**9, full_refresh=True),
+            "lookback_days 1000000000 is not from 1 to 739945",
+        ),
+        (
+            document(window_start_date="2026-11-20"),
+            "window_start_date 2026-11-20 is not 2026-11-24, the first of the 2 days up to "
+            "2026-11-25",
+        ),
+        (document(window_start_date="2099-01-01"), "window_start_date 2099-01-01 is not"),
     ],
 )
 def test_a_bad_manifest_is_refused_with_what_is_wrong(doc, message):
@@ -115,6 +142,26 @@ def test_a_manifest_must_sit_at_its_own_day_and_list_each_table_once():
     missing["files"] = [f for f in missing["files"] if f["table"] != "run_window_days"]
     with pytest.raises(StageError, match="lacks files for run_window_days"):
         parse(missing)
+
+
+def test_a_full_refresh_looks_back_to_the_first_order_however_long_ago():
+    # three years of history: over the nightly bound of 400 days, as a full refresh may be
+    manifest = parse(
+        document(lookback_days=1096, window_start_date="2023-11-26", full_refresh=True)
+    )
+    assert (manifest.lookback_days, manifest.full_refresh) == (1096, True)
+
+
+def facts(**changes) -> dict:
+    """The extract's facts of its night, as it writes them."""
+    written = {
+        "trigger": "schedule",
+        "extract_seconds": 12.5,
+        "dbt_tests": {"pass": 40},
+        "freshness": "pass",
+        "freshness_sources": [],
+    }
+    return {**written, **changes}
 
 
 def test_not_json_at_all_is_a_stage_error():
@@ -195,6 +242,22 @@ def without_file_field(index: int, name: str) -> dict:
         (document(extracted_at="2026-11-26T02:00:01"), "extracted_at: Input should have timezone"),
         (document(created_at=1764090009), "created_at: Input should be"),
         (document(dbt_artifacts=[1]), "dbt_artifacts[0]: Input should be a valid string"),
+        (
+            document(extract=facts(extract_seconds=float("nan"))),
+            "extract.extract_seconds: Input should be a finite number",
+        ),
+        (
+            document(extract=facts(extract_seconds=float("inf"))),
+            "extract.extract_seconds: Input should be a finite number",
+        ),
+        (
+            document(extract=facts(extract_seconds=-1.0)),
+            "extract.extract_seconds: Input should be greater than or equal to 0",
+        ),
+        (
+            document(extract=facts(dbt_tests={"pass": -4})),
+            "extract.dbt_tests.pass: Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_every_malformed_field_is_one_line_that_names_it(raw, where):

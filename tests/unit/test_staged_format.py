@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from dbt_project.contract.file_format import CHUNK, CompressingSink, VerifyingReader
+from dbt_project.contract import file_format
+from dbt_project.contract.file_format import (
+    CHUNK,
+    MAX_LINE_BYTES,
+    CompressingSink,
+    VerifyingReader,
+)
 from dbt_project.errors import StageError
 
 ROWS = b"".join(b"%d\tcustomer %d\t12.50\n" % (i, i) for i in range(50_000))
@@ -155,3 +161,40 @@ def test_small_reads_stay_small_and_lose_nothing():
         parts.append(chunk)
     reader.verify()
     assert b"".join(parts) == ROWS
+
+
+@pytest.mark.parametrize("read_size", [CHUNK, 1000])
+def test_a_line_of_the_bound_passes_and_one_byte_more_is_refused(read_size):
+    # given rows around one as long as the bound, inflated across several reads
+    short = b"1\tx\n" * 1000
+    for length, refused in ((MAX_LINE_BYTES, False), (MAX_LINE_BYTES + 1, True)):
+        body, promise = written(short + b"y" * length + b"\n" + short, piece=65536)
+        reader = VerifyingReader(io.BytesIO(body), promise)
+        if not refused:
+            while reader.read(read_size):
+                pass
+            reader.verify()
+            continue
+        with pytest.raises(StageError, match=f"has a line longer than {MAX_LINE_BYTES} bytes"):
+            while reader.read(read_size):
+                pass
+        assert reader.uncompressed_bytes <= len(short) + MAX_LINE_BYTES + read_size
+
+
+def test_one_endless_line_is_stopped_within_a_chunk_of_the_bound():
+    # given an honest promise of 64 MiB without a newline
+    body, promise = bomb(64 * CHUNK, b"x")
+    reader = VerifyingReader(io.BytesIO(body), promise)
+    with pytest.raises(StageError, match="has a line longer than"):
+        read_all(reader)
+    assert reader.uncompressed_bytes <= MAX_LINE_BYTES + CHUNK
+
+
+def test_the_inflated_size_is_bounded_whatever_the_promise(monkeypatch):
+    # given a promise the manifest's check let through, over a bound lowered to 8 MiB
+    monkeypatch.setattr(file_format, "MAX_UNCOMPRESSED_BYTES", 8 * CHUNK)
+    body, promise = bomb(64 * CHUNK)
+    reader = VerifyingReader(io.BytesIO(body), promise)
+    with pytest.raises(StageError, match="inflates to more than"):
+        read_all(reader)
+    assert reader.uncompressed_bytes <= 9 * CHUNK

@@ -137,6 +137,52 @@ def test_the_environment_check_sees_every_way_of_reading_it():
     assert not _reads_environment(ast.parse("import os\nos.path.join('a')"))
 
 
+# The one reader of the wall clock; durations (time.perf_counter, time.monotonic) are not.
+READS_THE_CLOCK = {"dbt_project/facts/business_calendar.py"}
+
+
+def _reads_the_clock(tree: ast.Module) -> bool:
+    """``datetime.now()``, ``date.today()``, ``time.time()`` in any spelling, or
+    ``utc_now`` imported by name (a monkeypatch of the module would miss that copy)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            owner = node.value
+            name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", None)
+            if (name, node.attr) in {
+                ("datetime", "now"),
+                ("datetime", "utcnow"),
+                ("datetime", "today"),
+                ("date", "today"),
+                ("time", "time"),
+            }:
+                return True
+        if (
+            isinstance(node, ast.ImportFrom)
+            and (node.module or "").endswith("business_calendar")
+            and any(a.name == "utc_now" for a in node.names)
+        ):
+            return True
+    return False
+
+
+def test_every_caller_reads_the_clock_through_the_business_calendar():
+    readers = {name for name, tree in modules().items() if _reads_the_clock(tree)}
+    assert readers == READS_THE_CLOCK
+
+
+def test_the_clock_check_sees_every_way_of_reading_it():
+    for source in (
+        "from datetime import datetime\ndatetime.now()",
+        "import datetime as dt\ndt.datetime.now(dt.UTC)",
+        "from datetime import date\ndate.today()",
+        "import time\ntime.time()",
+        "from dbt_project.facts.business_calendar import utc_now",
+    ):
+        assert _reads_the_clock(ast.parse(source)), source
+    assert not _reads_the_clock(ast.parse("import time\ntime.perf_counter()"))
+    assert not _reads_the_clock(ast.parse("from dbt_project.facts import business_calendar"))
+
+
 def test_the_package_is_in_folders_by_concern():
     top = sorted(p.name for p in (ROOT / "dbt_project").glob("*.py") if p.name != "__init__.py")
     assert len(top) <= MAX_TOP_LEVEL_MODULES, top
@@ -208,6 +254,8 @@ def test_dbt_var_defaults_are_the_python_definitions():
     project = yaml.safe_load((ROOT / "dbt_project.yml").read_text(encoding="utf-8"))
     assert project["vars"]["business_timezone"] == business_calendar.BUSINESS_TIMEZONE
     assert project["vars"]["lookback_days"] == business_calendar.DEFAULT_LOOKBACK_DAYS
+    skew = business_calendar.CLOCK_SKEW
+    assert project["vars"]["clock_skew_minutes"] * 60 == skew.total_seconds()
 
 
 def test_the_stage_layout_is_spelled_in_one_place():
