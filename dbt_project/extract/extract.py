@@ -15,11 +15,12 @@ import psycopg2
 import psycopg2.errors
 
 from dbt_project.contract.manifest import ExtractFacts
+from dbt_project.contract.ownership import marts
 from dbt_project.dbt_runner import freshness
 from dbt_project.dbt_runner.runner import DbtProject, invoke_dbt, raise_for_failures, run_vars
 from dbt_project.errors import ConfigError, ExtractBusy
 from dbt_project.extract.unload import built_relations, unload_night
-from dbt_project.facts.names import MARTS, SOURCE_TARGET
+from dbt_project.facts.names import SOURCE_TARGET
 from dbt_project.facts.stage_layout import DBT_ARTIFACTS_FOLDER, day_prefix, manifest_key
 from dbt_project.postgres.connection import Database
 from dbt_project.postgres.source_schema import history_bounds
@@ -54,7 +55,7 @@ class ExtractResult:
 
     @property
     def rows_extracted(self) -> int:
-        return sum(self.rows[name] for name in MARTS)
+        return sum(self.rows[name] for name in marts())
 
 
 @contextmanager

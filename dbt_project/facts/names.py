@@ -1,7 +1,9 @@
 """The names the two databases, dbt and the CDK app agree on: marts, schemas, databases
 and dbt targets."""
 
-# The three aggregation models the extract unloads and the load upserts.
+# The marts of the shipped project, for what the CDK app draws per mart (the dashboard's
+# RecordsLoaded metrics). The extract and the load read the marts from the models' YAML
+# (dbt_project.contract.ownership.marts); a unit test keeps the two equal.
 MARTS = ("customer_analytics", "product_sales_summary", "daily_sales_summary")
 
 # dbt targets (profiles.yml): the nightly build on the source, the views on the

@@ -38,39 +38,58 @@ T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
 
 def customer(cid, revenue, orders, as_of, name="山田 太郎", region="東京"):
     revenue = Decimal(revenue)
-    return (
-        cid,
-        name,
-        region,
-        orders,
-        orders * 2,
-        revenue,
-        (revenue / orders).quantize(Decimal("0.01")),
-        date(2026, 9, 1),
-        as_of,
-        as_of,
-    )
+    return {
+        "customer_id": cid,
+        "customer_name": name,
+        "region": region,
+        "total_orders": orders,
+        "total_items": orders * 2,
+        "total_revenue": revenue,
+        "avg_order_value": (revenue / orders).quantize(Decimal("0.01")),
+        "first_order_date": date(2026, 9, 1),
+        "last_order_date": as_of,
+        "as_of_date": as_of,
+    }
 
 
 def product(day, pid, revenue, units=1):
-    return (day, pid, f"商品{pid}", "家電", units, units, Decimal(revenue))
+    return {
+        "sales_date": day,
+        "product_id": pid,
+        "product_name": f"商品{pid}",
+        "category": "家電",
+        "order_count": units,
+        "units_sold": units,
+        "revenue": Decimal(revenue),
+    }
 
 
 def region(day, name, revenue, orders=1):
-    return (day, name, orders, orders, orders, Decimal(revenue), Decimal(revenue) / orders)
+    return {
+        "sales_date": day,
+        "region": name,
+        "order_count": orders,
+        "customer_count": orders,
+        "units_sold": orders,
+        "revenue": Decimal(revenue),
+        "avg_order_value": Decimal(revenue) / orders,
+    }
 
 
 def night(day, *, customers=(), products=(), regions=(), owned_days=None, owned_customers=None):
     owned_days = owned_days if owned_days is not None else [day - timedelta(days=1), day]
-    owned_customers = owned_customers if owned_customers is not None else [c[0] for c in customers]
+    owned_customers = (
+        owned_customers if owned_customers is not None else [c["customer_id"] for c in customers]
+    )
+    with_rows = {c["customer_id"] for c in customers}
     return {
         "customer_analytics": list(customers),
         "product_sales_summary": list(products),
         "daily_sales_summary": list(regions),
-        "run_window_days": [(d,) for d in owned_days],
+        "run_window_days": [{"sales_date": d} for d in owned_days],
         # What the extract ships: the owned customers left without a row.
         "run_window_removed_customers": [
-            (c,) for c in owned_customers if c not in {row[0] for row in customers}
+            {"customer_id": c} for c in owned_customers if c not in with_rows
         ],
     }
 
@@ -388,8 +407,7 @@ def test_a_customer_twice_in_one_file_is_refused(env):
 
 
 def test_a_row_breaking_a_contract_rule_is_refused_with_the_rule_named(env):
-    row = customer(1, "30.00", 2, D)
-    wrong_average = row[:6] + (Decimal("99.00"),) + row[7:]
+    wrong_average = {**customer(1, "30.00", 2, D), "avg_order_value": Decimal("99.00")}
     _refused_leaving_the_target_unchanged(
         env, [wrong_average], "customer_analytics_avg_order_value_rounded"
     )
@@ -397,7 +415,7 @@ def test_a_row_breaking_a_contract_rule_is_refused_with_the_rule_named(env):
 
 def test_a_customer_both_removed_and_with_a_row_is_refused(env):
     rows = night(D, customers=[customer(1, "10.00", 1, D)])
-    rows["run_window_removed_customers"] = [(1,)]
+    rows["run_window_removed_customers"] = [{"customer_id": 1}]
     key = env.extract(D, rows)
     before = snapshot(env.target)
     with pytest.raises(StageError, match="lists 1 customers that .* has rows for"):
