@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import date, datetime
+from pathlib import Path
 
 from psycopg2 import sql
 
@@ -148,3 +150,57 @@ def table_rows(target: PgSettings, name: str) -> list[tuple]:
         rows = cur.fetchall()
     conn.close()
     return rows
+
+
+def project_copy(folder: Path) -> Path:
+    """A copy of the dbt project (what the common layer ships of it) in ``folder``, for a
+    test that changes a model: point ETL_DBT_PROJECT_DIR at it."""
+    from infra.packaging.layers import REPO_ROOT, common_sources
+
+    for relative, path in common_sources(REPO_ROOT):
+        if relative.startswith("dbt/"):
+            copy = folder / relative.removeprefix("dbt/")
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+    return folder
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace ``old`` (which must be there, once) in a copied project file."""
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"{old!r} is not once in {path}"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def catalog_snapshot(settings: PgSettings) -> dict:
+    """The analytics and ledger tables' columns, constraints, indexes, views and rows:
+    what a refused upgrade must leave exactly as it was."""
+    conn = connect(settings)
+    found = {}
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "select table_schema, table_name, column_name, data_type, numeric_precision, "
+            "numeric_scale, is_nullable, column_default from information_schema.columns "
+            "where table_schema in (%s, %s) order by 1, 2, ordinal_position",
+            (ANALYTICS_SCHEMA, LEDGER_SCHEMA),
+        )
+        found["columns"] = cur.fetchall()
+        cur.execute(
+            "select conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "from pg_constraint where connamespace = %s::regnamespace order by 1, 2",
+            (ANALYTICS_SCHEMA,),
+        )
+        found["constraints"] = cur.fetchall()
+        cur.execute(
+            "select indexname, indexdef from pg_indexes where schemaname = %s order by 1",
+            (ANALYTICS_SCHEMA,),
+        )
+        found["indexes"] = cur.fetchall()
+        cur.execute(
+            "select viewname, definition from pg_views where schemaname = %s order by 1",
+            (ANALYTICS_SCHEMA,),
+        )
+        found["views"] = cur.fetchall()
+    conn.close()
+    found["rows"] = snapshot(settings)
+    return found

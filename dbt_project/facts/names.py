@@ -24,6 +24,11 @@ SOURCE_SCHEMA = "public"
 BUILD_SCHEMA = "nightly"
 ANALYTICS_SCHEMA = "analytics"
 LEDGER_SCHEMA = "ledger"
+# The property of the deployment's upgrade (a CloudFormation custom resource) that says
+# whether a change of a mart's logic starts the reprocessing of its history: "true" or
+# "false", set from the CDK context and read by the initializer from the event.
+REPROCESS_PROPERTY = "ReprocessChangedModels"
+
 # What BUILD_SCHEMA and LEDGER_SCHEMA were both called before "etl" meant only the
 # command: `etl init` renames such a schema where it finds one.
 LEGACY_SCHEMA = "etl"

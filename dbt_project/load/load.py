@@ -44,6 +44,7 @@ from dbt_project.contract.tables import TableContract, contract
 from dbt_project.errors import ConfigError, LoadTimedOut, StageError
 from dbt_project.facts import business_calendar
 from dbt_project.load import sql as load_sql
+from dbt_project.postgres import deployments
 from dbt_project.postgres.analytics_schema import (
     LOAD_LOCK,
     refresh_customer_totals,
@@ -83,6 +84,8 @@ class LoadResult:
     extract: ExtractFacts | None = None
     full_refresh: bool = False
     dbt_artifacts: list[str] = field(default_factory=list)
+    # A full refresh settles the reprocessing deployments asked for: which marts, why.
+    reprocessed: dict | None = None
 
     @classmethod
     def of(cls, manifest: Manifest, manifest_key: str) -> LoadResult:
@@ -238,6 +241,9 @@ def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
             _load_customers(cur, manifest, result, customers)
         if customers == "customer_analytics":
             cur.execute(refresh_customer_totals())
+        if manifest.full_refresh:
+            cur.execute(deployments.settle_requests(), (manifest.run_id,))
+            result.reprocessed = deployments.reprocessed(cur.fetchall())
     except (psycopg2.errors.CheckViolation, psycopg2.errors.NotNullViolation) as exc:
         table = exc.diag.table_name or "an analytics table"
         rule = exc.diag.constraint_name or exc.diag.column_name or ""

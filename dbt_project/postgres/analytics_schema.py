@@ -18,6 +18,7 @@ from dbt_project.facts.names import ANALYTICS_SCHEMA, LEDGER_SCHEMA
 from dbt_project.facts.roles import LOADER_ROLE, READER_ROLE
 from dbt_project.postgres import schema_plan
 from dbt_project.postgres.connection import adopt_legacy_schema
+from dbt_project.postgres.deployments import deployments_ddl
 from dbt_project.settings import current
 
 # Loads run one at a time: versions are read and written by each, so two loads of
@@ -184,6 +185,7 @@ def create_analytics_tables(conn) -> schema_plan.SchemaPlan:
         for statement in upgrade.statements:
             cur.execute(statement)
         cur.execute(ledger_ddl())
+        cur.execute(deployments_ddl())
         if versions_added:
             _copy_legacy_versions(cur)
         if customer_mart() == "customer_analytics":
