@@ -73,3 +73,7 @@ class SchemaRefused(ConfigError):
     def __init__(self, message: str, refusals=()):
         super().__init__(message)
         self.refusals = list(refusals)
+
+
+class SourceColumnsChanged(DataTestsFailed):
+    """A column a model reads is gone from its input: dropped or renamed."""
