@@ -30,7 +30,7 @@ from dbt_project.postgres.analytics_schema import (
 from dbt_project.postgres.connection import connect
 from dbt_project.stage import LocalStage
 from tests.integration._dbt_helpers import query
-from tests.pipeline_helpers import snapshot, table_rows, write_night
+from tests.pipeline_helpers import edit, project_copy, snapshot, table_rows, write_night
 
 D = date(2026, 11, 20)
 T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
@@ -668,3 +668,40 @@ def test_a_gzip_bomb_is_refused_in_bounded_memory(env, gzip_bomb, promised, mess
     assert message in report["outcome"] and "\n" not in report["outcome"]
     assert snapshot(env.target) == before
     assert report["peak_bytes"] < 200 * 2**20
+
+
+def test_rows_are_built_by_column_name_so_a_new_column_shifts_nothing(
+    new_database, tmp_path, monkeypatch
+):
+    # given a project whose contract gained a measure in the middle of customer_analytics
+    project = project_copy(tmp_path / "project")
+    edit(
+        project / "models/marts/_marts__models.yml",
+        "      - name: total_items\n",
+        "      - name: total_lines\n        data_type: bigint\n"
+        "        constraints:\n          - type: not_null\n"
+        "      - name: total_items\n",
+    )
+    monkeypatch.setenv("ETL_DBT_PROJECT_DIR", str(project))
+    source, target = new_database("src"), new_database("tgt")
+    conn = connect(target)
+    with conn:
+        create_analytics_tables(conn)
+    conn.close()
+    stage = LocalStage(tmp_path / "stage")
+    # when a night built by this module's helpers, which know nothing of it, is loaded
+    at = datetime.combine(D + timedelta(days=1), datetime.min.time(), UTC)
+    write_night(
+        source,
+        stage,
+        run_date=D,
+        extracted_at=at,
+        rows=night(D, customers=[customer(1, "30.00", 2, D)]),
+    )
+    conn = connect(target)
+    load_manifest(conn, stage, manifest_key(D))
+    conn.close()
+    # then every value is in its column, and the new one is 0
+    (row,) = query(target, "select * from analytics.customer_analytics")
+    assert (row["total_orders"], row["total_lines"], row["total_items"]) == (2, 0, 4)
+    assert row["total_revenue"] == Decimal("30.00") and row["as_of_date"] == D
