@@ -19,17 +19,37 @@ from dbt_project.postgres.source_schema import create_source_tables
 from tests.datagen import Shop
 
 
+def generated_shop(
+    databases, first: date, last: date, *, seed: int
+) -> tuple[PgSettings, PgSettings, Shop]:
+    """A source with generated orders from ``first`` to ``last`` (the Shop adds more) and
+    an empty analytics database."""
+    source, target = databases("src"), databases("tgt")
+    conn = connect(source)
+    with conn:
+        create_source_tables(conn)
+    shop = Shop(conn, seed=seed)
+    shop.history(first, last)
+    return source, target, shop
+
+
+def pipeline_on(source: PgSettings, target: PgSettings, stage) -> Pipeline:
+    """The parts a night runs on, for two test databases and a stage."""
+    return Pipeline(
+        dbt=DbtProject(),
+        source=Database.from_settings(source),
+        analytics=Database.from_settings(target),
+        stage=stage,
+    )
+
+
 def initialised_shop(
     databases, first: date, last: date, *, seed: int, dbt: DbtProject | None = None
 ) -> tuple[PgSettings, PgSettings]:
     """A source with generated orders from ``first`` to ``last`` and an analytics
     database, both made ready by `init` as an administrator."""
-    source, target = databases("src"), databases("tgt")
-    conn = connect(source)
-    create_source_tables(conn)
-    conn.commit()
-    Shop(conn, seed=seed).history(first, last)
-    conn.close()
+    source, target, shop = generated_shop(databases, first, last, seed=seed)
+    shop.conn.close()
     Pipeline(
         dbt=dbt or DbtProject(),
         source=Database.from_settings(source),
@@ -204,3 +224,21 @@ def catalog_snapshot(settings: PgSettings) -> dict:
     conn.close()
     found["rows"] = snapshot(settings)
     return found
+
+
+# The last column of customer_analytics' contract, where a test adds one after it.
+_AS_OF_DATE = """      - name: as_of_date
+        description: >
+          The business day the totals are complete for: run_date in a windowed
+          build, the latest business day of any order in a full-history build.
+        data_type: date
+        constraints:
+          - type: not_null
+"""
+
+
+def add_customer_columns(project: Path, columns_yaml: str) -> Path:
+    """Add columns (YAML, as in the models file) to customer_analytics' contract."""
+    marts = project / "models/marts/_marts__models.yml"
+    edit(marts, _AS_OF_DATE, _AS_OF_DATE + columns_yaml)
+    return marts

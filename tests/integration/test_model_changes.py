@@ -9,16 +9,19 @@ from collections import defaultdict
 from datetime import date, timedelta
 
 from dbt_project.cli.main import main
-from dbt_project.dbt_runner.runner import DbtProject
-from dbt_project.pipeline import Pipeline
-from dbt_project.postgres.connection import Database, connect
-from dbt_project.postgres.source_schema import create_source_tables
 from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests import reference
-from tests.datagen import Shop
 from tests.integration._dbt_helpers import query
-from tests.pipeline_helpers import catalog_snapshot, edit, project_copy, snapshot
+from tests.pipeline_helpers import (
+    add_customer_columns,
+    catalog_snapshot,
+    edit,
+    generated_shop,
+    pipeline_on,
+    project_copy,
+    snapshot,
+)
 
 FIRST = date(2026, 3, 1)
 HISTORY_END = date(2026, 3, 12)
@@ -42,22 +45,13 @@ COLUMN = """      - name: total_lines
           meta:
             default: 0
 """
-AS_OF_COLUMN = """      - name: as_of_date
-        description: >
-          The business day the totals are complete for: run_date in a windowed
-          build, the latest business day of any order in a full-history build.
-        data_type: date
-        constraints:
-          - type: not_null
-"""
 
 
 def _add_the_measure(project) -> list[str]:
     """The whole change a data team makes for a new measure: the files it edits."""
     measures = project / "macros/customer_measures.sql"
     edit(measures, "    ]) }}\n{% endmacro %}", MEASURE + "    ]) }}\n{% endmacro %}")
-    marts = project / "models/marts/_marts__models.yml"
-    edit(marts, AS_OF_COLUMN, AS_OF_COLUMN + COLUMN)
+    marts = add_customer_columns(project, COLUMN)
     view = project / "models/analytics/top_customers.sql"
     edit(
         view,
@@ -128,21 +122,11 @@ def test_a_new_measure_and_a_fixed_day_mart_ship_to_a_loaded_history(
     # given a deployed-like state: a copy of the project, a history and nights loaded
     project = project_copy(tmp_path / "project")
     monkeypatch.setenv("ETL_DBT_PROJECT_DIR", str(project))
-    source, target = new_database("src"), new_database("tgt")
-    conn = connect(source)
-    with conn:
-        create_source_tables(conn)
-    shop = Shop(conn, seed=20261123)
-    shop.history(FIRST, HISTORY_END)
+    source, target, shop = generated_shop(new_database, FIRST, HISTORY_END, seed=20261123)
     stage = LocalStage(tmp_path / "stage")
     urls = ["--analytics-url", target.url]
     assert _etl(capsys, "init", "--source-url", source.url, *urls)[0] == 0
-    parts = Pipeline(
-        dbt=DbtProject(),
-        source=Database.from_settings(source),
-        analytics=Database.from_settings(target),
-        stage=stage,
-    )
+    parts = pipeline_on(source, target, stage)
     lookback = (HISTORY_END - FIRST).days + 1
     parts.run_night(NightRequest(HISTORY_END, lookback_days=lookback), run_tests=False)
     last = HISTORY_END

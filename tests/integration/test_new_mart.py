@@ -9,17 +9,14 @@ from collections import defaultdict
 from datetime import date, datetime, time, timedelta
 
 from dbt_project.cli.main import main
-from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.facts.stage_layout import manifest_key
-from dbt_project.pipeline import Pipeline
-from dbt_project.postgres.connection import Database, connect
-from dbt_project.postgres.source_schema import create_source_tables
+from dbt_project.postgres.connection import connect
 from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests import reference
-from tests.datagen import TOKYO, Shop
+from tests.datagen import TOKYO
 from tests.integration._dbt_helpers import query
-from tests.pipeline_helpers import project_copy
+from tests.pipeline_helpers import generated_shop, pipeline_on, project_copy
 
 FIRST = date(2026, 4, 1)
 HISTORY_END = date(2026, 4, 10)
@@ -159,23 +156,13 @@ def test_a_fourth_mart_added_as_sql_and_yaml_runs_nights_end_to_end(
     (project / "models/marts" / f"{MART}.sql").write_text(MART_SQL)
     (project / "models/marts" / f"_{MART}__models.yml").write_text(MART_YAML)
     monkeypatch.setenv("ETL_DBT_PROJECT_DIR", str(project))
-    source, target = new_database("src"), new_database("tgt")
-    conn = connect(source)
-    with conn:
-        create_source_tables(conn)
-    shop = Shop(conn, seed=20261124)
-    shop.history(FIRST, HISTORY_END)
+    source, target, shop = generated_shop(new_database, FIRST, HISTORY_END, seed=20261124)
 
     # when `etl init` creates its table and nights run: the history, then nights with
     # late changes, one of which cancels every order of an old day
     assert main(["init", "--source-url", source.url, "--analytics-url", target.url]) == 0
     stage = LocalStage(tmp_path / "stage")
-    parts = Pipeline(
-        dbt=DbtProject(),
-        source=Database.from_settings(source),
-        analytics=Database.from_settings(target),
-        stage=stage,
-    )
+    parts = pipeline_on(source, target, stage)
     lookback = (HISTORY_END - FIRST).days + 1
     parts.run_night(NightRequest(HISTORY_END, lookback_days=lookback), run_tests=False)
     last = HISTORY_END

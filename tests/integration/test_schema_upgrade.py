@@ -15,7 +15,13 @@ from dbt_project.errors import SchemaRefused
 from dbt_project.postgres.analytics_schema import create_analytics_tables, plan_upgrade
 from dbt_project.postgres.connection import connect
 from tests.integration._dbt_helpers import query
-from tests.pipeline_helpers import catalog_snapshot, edit, full_row, project_copy
+from tests.pipeline_helpers import (
+    add_customer_columns,
+    catalog_snapshot,
+    edit,
+    full_row,
+    project_copy,
+)
 
 D = date(2026, 3, 10)
 MARTS_YML = "models/marts/_marts__models.yml"
@@ -112,29 +118,17 @@ def _apply(target):
     return applied
 
 
-NEW_COLUMNS = """      - name: as_of_date
-        description: >
-          The business day the totals are complete for: run_date in a windowed
-          build, the latest business day of any order in a full-history build.
-        data_type: date
-        constraints:
-          - type: not_null
-"""
-
-
 def test_safe_changes_are_applied_and_leave_nothing_to_do(deployed):
     project, target = deployed
     marts = project / MARTS_YML
     # given a contract with a new measure (NOT NULL, 0 in the rows loaded so far), a
     # new nullable column, a new check, a dropped check and a wider revenue
-    edit(
-        marts,
-        NEW_COLUMNS,
-        NEW_COLUMNS
-        + "      - name: total_lines\n        data_type: bigint\n"
-        + "        constraints:\n          - type: not_null\n"
-        + "        config:\n          meta:\n            default: 0\n"
-        + "      - name: note\n        data_type: text\n",
+    add_customer_columns(
+        project,
+        "      - name: total_lines\n        data_type: bigint\n"
+        "        constraints:\n          - type: not_null\n"
+        "        config:\n          meta:\n            default: 0\n"
+        "      - name: note\n        data_type: text\n",
     )
     edit(
         marts,
@@ -238,12 +232,10 @@ def _new_key(marts):
 
 
 def _not_null_without_default(marts):
-    edit(
-        marts,
-        NEW_COLUMNS,
-        NEW_COLUMNS
-        + "      - name: total_lines\n        data_type: bigint\n"
-        + "        constraints:\n          - type: not_null\n",
+    add_customer_columns(
+        marts.parents[2],
+        "      - name: total_lines\n        data_type: bigint\n"
+        "        constraints:\n          - type: not_null\n",
     )
 
 
