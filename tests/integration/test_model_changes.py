@@ -31,7 +31,7 @@ NIGHTS = 3
 MEASURE = """        {
             'name': 'line_count',
             'total': 'total_lines',
-            'per_order': 'count(order_items.order_id)',
+            'per_order': 'count({lines}.order_id)',
             'type': 'bigint',
         },
 """
