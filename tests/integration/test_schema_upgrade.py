@@ -3,6 +3,7 @@ without losing data and refuses the rest, one line each, changing nothing."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -321,7 +322,14 @@ def test_a_lossy_change_is_refused_in_one_line_and_changes_nothing(
     assert query(source, "select count(*) as n from pg_tables where schemaname = 'public'") == [
         {"n": 0}
     ]
-    # and the plan lists it too, changing nothing
+    # and the plan lists it too, changing nothing; `etl plan` exits non-zero (once:
+    # it parses the copied project)
+    if change is _drop:
+        code = main(["plan", "--analytics-url", target.url, "--json"])
+        out, err = capsys.readouterr()
+        assert code == SchemaRefused.exit_code and err.count("\n") == 1, err
+        refusals = json.loads(out)["analytics_tables"]["refusals"]
+        assert [(r["table"], r["column"]) for r in refusals] == [(table, column)]
     planned, _ = _plan(target)
     assert any(message in r.message for r in planned.refusals)
     with pytest.raises(SchemaRefused):
