@@ -13,10 +13,10 @@ from datetime import UTC, date, datetime, timedelta
 
 from psycopg2 import sql
 
-from dbt_project.contract.ownership import REQUIRED_TABLES
+from dbt_project.contract.ownership import required_tables
 from dbt_project.contract.tables import contract
 from dbt_project.facts.names import ANALYTICS_SCHEMA, LEDGER_SCHEMA, MARTS
-from dbt_project.postgres.analytics_schema import EXTRA_COLUMNS
+from dbt_project.postgres.analytics_schema import extra_columns
 from dbt_project.postgres.source_schema import create_source_tables
 
 REGIONS = ("北海道", "東北", "関東", "東京", "中部", "近畿", "大阪", "中国", "四国", "九州")
@@ -62,23 +62,24 @@ class Night:
         return self.mart_rows + self.lookback_days + self.removed
 
 
-# Each query yields the columns of its contract, in order. ``%(as_of)s`` is the night's
-# as-of day and ``%(delta)s`` shifts every amount: an earlier night of the same keys
-# is the same query with another as_of and delta.
+# Each query yields columns of its contract, by name; a number column of the contract
+# it does not name (a measure added since) is 0. ``%(as_of)s`` is the night's as-of
+# day and ``%(delta)s`` shifts every amount: an earlier night of the same keys is the
+# same query with another as_of and delta.
 _QUERIES = {
     "customer_analytics": f"""
         select
-            g.id,
+            g.id as customer_id,
             ({_array(FAMILY_NAMES)})[1 + g.id %% 10] || ' '
-                || ({_array(GIVEN_NAMES)})[1 + (g.id / 10) %% 10],
-            ({_array(REGIONS)})[1 + (g.id * 7) %% 10],
+                || ({_array(GIVEN_NAMES)})[1 + (g.id / 10) %% 10] as customer_name,
+            ({_array(REGIONS)})[1 + (g.id * 7) %% 10] as region,
             o.total_orders,
-            o.total_orders * (1 + g.id %% 4),
-            o.revenue,
-            round(o.revenue / o.total_orders, 2),
-            %(as_of)s::date - (30 + (g.id * 13) %% 700)::int,
-            %(as_of)s::date - (g.id %% 30)::int,
-            %(as_of)s::date
+            o.total_orders * (1 + g.id %% 4) as total_items,
+            o.revenue as total_revenue,
+            round(o.revenue / o.total_orders, 2) as avg_order_value,
+            %(as_of)s::date - (30 + (g.id * 13) %% 700)::int as first_order_date,
+            %(as_of)s::date - (g.id %% 30)::int as last_order_date,
+            %(as_of)s::date as as_of_date
         from generate_series(1::bigint, %(customers)s) as g (id)
         cross join lateral (
             select
@@ -90,13 +91,13 @@ _QUERIES = {
     """,
     "product_sales_summary": f"""
         select
-            d.day::date,
-            p.id,
-            '商品' || p.id,
-            ({_array(CATEGORIES)})[1 + p.id %% 8],
+            d.day::date as sales_date,
+            p.id as product_id,
+            '商品' || p.id as product_name,
+            ({_array(CATEGORIES)})[1 + p.id %% 8] as category,
             c.order_count,
-            c.order_count * 2,
-            (c.order_count * ((p.id * 37) %% 5000 + 100) + %(delta)s)::numeric(14, 2)
+            c.order_count * 2 as units_sold,
+            (c.order_count * ((p.id * 37) %% 5000 + 100) + %(delta)s)::numeric(14, 2) as revenue
         from generate_series(%(first_date)s::date, %(run_date)s::date, interval '1 day')
             as d (day)
         cross join generate_series(1::bigint, %(products)s) as p (id)
@@ -106,13 +107,14 @@ _QUERIES = {
     """,
     "daily_sales_summary": f"""
         select
-            d.day::date,
+            d.day::date as sales_date,
             r.region,
             c.order_count,
-            c.order_count - c.order_count / 5,
-            c.order_count * 2,
-            (c.order_count * 3210 + %(delta)s)::numeric(14, 2),
+            c.order_count - c.order_count / 5 as customer_count,
+            c.order_count * 2 as units_sold,
+            (c.order_count * 3210 + %(delta)s)::numeric(14, 2) as revenue,
             round((c.order_count * 3210 + %(delta)s)::numeric / c.order_count, 2)
+                as avg_order_value
         from generate_series(%(first_date)s::date, %(run_date)s::date, interval '1 day')
             as d (day)
         cross join unnest({_array(REGIONS)}) with ordinality as r (region, n)
@@ -121,13 +123,14 @@ _QUERIES = {
         ) as c
     """,
     "run_window_days": """
-        select d.day::date
+        select d.day::date as sales_date
         from generate_series(%(first_date)s::date, %(run_date)s::date, interval '1 day')
             as d (day)
     """,
     # Owned customers left without a row: the ones past the night's own rows.
     "run_window_removed_customers": """
-        select g.id from generate_series(%(customers)s + 1, %(customers)s + %(removed)s) as g (id)
+        select g.id as customer_id
+        from generate_series(%(customers)s + 1, %(customers)s + %(removed)s) as g (id)
     """,
 }
 
@@ -147,11 +150,23 @@ def _params(night: Night, *, prior: bool = False, only_even: bool = False) -> di
 
 
 def _fill(cur, target: sql.Identifier, name: str, params: dict, extracted_at=None) -> None:
-    query = _QUERIES[name]
+    query = f"select * from ({_QUERIES[name]}) as q"
+    cur.execute(f"{query} limit 0", params)
+    named = {d.name for d in cur.description}
+    table = contract(name)
+    values = [
+        sql.SQL("q.{}").format(sql.Identifier(c.name)) if c.name in named else sql.SQL("0")
+        for c in table.columns
+    ]
+    columns = [sql.Identifier(c) for c in table.column_names]
     if extracted_at is not None:  # an analytics table: its rows carry their version
-        query = f"select q.*, %(extracted_at)s::timestamptz from ({query}) as q"
+        columns += [sql.Identifier(c.name) for c in extra_columns(name)]
+        values.append(sql.SQL("%(extracted_at)s::timestamptz"))
         params = {**params, "extracted_at": extracted_at}
-    cur.execute(sql.SQL("insert into {} ").format(target).as_string(cur) + query, params)
+    insert = sql.SQL("insert into {} ({}) select {} from ").format(
+        target, sql.SQL(", ").join(columns), sql.SQL(", ").join(values)
+    )
+    cur.execute(insert.as_string(cur) + f"({query}) as q", params)
 
 
 def build_night(conn, schema: str, night: Night) -> None:
@@ -159,10 +174,10 @@ def build_night(conn, schema: str, night: Night) -> None:
     with conn, conn.cursor() as cur:
         cur.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
         cur.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
-        for name in REQUIRED_TABLES:
+        for name in required_tables():
             cur.execute(contract(name).create_table_sql(schema))
             _fill(cur, sql.Identifier(schema, name), name, _params(night))
-    vacuum(conn, [sql.Identifier(schema, name) for name in REQUIRED_TABLES])
+    vacuum(conn, [sql.Identifier(schema, name) for name in required_tables()])
 
 
 # What the analytics database holds before the night is loaded.
@@ -195,7 +210,7 @@ def prepare_target(conn, night: Night, scenario: str) -> None:
                     night, prior=prior, only_even=only_even and name == "customer_analytics"
                 )
                 target = sql.Identifier(ANALYTICS_SCHEMA, name)
-                _fill(cur, target, name, params, earlier if name in EXTRA_COLUMNS else None)
+                _fill(cur, target, name, params, earlier if extra_columns(name) else None)
             cur.execute(
                 "insert into ledger.day_versions select distinct sales_date, %s, %s, %s::uuid "
                 "from analytics.product_sales_summary",

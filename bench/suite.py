@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from dbt_project.contract.ownership import REQUIRED_TABLES
+from dbt_project.contract.ownership import required_tables
 from dbt_project.extract.unload import Relation, unload_night
 from dbt_project.facts.stage_layout import manifest_key
 from dbt_project.postgres.analytics_schema import create_analytics_tables
@@ -140,7 +140,7 @@ class Context:
             with _connection(self.source) as conn:
                 unload_night(
                     conn,
-                    {name: Relation(schema, name) for name in REQUIRED_TABLES},
+                    {name: Relation(schema, name) for name in required_tables()},
                     LocalStage(folder),
                     run_date=night.run_date,
                     lookback_days=night.lookback_days,

@@ -19,12 +19,12 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from dbt_project.contract.manifest import Manifest
-from dbt_project.contract.ownership import REQUIRED_TABLES
+from dbt_project.contract.ownership import required_tables
 from dbt_project.contract.tables import contract
 from dbt_project.extract.unload import Relation
 from dbt_project.facts.names import ANALYTICS_SCHEMA, MARTS
 from dbt_project.load.load import load_manifest
-from dbt_project.postgres.analytics_schema import EXTRA_COLUMNS
+from dbt_project.postgres.analytics_schema import extra_columns
 from dbt_project.postgres.connection import PgSettings, connect
 from dbt_project.stage import LocalStage
 
@@ -65,7 +65,7 @@ def _upsert(name: str, rows_from: sql.Composable) -> sql.Composed:
     """
     table = contract(name)
     columns = [sql.Identifier(c) for c in table.column_names]
-    extra = [sql.Identifier(c) for c, _ in EXTRA_COLUMNS.get(name, ())]
+    extra = [sql.Identifier(c.name) for c in extra_columns(name)]
     return sql.SQL(
         "insert into {target} ({columns}) select r.*{now} from ({rows}) as r ({contract}) "
         "on conflict ({pk}) do update set {assignments}"
@@ -183,7 +183,7 @@ def unload_project(
     from dbt_project.extract.unload import unload_night
 
     conn = _connect(source)
-    relations = {name: Relation(schema, name) for name in REQUIRED_TABLES}
+    relations = {name: Relation(schema, name) for name in required_tables()}
     started = time.perf_counter()
     manifest = unload_night(
         conn,
@@ -208,7 +208,7 @@ def unload_copy_discard(source: str, schema: str) -> dict:
     started = time.perf_counter()
     with conn.cursor() as cur, open(os.devnull, "wb") as sink:
         rows = 0
-        for name in REQUIRED_TABLES:
+        for name in required_tables():
             query = sql.SQL("copy (select {} from {}) to stdout").format(
                 sql.SQL(", ").join(sql.Identifier(c) for c in contract(name).column_names),
                 sql.Identifier(schema, name),

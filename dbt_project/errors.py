@@ -87,3 +87,16 @@ class StageError(EtlError):
     """A stage file or manifest is missing, corrupted, or does not match the contract."""
 
     exit_code = 5
+
+
+class SchemaRefused(ConfigError):
+    """A contract change the analytics tables cannot take without losing data; nothing
+    was changed. ``refusals`` lists each one (table, column, message)."""
+
+    def __init__(self, message: str, refusals=()):
+        super().__init__(message)
+        self.refusals = list(refusals)
+
+
+class SourceColumnsChanged(DataTestsFailed):
+    """A column a model reads is gone from its input: dropped or renamed."""

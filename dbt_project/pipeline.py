@@ -21,9 +21,11 @@ from dbt_project.postgres import Database
 from dbt_project.postgres.analytics_schema import (
     create_analytics_tables,
     create_roles,
+    plan_upgrade,
     set_reader_password,
 )
 from dbt_project.postgres.logins import create_extract_login, create_load_login
+from dbt_project.postgres.schema_plan import SchemaPlan
 from dbt_project.postgres.source_schema import (
     create_source_tables,
     load_sample_data,
@@ -32,6 +34,13 @@ from dbt_project.postgres.source_schema import (
 from dbt_project.request import BackfillRequest, NightRequest
 from dbt_project.settings import DEFAULT_GZIP_LEVEL
 from dbt_project.stage import Stage
+from dbt_project.upgrade import (
+    REPROCESS_BY_HAND,
+    ModelChanges,
+    UpgradePlan,
+    model_changes,
+    record_deployment,
+)
 
 ANALYTICS_SELECTOR = "analytics_side"
 # After a night: only the days its window's nights wrote, and no test that repeats a
@@ -70,6 +79,19 @@ class InitResult:
     views_built: int
     # Why no sample rows were added, when they were asked for.
     sample_note: str | None = None
+    # What the analytics tables took to reach the contracts.
+    upgrade: SchemaPlan | None = None
+    # The marts whose logic changed since the last init, and the reprocessing asked for.
+    models: ModelChanges | None = None
+
+
+@dataclass
+class PlannedUpgrade:
+    """`etl plan`'s answer, rendered while its connection was open."""
+
+    plan: UpgradePlan
+    document: dict
+    lines: list[str]
 
 
 def _tested_window(loads: Sequence[LoadResult]) -> dict[str, object] | None:
@@ -183,21 +205,24 @@ class Pipeline:
             loads.append(night.load)
             yield night
 
-    def init(
-        self,
-        *,
-        sample_data: bool = False,
-        sample_end_date: date | None = None,
-        source_schema: str = "public",
-        reader_password: str | None = None,
-    ) -> InitResult:
-        """Create what is missing on both sides; never deletes or overwrites operational rows.
+    def _parsed(self):
+        return self._part("dbt").parsed_project(
+            settings=self._part("analytics").settings, target=ANALYTICS_TARGET
+        )
 
-        Sample rows go only into a source whose tables are all empty, so a real shop's
-        data is never mixed with them; ``sample_end_date`` moves the sample history to
-        end then.
-        """
-        source, analytics = self._part("source"), self._part("analytics")
+    def plan(self) -> PlannedUpgrade:
+        """What `init` (or a deployment) would do to the analytics database; changes nothing."""
+        manifest = self._parsed()
+        conn = self._part("analytics").connection()
+        try:
+            with conn.cursor() as cur:
+                planned = UpgradePlan(plan_upgrade(cur), model_changes(cur, manifest))
+            return PlannedUpgrade(planned, planned.as_dict(conn), planned.lines(conn))
+        finally:
+            conn.rollback()  # the plan's temporary tables go with it
+
+    def _init_source(self, sample_data, sample_end_date, source_schema):
+        source = self._part("source")
         inserted, note = None, None
         conn = source.connection()
         with conn:
@@ -207,9 +232,37 @@ class Pipeline:
             elif sample_data:
                 note = SOURCE_HAS_ROWS
             create_extract_login(conn, source.settings.dbname, source_schema)
+        return inserted, note
+
+    def init(
+        self,
+        *,
+        sample_data: bool = False,
+        sample_end_date: date | None = None,
+        source_schema: str = "public",
+        reader_password: str | None = None,
+        reprocess_started: str = f"not started: run `{REPROCESS_BY_HAND}`",
+    ) -> InitResult:
+        """Create what is missing on both sides and bring the analytics tables to the
+        contracts; never deletes or overwrites operational rows.
+
+        A contract change the tables cannot take without losing data is refused before
+        either side is touched. Sample rows go only into a source whose tables are all
+        empty, so a real shop's data is never mixed with them; ``sample_end_date``
+        moves the sample history to end then. Last, the deployed models are recorded;
+        ``reprocess_started`` says how the reprocessing a change of logic asks for is
+        started (the caller starts it).
+        """
+        analytics = self._part("analytics")
         conn = analytics.connection()
+        try:
+            with conn.cursor() as cur:
+                plan_upgrade(cur).raise_if_refused()
+        finally:
+            conn.rollback()
+        inserted, note = self._init_source(sample_data, sample_end_date, source_schema)
         with conn:
-            create_analytics_tables(conn)
+            upgrade = create_analytics_tables(conn)
             create_roles(conn, analytics.settings.dbname)
             create_load_login(conn, analytics.settings.dbname)
             if reader_password:
@@ -221,4 +274,7 @@ class Pipeline:
             target=ANALYTICS_TARGET,
         )
         raise_for_failures(run, "building the analytic views")
-        return InitResult(inserted, run.models, note)
+        manifest = self._parsed()
+        with conn, conn.cursor() as cur:
+            models = record_deployment(cur, manifest, started=reprocess_started)
+        return InitResult(inserted, run.models, note, upgrade, models)

@@ -13,6 +13,8 @@ The only module that reads the environment or the CDK context:
   extract and the load (a new account's quota of 10 leaves none to reserve).
 * ``endpoints_in_every_az`` (default false): interface endpoints in both AZs rather
   than one (they are billed per AZ-hour; a nightly batch can wait out an AZ outage).
+* ``reprocess_changed_models`` (default true): a deployment that changes a mart's
+  logic starts the reprocessing of its loaded history; false only logs what is needed.
 * ``stack_name`` (default ``ShopEtl``).
 """
 
@@ -44,6 +46,11 @@ def _flag(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _default(value: Any, default: Any) -> Any:
+    """The context's value, or ``default`` when it is not given at all."""
+    return default if value is None else value
+
+
 def _path(value: Any, default: Path) -> Path:
     return Path(value).resolve() if value else default
 
@@ -63,6 +70,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         alarm_email=get("alarm_email") or None,
         reserved_concurrency=_flag(get("reserved_concurrency") or False),
         endpoints_in_every_az=_flag(get("endpoints_in_every_az") or False),
+        reprocess_changed_models=_flag(_default(get("reprocess_changed_models"), True)),
     )
     EtlStack(
         app,

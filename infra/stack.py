@@ -37,6 +37,9 @@ class EtlSettings:
     # Interface endpoints in one AZ halve their idle cost; the other AZ's functions reach
     # them across AZs. True puts one in each AZ, for a setup that must ride out an AZ.
     endpoints_in_every_az: bool = False
+    # A deployment that changes a mart's logic reprocesses its history (false: it logs
+    # what is needed and leaves it to a person).
+    reprocess_changed_models: bool = True
 
 
 class EtlStack(Stack):
@@ -81,7 +84,7 @@ class EtlStack(Stack):
             on_failure=reports.on_failure,
         )
         self._grant(network, databases, stage, functions)
-        self._upgrade_on_deploy(network, databases, functions, removal_policy)
+        self._upgrade_on_deploy(network, databases, functions, removal_policy, settings)
         reports.grant_publish(functions.load, network.sns_endpoint)
         reports.deliver_invocation_records(functions.failure_queue)
         stage.limit_endpoint(network.s3_endpoint)
@@ -124,6 +127,7 @@ class EtlStack(Stack):
         databases: Databases,
         functions: Functions,
         removal_policy: RemovalPolicy,
+        settings: EtlSettings,
     ) -> None:
         """The initializer's upgrade, run by each deployment that changes the code or
         replaces a database, once both databases, every function and the endpoints they
@@ -139,6 +143,7 @@ class EtlStack(Stack):
             },
             after=[network, databases, functions],
             removal_policy=removal_policy,
+            reprocess_changed_models=settings.reprocess_changed_models,
         )
 
     def _operations(

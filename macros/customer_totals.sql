@@ -5,10 +5,10 @@
 
 {% macro customer_day_totals(customer_days) -%}
     {#- A customer's totals over the rows of int_customer_days that ``customer_days``
-        (its alias in the query) reads: the columns of customer_analytics' sums. -#}
-    cast(sum({{ customer_days }}.order_count) as bigint) as order_count,
-    cast(sum({{ customer_days }}.item_count) as bigint) as item_count,
-    sum({{ customer_days }}.revenue) as revenue,
+        (its alias in the query) reads: each measure's sum, and the first and last day. -#}
+    {%- for measure in customer_measures() %}
+    cast(sum({{ customer_days }}.{{ measure.name }}) as {{ measure.type }}) as {{ measure.name }},
+    {%- endfor %}
     min({{ customer_days }}.order_date) as first_order_date,
     max({{ customer_days }}.order_date) as last_order_date
 {%- endmacro %}

@@ -72,15 +72,31 @@
     {#- On the analytics database: the rows of the tested nights' days, for the loaded
         day marts and the views keyed by day; none for any other relation. -#}
     {%- set day_columns = {
-        'daily_sales_summary': 'sales_date',
-        'product_sales_summary': 'sales_date',
         'regional_sales_trend': adapter.quote('date'),
         'volume_anomalies': 'sales_date',
     } -%}
-    {%- if name in day_columns -%}
+    {%- set mart_day = owned_day_column(name) -%}
+    {%- if mart_day -%}
+        {%- do return(loaded_days_filter(mart_day)) -%}
+    {%- elif name in day_columns -%}
         {%- do return(loaded_days_filter(day_columns[name])) -%}
     {%- elif name == 'weekly_sales_summary' -%}
         {%- do return(loaded_days_filter("week_start", "cast(date_trunc('week', sales_date) as date)")) -%}
+    {%- endif -%}
+    {%- do return(none) -%}
+{%- endmacro %}
+
+
+{% macro owned_day_column(name) -%}
+    {#- The day column of a mart owned by days (its YAML's config.meta.night_owns),
+        so that a new day mart is tested by its nights' days with no change here. -#}
+    {%- if execute -%}
+        {%- for node in graph.nodes.values() if node.resource_type == 'model' and node.name == name -%}
+            {%- set owns = node.config.meta.get('night_owns') or {} -%}
+            {%- if owns.get('days') -%}
+                {%- do return(owns['days']) -%}
+            {%- endif -%}
+        {%- endfor -%}
     {%- endif -%}
     {%- do return(none) -%}
 {%- endmacro %}

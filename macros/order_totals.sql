@@ -1,5 +1,6 @@
 {#-
-    Per-order totals: the units and revenue of each order, from its lines.
+    Per-order totals: each customer measure of each order (macros/customer_measures.sql),
+    from its lines; the units (item_count) and revenue among them.
 
     int_customer_days and daily_sales_summary both sum orders this way, over
     different orders: int_customer_days over every non-cancelled order when it
@@ -14,15 +15,17 @@
 -#}
 
 {% macro select_order_totals(orders, order_items) -%}
-    {#- One row per order of ``orders`` (order_id, customer_id, sales_date) with the
-        units and revenue of its lines in ``order_items``: zero for an order
-        without lines. Both are names of relations or CTEs in the calling query. -#}
+    {#- One row per order of ``orders`` (order_id, customer_id, sales_date) with each
+        measure's value over its lines in ``order_items``: zero for an order without
+        lines. Both are names of relations or CTEs in the calling query; ``{lines}`` in
+        a measure's expression stands for ``order_items``. -#}
     select
         {{ orders }}.sales_date,
         {{ orders }}.order_id,
-        {{ orders }}.customer_id,
-        coalesce(sum({{ order_items }}.quantity), 0) as item_count,
-        coalesce(sum({{ order_items }}.quantity * {{ order_items }}.unit_price), 0) as revenue
+        {%- for measure in customer_measures() %}
+        {{ measure.per_order | replace('{lines}', order_items) }} as {{ measure.name }},
+        {%- endfor %}
+        {{ orders }}.customer_id
     from {{ orders }}
     left join {{ order_items }}
         on {{ orders }}.order_id = {{ order_items }}.order_id

@@ -18,6 +18,7 @@ from dbt_project.facts.business_calendar import (
     business_date,
     previous_business_day,
 )
+from dbt_project.facts.names import REPROCESS_PROPERTY
 from dbt_project.facts.stage_layout import DATA_PREFIX, MANIFEST_NAME
 from dbt_project.request import (
     MAX_BACKFILL_DAYS,
@@ -138,6 +139,9 @@ class InitRequest:
     # "Create" or "Update" upgrade the analytics side, "Delete" does nothing.
     deployment: str | None = None
     physical_resource_id: str | None = None
+    # Whether a change of a mart's logic starts the reprocessing of its history (the
+    # CDK context reprocess_changed_models, a property of the custom resource).
+    reprocess: bool = True
 
 
 INIT_SHAPES = (
@@ -156,10 +160,14 @@ def parse_init_event(event, *, now: datetime | None = None) -> InitRequest:
         kind = event["RequestType"]
         if kind not in ("Create", "Update", "Delete"):
             raise ConfigError(f"unknown CloudFormation RequestType {kind!r}")
+        reprocess = (event.get("ResourceProperties") or {}).get(REPROCESS_PROPERTY, "true")
+        if str(reprocess).lower() not in ("true", "false"):
+            raise ConfigError(f"{REPROCESS_PROPERTY} must be true or false, not {reprocess!r}")
         return InitRequest(
             sample_data=False,
             deployment=kind,
             physical_resource_id=event.get("PhysicalResourceId") or DEPLOYMENT_RESOURCE_ID,
+            reprocess=str(reprocess).lower() == "true",
         )
     if not isinstance(event, dict) or set(event) - {"sample_data", "sample_end_date"}:
         raise ConfigError(f"the db_initializer event must be one of {INIT_SHAPES}")

@@ -6,6 +6,7 @@ client, secrets) live at module level so warm invocations reuse them.
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 
@@ -30,6 +31,7 @@ from dbt_project.load import LoadStatus, run_history
 from dbt_project.load import report as reports
 from dbt_project.pipeline import raise_for_analytics
 from dbt_project.settings import Settings
+from dbt_project.upgrade import REPROCESS_PAYLOAD
 
 
 def _metric(name: str, unit, value: float) -> None:
@@ -215,15 +217,20 @@ def handle_init(event, context=None) -> dict:
     settings = Settings.from_env()
     started = time.perf_counter()
     with _count_connection_errors():
-        result = pipeline(settings, "SOURCE", "ANALYTICS", with_stage=False).init(
+        parts = pipeline(settings, "SOURCE", "ANALYTICS", with_stage=False)
+        if request.deployment:  # what it is about to do, before it does it
+            logger.info("analytics upgrade plan", extra={"plan": parts.plan().document})
+        result = parts.init(
             sample_data=request.sample_data,
             sample_end_date=request.sample_end_date,
             reader_password=reader_password(settings),
+            reprocess_started=_reprocess_note(settings, request.reprocess),
         )
         history = _start_history_load(settings) if result.sample_rows else None
+        reprocess = _start_reprocess(settings, request.reprocess, result.models)
     _metric(metric_names.INIT_TIME, MetricUnit.Seconds, time.perf_counter() - started)
     if request.deployment:
-        data = {"Views": result.views_built}
+        data = {"Views": result.views_built, "Reprocess": (reprocess or {}).get("needed", "")}
         return {"PhysicalResourceId": request.physical_resource_id, "Data": data}
     if result.sample_note:
         logger.info(result.sample_note)
@@ -233,7 +240,45 @@ def handle_init(event, context=None) -> dict:
         "sample_data": result.sample_note or _sample_summary(result.sample_rows),
         "views": result.views_built,
         "history_load": history,
+        "reprocess": reprocess,
     }
+
+
+def _reprocess_note(settings: Settings, wanted: bool) -> str:
+    """How a reprocessing this deployment asks for is started, as its request records it."""
+    payload = json.dumps(REPROCESS_PAYLOAD)
+    if wanted and settings.extract_function:
+        return f"started: {payload} on {settings.extract_function}"
+    why = "turned off (context reprocess_changed_models=false)"
+    if wanted:
+        why = "no extract function is configured"
+    return f"not started, {why}: invoke the extract function with {payload} to run it"
+
+
+def _start_reprocess(settings: Settings, wanted: bool, models) -> dict | None:
+    """Start the night that reprocesses the marts whose logic changed, if asked for.
+
+    Best effort: the tables and views are deployed by then; a night that cannot be
+    started is a warning (the request stays open, `etl plan` lists it), not a failed
+    deployment that CloudFormation would roll back.
+    """
+    needed = models.reprocess if models else None
+    if needed is None:
+        return None
+    answer: dict = {"needed": needed.line(), "marts": needed.marts, "started": None}
+    if not (wanted and settings.extract_function):
+        logger.warning(needed.line(), extra={"reprocess": _reprocess_note(settings, wanted)})
+        return answer
+    try:
+        answer["started"] = history_load.start(settings.extract_function, dict(REPROCESS_PAYLOAD))
+    except Exception as exc:
+        logger.warning(
+            "the reprocessing night could not be started",
+            extra={"needed": needed.line(), "error": f"{exc.__class__.__name__}: {exc}"},
+        )
+        return answer
+    logger.info(needed.line(), extra={"started": answer["started"]})
+    return answer
 
 
 def _start_history_load(settings: Settings) -> dict | None:

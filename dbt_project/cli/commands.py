@@ -15,7 +15,7 @@ from dbt_project.request import BackfillRequest, NightRequest, parse_date
 from dbt_project.settings import Settings
 
 # Which parts of the pipeline a command reaches (flags and variables name them).
-_NEEDS_ANALYTICS = {"init", "run", "load", "backfill", "docs", "runs"}
+_NEEDS_ANALYTICS = {"init", "run", "load", "backfill", "docs", "runs", "plan"}
 _NEEDS_SOURCE = {"init", "run", "extract", "backfill", "ci"}
 _NEEDS_STAGE = {"run", "extract", "backfill", "ci"}
 
@@ -116,6 +116,8 @@ def cmd_dev_db(args) -> int:
 
 
 def cmd_init(args) -> int:
+    from dbt_project.upgrade import REPROCESS_BY_HAND
+
     today = business_calendar.business_date(business_calendar.utc_now())
     result = pipeline(args).init(
         sample_data=args.sample_data,
@@ -125,9 +127,26 @@ def cmd_init(args) -> int:
         print("sample data: " + ", ".join(f"{t} +{n}" for t, n in result.sample_rows.items()))
     if result.sample_note:
         print(result.sample_note)
+    for change in result.upgrade.changes if result.upgrade else ():
+        where = ".".join(p for p in (result.upgrade.schema, change.table, change.column) if p)
+        print(f"analytics table upgraded: {where}: {change.summary}")
     print(
         f"source tables ready; analytics tables, ledger, roles and {result.views_built} views ready"
     )
+    reprocess = result.models.reprocess if result.models else None
+    if reprocess:
+        print(f"{reprocess.line()}: run `{REPROCESS_BY_HAND}` (with your --date and URLs)")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    """What `etl init` (or the next deployment) would change; exits non-zero on a refusal."""
+    planned = pipeline(args).plan()
+    if args.json:
+        emit_json(planned.document)
+    else:
+        print("\n".join(planned.lines))
+    planned.plan.tables.raise_if_refused()
     return 0
 
 

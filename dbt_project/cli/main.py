@@ -18,6 +18,7 @@ from dbt_project.cli.commands import (
     cmd_extract,
     cmd_init,
     cmd_load,
+    cmd_plan,
     cmd_run,
     cmd_runs,
 )
@@ -38,6 +39,13 @@ _COMMANDS = (
         cmd_init,
         "create the source and analytics schemas, ledger, roles and views",
         ("source", "analytics", "sample_data", "sample_end_date"),
+    ),
+    (
+        "plan",
+        cmd_plan,
+        "show what `etl init` would change in the analytics tables and which marts it would "
+        "reprocess; changes nothing",
+        ("analytics", "json"),
     ),
     (
         "run",

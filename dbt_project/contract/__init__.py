@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from dbt_project.contract.file_format import CHUNK, FILE_FORMAT, CompressingSink, VerifyingReader
 from dbt_project.contract.manifest import MAX_MANIFEST_BYTES, ExtractFacts, FileEntry, Manifest
-from dbt_project.contract.ownership import OWNERSHIPS, REMOVED_CUSTOMERS, REQUIRED_TABLES, Ownership
+from dbt_project.contract.ownership import (
+    REMOVED_CUSTOMERS,
+    Ownership,
+    customer_mart,
+    marts,
+    ownerships,
+    required_tables,
+)
 from dbt_project.contract.tables import TableContract, contract, load_contracts
 
 __all__ = [
@@ -17,12 +24,14 @@ __all__ = [
     "FileEntry",
     "MAX_MANIFEST_BYTES",
     "Manifest",
-    "OWNERSHIPS",
     "Ownership",
     "REMOVED_CUSTOMERS",
-    "REQUIRED_TABLES",
     "TableContract",
     "VerifyingReader",
     "contract",
+    "customer_mart",
     "load_contracts",
+    "marts",
+    "ownerships",
+    "required_tables",
 ]

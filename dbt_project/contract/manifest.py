@@ -21,7 +21,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
 from dbt_project.contract.file_format import FILE_FORMAT, MAX_UNCOMPRESSED_BYTES
-from dbt_project.contract.ownership import REQUIRED_TABLES
+from dbt_project.contract.ownership import required_tables
 from dbt_project.contract.tables import contract, normalise_type
 from dbt_project.errors import StageError
 from dbt_project.facts.business_calendar import (
@@ -265,6 +265,6 @@ class Manifest(_Strict):
                     f"(file: {found}, pk {entry.primary_key}; contract: {wanted}, pk "
                     f"{list(expected.primary_key)}); deploy the same project version on both sides"
                 )
-        missing = set(REQUIRED_TABLES) - seen
+        missing = set(required_tables()) - seen
         if missing:
             raise StageError(f"manifest {key} lacks files for {', '.join(sorted(missing))}")

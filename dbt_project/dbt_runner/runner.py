@@ -200,16 +200,7 @@ class DbtProject:
             flags += ["--quiet", "--log-level-file", "none"]
         return flags
 
-    def invoke(
-        self,
-        command: list[str],
-        *,
-        settings: PgSettings,
-        target: str,
-        dbt_vars: dict[str, object] | None = None,
-    ) -> DbtRun:
-        target_path, options = self._paths_and_options(target, dbt_vars)
-        flags = self._flags()
+    def _env_and_key(self, settings: PgSettings, target: str, dbt_vars) -> tuple[dict, tuple]:
         env = settings.dbt_env()
         env["PGOPTIONS"] = self.settings.limits.options() or ""
         # What the parsed project depends on, as for the shipped parse: the target, the
@@ -221,6 +212,30 @@ class DbtProject:
             tuple(sorted(dbt_parse.parse_inputs(target, env, dbt_vars).items())),
             self._fingerprint(),
         )
+        return env, parse_key
+
+    def parsed_project(self, *, settings: PgSettings, target: str):
+        """dbt's parsed project (its Manifest object), as the next call would use it."""
+        target_path, options = self._paths_and_options(target, None)
+        flags = self._flags()
+        env, parse_key = self._env_and_key(settings, target, None)
+        with _DBT_LOCK, scoped_environ(env):
+            parsed, failed = self._manifest(parse_key, env, None, [*flags, "parse", *options])
+        if parsed is None:
+            raise_for_failures(_summarise(failed, target_path), "parsing the dbt project")
+        return parsed
+
+    def invoke(
+        self,
+        command: list[str],
+        *,
+        settings: PgSettings,
+        target: str,
+        dbt_vars: dict[str, object] | None = None,
+    ) -> DbtRun:
+        target_path, options = self._paths_and_options(target, dbt_vars)
+        flags = self._flags()
+        env, parse_key = self._env_and_key(settings, target, dbt_vars)
         with _DBT_LOCK, scoped_environ(env):
             parsed, failed = self._manifest(parse_key, env, dbt_vars, [*flags, "parse", *options])
             if parsed is None:

@@ -15,11 +15,13 @@ import psycopg2
 import psycopg2.errors
 
 from dbt_project.contract.manifest import ExtractFacts
+from dbt_project.contract.ownership import marts
 from dbt_project.dbt_runner import freshness
 from dbt_project.dbt_runner.runner import DbtProject, invoke_dbt, raise_for_failures, run_vars
 from dbt_project.errors import ConfigError, ExtractBusy
+from dbt_project.extract import source_columns
 from dbt_project.extract.unload import built_relations, unload_night
-from dbt_project.facts.names import MARTS, SOURCE_TARGET
+from dbt_project.facts.names import SOURCE_TARGET
 from dbt_project.facts.stage_layout import DBT_ARTIFACTS_FOLDER, day_prefix, manifest_key
 from dbt_project.postgres.connection import Database
 from dbt_project.postgres.source_schema import history_bounds
@@ -54,7 +56,7 @@ class ExtractResult:
 
     @property
     def rows_extracted(self) -> int:
-        return sum(self.rows[name] for name in MARTS)
+        return sum(self.rows[name] for name in marts())
 
 
 @contextmanager
@@ -139,6 +141,10 @@ def extract(
     """
     started = time.perf_counter()
     with extract_lock(source, wait=not request.full_refresh):
+        # A column a model reads, dropped or renamed in the source, stops the night first.
+        source_columns.check(
+            source.connection(), dbt.parsed_project(settings=source.settings, target=SOURCE_TARGET)
+        )
         gate = request.freshness_gate
         fresh = freshness.check(source, dbt) if gate else freshness.SKIPPED_FRESHNESS
         if request.full_refresh:
@@ -164,6 +170,7 @@ def _build_and_unload(request, fresh, source, stage, dbt, gzip_level) -> Extract
         target=SOURCE_TARGET,
         dbt_vars=run_vars(day, lookback_days),
     )
+    source_columns.raise_for_missing_column(run.failures)
     raise_for_failures(run, f"the dbt build for {day}")
     dbt_seconds = time.perf_counter() - started
     tests = _test_counts(run.run_results)

@@ -18,7 +18,7 @@ from psycopg2 import sql
 
 from dbt_project.contract.file_format import CHUNK, FILE_FORMAT, CompressingSink
 from dbt_project.contract.manifest import ExtractFacts, FileEntry, Manifest
-from dbt_project.contract.ownership import REQUIRED_TABLES
+from dbt_project.contract.ownership import required_tables
 from dbt_project.contract.tables import TableContract, contract
 from dbt_project.facts import business_calendar
 from dbt_project.facts.business_calendar import BUSINESS_TIMEZONE
@@ -36,9 +36,9 @@ class Relation:
 def built_relations(dbt_manifest: Path) -> dict[str, Relation]:
     """Where dbt built each table the night stages, from its manifest.json."""
     nodes = json.loads(dbt_manifest.read_text())["nodes"]
-    found = {}
+    found, wanted = {}, required_tables()
     for node in nodes.values():
-        if node.get("resource_type") == "model" and node["name"] in REQUIRED_TABLES:
+        if node.get("resource_type") == "model" and node["name"] in wanted:
             found[node["name"]] = Relation(node["schema"], node.get("alias") or node["name"])
     return found
 
@@ -86,7 +86,7 @@ def _unload_files(conn, relations, stage: Stage, prefix: str, gzip_level: int) -
                 f"{prefix}{name}.tsv.gz",
                 gzip_level=gzip_level,
             )
-            for name in REQUIRED_TABLES
+            for name in required_tables()
         ]
     finally:
         # End the snapshot whatever happened (set_session is refused inside a

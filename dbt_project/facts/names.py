@@ -1,7 +1,9 @@
 """The names the two databases, dbt and the CDK app agree on: marts, schemas, databases
 and dbt targets."""
 
-# The three aggregation models the extract unloads and the load upserts.
+# The marts of the shipped project, for what the CDK app draws per mart (the dashboard's
+# RecordsLoaded metrics). The extract and the load read the marts from the models' YAML
+# (dbt_project.contract.ownership.marts); a unit test keeps the two equal.
 MARTS = ("customer_analytics", "product_sales_summary", "daily_sales_summary")
 
 # dbt targets (profiles.yml): the nightly build on the source, the views on the
@@ -22,6 +24,11 @@ SOURCE_SCHEMA = "public"
 BUILD_SCHEMA = "nightly"
 ANALYTICS_SCHEMA = "analytics"
 LEDGER_SCHEMA = "ledger"
+# The property of the deployment's upgrade (a CloudFormation custom resource) that says
+# whether a change of a mart's logic starts the reprocessing of its history: "true" or
+# "false", set from the CDK context and read by the initializer from the event.
+REPROCESS_PROPERTY = "ReprocessChangedModels"
+
 # What BUILD_SCHEMA and LEDGER_SCHEMA were both called before "etl" meant only the
 # command: `etl init` renames such a schema where it finds one.
 LEGACY_SCHEMA = "etl"

@@ -33,20 +33,22 @@ import psycopg2.extras
 from dbt_project.contract.file_format import CHUNK, VerifyingReader
 from dbt_project.contract.manifest import MAX_MANIFEST_BYTES, ExtractFacts, FileEntry, Manifest
 from dbt_project.contract.ownership import (
-    OWNERSHIPS,
     REMOVED_CUSTOMERS,
-    REQUIRED_TABLES,
     Ownership,
+    customer_mart,
+    marts,
+    ownerships,
+    required_tables,
 )
 from dbt_project.contract.tables import TableContract, contract
 from dbt_project.errors import ConfigError, LoadTimedOut, StageError, brief, database_message
 from dbt_project.facts import business_calendar
-from dbt_project.facts.names import MARTS
 from dbt_project.load import sql as load_sql
+from dbt_project.postgres import deployments
 from dbt_project.postgres.analytics_schema import (
     LOAD_LOCK,
-    STAGED_WITHOUT_KEY,
     refresh_customer_totals,
+    staged_without_key,
 )
 from dbt_project.stage import Stage
 
@@ -82,6 +84,8 @@ class LoadResult:
     extract: ExtractFacts | None = None
     full_refresh: bool = False
     dbt_artifacts: list[str] = field(default_factory=list)
+    # A full refresh settles the reprocessing deployments asked for: which marts, why.
+    reprocessed: dict | None = None
 
     @classmethod
     def of(cls, manifest: Manifest, manifest_key: str) -> LoadResult:
@@ -172,9 +176,9 @@ def _written_counts(cur, table) -> tuple[int, int] | None:
     return (int(row[0]), int(row[1])) if row else None
 
 
-def _load_customers(cur, manifest: Manifest, result: LoadResult) -> None:
-    """Upsert customer_analytics with the version check inside the upsert itself."""
-    table = contract("customer_analytics")
+def _load_customers(cur, manifest: Manifest, result: LoadResult, mart: str) -> None:
+    """Upsert the customers mart with the version check inside the upsert itself."""
+    table = contract(mart)
     analytics = load_sql.analytics_table(table.name)
     load = result.tables[table.name]
     version = {"as_of_date": manifest.run_date, "extracted_at": manifest.extracted_at}
@@ -194,33 +198,35 @@ def _load_customers(cur, manifest: Manifest, result: LoadResult) -> None:
     # Every row of a newer version is written, changed or not: the version moves on.
     load.skipped_stale = load.rows_in_file - load.inserted - load.updated
     if manifest.file(REMOVED_CUSTOMERS).rows:
-        _remove_customers(cur, manifest, load, version)
+        _remove_customers(cur, manifest, load, version, mart)
 
 
-def _remove_customers(cur, manifest: Manifest, load: TableLoad, version: dict) -> None:
+def _remove_customers(cur, manifest: Manifest, load: TableLoad, version: dict, mart: str) -> None:
     # The two files must not name the same customer.
-    cur.execute(load_sql.count_removed_with_rows(), version)
+    cur.execute(load_sql.count_removed_with_rows(mart), version)
     (both,) = cur.fetchone()
     if both:
         raise StageError(
             f"{manifest.file(REMOVED_CUSTOMERS).key} lists {both} customers that "
-            f"{manifest.file('customer_analytics').key} has rows for; the files do not "
+            f"{manifest.file(mart).key} has rows for; the files do not "
             "belong together: re-run the extract for that day"
         )
-    cur.execute(load_sql.remove_customers(), {**version, "run_id": manifest.run_id})
+    cur.execute(load_sql.remove_customers(mart), {**version, "run_id": manifest.run_id})
     load.deleted = cur.rowcount
 
 
 def _delete_what_the_history_lacks(cur, result: LoadResult) -> None:
     """A full refresh owns everything: rows of days and customers its files do not
     have are gone from the source's history, so they go from the analytics side."""
-    for ownership in OWNERSHIPS:
+    for ownership in ownerships():
         for mart in ownership.marts:
             cur.execute(load_sql.delete_outside_keys(ownership, mart))
             result.tables[mart].deleted += cur.rowcount
         cur.execute(load_sql.delete_versions_outside_keys(ownership))
-    cur.execute(load_sql.delete_customers_not_staged())
-    result.tables["customer_analytics"].deleted += cur.rowcount
+    customers = customer_mart()
+    if customers:
+        cur.execute(load_sql.delete_customers_not_staged(customers))
+        result.tables[customers].deleted += cur.rowcount
 
 
 def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
@@ -228,10 +234,16 @@ def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
     try:
         if manifest.full_refresh:
             _delete_what_the_history_lacks(cur, result)
-        for ownership in OWNERSHIPS:
+        for ownership in ownerships():
             _apply_ownership(cur, ownership, manifest, result)
-        _load_customers(cur, manifest, result)
-        cur.execute(refresh_customer_totals())
+        customers = customer_mart()
+        if customers:
+            _load_customers(cur, manifest, result, customers)
+        if customers == "customer_analytics":
+            cur.execute(refresh_customer_totals())
+        if manifest.full_refresh:
+            cur.execute(deployments.settle_requests(), (manifest.run_id,))
+            result.reprocessed = deployments.reprocessed(cur.fetchall())
     except (psycopg2.errors.CheckViolation, psycopg2.errors.NotNullViolation) as exc:
         table = exc.diag.table_name or "an analytics table"
         rule = exc.diag.constraint_name or exc.diag.column_name or ""
@@ -242,7 +254,7 @@ def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
         ) from exc
     except psycopg2.errors.CardinalityViolation as exc:
         raise StageError(
-            f"{manifest.file('customer_analytics').key} holds the same customer_id twice; the "
+            f"{manifest.file(customer_mart()).key} holds the same customer_id twice; the "
             "extract must produce one row per key: fix the model and re-run the extract"
         ) from exc
 
@@ -264,13 +276,14 @@ def _check_days(cur, manifest: Manifest) -> None:
     """A night owns its lookback days and the earlier days of orders changed in its
     window, never a day after its run date: no honest night would own that day again
     (and a day in 2099 would end every view's "last 30 days")."""
-    for ownership in OWNERSHIPS:
-        for name in (ownership.keys_table, *ownership.marts):
-            cur.execute(load_sql.count_days_after(name, ownership.key), (manifest.run_date,))
+    for ownership in ownerships():
+        columns = ((ownership.keys_table, ownership.key), *ownership.columns)
+        for name, day in columns:
+            cur.execute(load_sql.count_days_after(name, day), (manifest.run_date,))
             later, last = cur.fetchone()
             if later:
                 raise StageError(
-                    f"{manifest.file(name).key} has {later} rows whose {ownership.key} is after "
+                    f"{manifest.file(name).key} has {later} rows whose {day} is after "
                     f"the run date {manifest.run_date} (up to {last}); a night owns no later "
                     "day, so the file does not belong to that night: re-run the extract for "
                     "that day"
@@ -278,15 +291,15 @@ def _check_days(cur, manifest: Manifest) -> None:
 
 
 def _copy_files_in(cur, stage: Stage, manifest: Manifest, result: LoadResult) -> None:
-    for name in REQUIRED_TABLES:
+    for name in required_tables():
         entry = manifest.file(name)
         result.read_seconds += _copy_in(cur, stage, entry, contract(name))
         if load_sql.AS_OF_DATE in contract(name).column_names:
             _check_as_of_dates(cur, manifest, entry, contract(name))
-        if name not in STAGED_WITHOUT_KEY:
+        if not staged_without_key(name):
             # Joined to the analytics tables: the planner needs their size.
             cur.execute(load_sql.analyze(load_sql.incoming_table(name)))
-        if name in MARTS:
+        if name in marts():
             result.tables[name] = TableLoad(rows_in_file=entry.rows)
     _check_days(cur, manifest)
 

@@ -53,6 +53,8 @@ def build(load: LoadResult, tests=None, *, trigger: str | None = None) -> dict:
             "sources": facts.freshness_sources if facts else [],
         },
         "run_results_key": _run_results_key(load.run_date),
+        # The marts a deployment's change of logic asked to reprocess, and why.
+        "reprocessed": load.reprocessed,
     }
 
 
@@ -117,5 +119,9 @@ def as_text(report: dict) -> str:
             f"  {name:<22} +{t['inserted']} ~{t['updated']} -{t['deleted']}"
             + (f"  ({t['skipped_stale']} stale, skipped)" if t["skipped_stale"] else "")
         )
+    if report.get("reprocessed"):
+        done = report["reprocessed"]
+        why = "; ".join(f"{mart} ({reason})" for mart, reason in done["marts"].items())
+        lines.append(f"  reprocessed {done['from']}..{done['to']}: {why}")
     lines.append(f"  dbt run results: {report['run_results_key']}")
     return "\n".join(lines)

@@ -12,14 +12,10 @@ from psycopg2 import sql
 from dbt_project.contract.ownership import REMOVED_CUSTOMERS, Ownership
 from dbt_project.contract.tables import TableContract
 from dbt_project.facts.names import ANALYTICS_SCHEMA, LEDGER_SCHEMA
-from dbt_project.postgres.analytics_schema import (
-    STAGED_WITHOUT_KEY,
-    VERSION_COLUMN,
-)
+from dbt_project.postgres.analytics_schema import VERSION_COLUMN, staged_without_key
 
 _LEDGER = sql.Identifier(LEDGER_SCHEMA, "load_ledger")
 _REMOVED = sql.Identifier(LEDGER_SCHEMA, "removed_customers")
-_CUSTOMERS = sql.Identifier(ANALYTICS_SCHEMA, "customer_analytics")
 _VERSION = sql.Identifier(VERSION_COLUMN)
 # The day a cumulative row is as of; a night's rows must all carry its run date.
 AS_OF_DATE = "as_of_date"
@@ -90,7 +86,7 @@ def create_incoming_table(table: TableContract) -> sql.Composed:
     definitions = [
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.data_type)) for c in table.columns
     ]
-    if table.name not in STAGED_WITHOUT_KEY:
+    if not staged_without_key(table.name):
         definitions.append(sql.SQL("primary key ({})").format(_join(_idents(table.primary_key))))
     return sql.SQL("create temporary table {} ({}) on commit drop").format(
         incoming_table(table.name), _join(definitions)
@@ -164,12 +160,13 @@ def count_unowned_and_stale(ownership: Ownership, mart: str) -> sql.Composed:
     return sql.SQL(
         "select count(*) filter (where k.{key} is null), "
         "count(*) filter (where o.{key} is null) from {staged} s "
-        "left join {keys} k on k.{key} = s.{key} left join {owned} o on o.{key} = s.{key}"
+        "left join {keys} k on k.{key} = s.{day} left join {owned} o on o.{key} = s.{day}"
     ).format(
         staged=incoming_table(mart),
         keys=incoming_table(ownership.keys_table),
         owned=owned_table(ownership),
         key=sql.Identifier(ownership.key),
+        day=sql.Identifier(ownership.column(mart)),
     )
 
 
@@ -182,12 +179,13 @@ def _pk_match(table: TableContract) -> sql.Composed:
 def delete_owned_rows_not_staged(ownership: Ownership, table: TableContract) -> sql.Composed:
     """Rows of owned keys that the night's file no longer has (a cancelled product-day)."""
     return sql.SQL(
-        "delete from {target} t using {owned} o where t.{key} = o.{key} "
+        "delete from {target} t using {owned} o where t.{day} = o.{key} "
         "and not exists (select 1 from {staged} s where {pk_match})"
     ).format(
         target=analytics_table(table.name),
         owned=owned_table(ownership),
         key=sql.Identifier(ownership.key),
+        day=sql.Identifier(ownership.column(table.name)),
         staged=incoming_table(table.name),
         pk_match=_pk_match(table),
     )
@@ -205,8 +203,10 @@ def upsert_owned_rows(
     non_key = _idents(c for c in table.column_names if c not in table.primary_key)
     only_owned = sql.SQL("")
     if some_stale:
-        only_owned = sql.SQL(" join {owned} o on o.{key} = s.{key}").format(
-            owned=owned_table(ownership), key=sql.Identifier(ownership.key)
+        only_owned = sql.SQL(" join {owned} o on o.{key} = s.{day}").format(
+            owned=owned_table(ownership),
+            key=sql.Identifier(ownership.key),
+            day=sql.Identifier(ownership.column(table.name)),
         )
     return sql.SQL(
         "with upserted as ("
@@ -304,7 +304,7 @@ def written_counts(table: sql.Identifier, connection) -> sql.Composed:
     ).format(sql.Literal(table.as_string(connection)))
 
 
-def count_removed_with_rows() -> sql.Composed:
+def count_removed_with_rows(mart: str) -> sql.Composed:
     """Customers the removal file names that this night also wrote a row for.
 
     Checked after the upsert, on the few removed keys, through the primary key.
@@ -313,10 +313,12 @@ def count_removed_with_rows() -> sql.Composed:
     return sql.SQL(
         "select count(*) from {staged} r join {target} t using (customer_id) "
         "where (t.as_of_date, t.{version}) = (%(as_of_date)s, %(extracted_at)s)"
-    ).format(staged=incoming_table(REMOVED_CUSTOMERS), target=_CUSTOMERS, version=_VERSION)
+    ).format(
+        staged=incoming_table(REMOVED_CUSTOMERS), target=analytics_table(mart), version=_VERSION
+    )
 
 
-def remove_customers() -> sql.Composed:
+def remove_customers(mart: str) -> sql.Composed:
     """Remember each removal (unless a fresher night did) and delete the older rows.
 
     Parameters by name: as_of_date, extracted_at, run_id.
@@ -335,7 +337,7 @@ def remove_customers() -> sql.Composed:
     ).format(
         removed=_REMOVED,
         staged=incoming_table(REMOVED_CUSTOMERS),
-        target=_CUSTOMERS,
+        target=analytics_table(mart),
         version=_VERSION,
     )
 
@@ -344,10 +346,14 @@ def remove_customers() -> sql.Composed:
 
 
 def delete_outside_keys(ownership: Ownership, mart: str) -> sql.Composed:
-    key = sql.Identifier(ownership.key)
     return sql.SQL(
-        "delete from {target} t where not exists (select from {keys} k where k.{key} = t.{key})"
-    ).format(target=analytics_table(mart), keys=incoming_table(ownership.keys_table), key=key)
+        "delete from {target} t where not exists (select from {keys} k where k.{key} = t.{day})"
+    ).format(
+        target=analytics_table(mart),
+        keys=incoming_table(ownership.keys_table),
+        key=sql.Identifier(ownership.key),
+        day=sql.Identifier(ownership.column(mart)),
+    )
 
 
 def delete_versions_outside_keys(ownership: Ownership) -> sql.Composed:
@@ -361,8 +367,8 @@ def delete_versions_outside_keys(ownership: Ownership) -> sql.Composed:
     )
 
 
-def delete_customers_not_staged() -> sql.Composed:
+def delete_customers_not_staged(mart: str) -> sql.Composed:
     return sql.SQL(
         "delete from {target} t where not exists "
         "(select from {staged} s where s.customer_id = t.customer_id)"
-    ).format(target=_CUSTOMERS, staged=incoming_table("customer_analytics"))
+    ).format(target=analytics_table(mart), staged=incoming_table(mart))

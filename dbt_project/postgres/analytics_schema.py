@@ -1,37 +1,41 @@
-"""The analytics database: tables from the contracts, the ledger, the roles.
+"""The analytics database: tables brought to the contracts, the ledger, the roles.
 
 The loader's bookkeeping beside each table (its version column, table options, the
-totals row), the ledger's tables, and the roles that read and write them.
+ranking's index, the totals row), the ledger's tables, and the roles that read and
+write them. ``schema_plan.py`` works out what bringing the tables to the contracts
+takes; ``etl init`` and every deployment run it, ``etl plan`` prints it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from psycopg2 import sql
 
-from dbt_project.contract.tables import contract
-from dbt_project.facts.names import ANALYTICS_SCHEMA, LEDGER_SCHEMA, MARTS
+from dbt_project.contract.ownership import customer_mart, marts
+from dbt_project.contract.tables import Column, contract, load_contracts
+from dbt_project.facts.names import ANALYTICS_SCHEMA, LEDGER_SCHEMA
 from dbt_project.facts.roles import LOADER_ROLE, READER_ROLE
+from dbt_project.postgres import schema_plan
 from dbt_project.postgres.connection import adopt_legacy_schema
+from dbt_project.postgres.deployments import deployments_ddl
+from dbt_project.settings import current
 
 # Loads run one at a time: versions are read and written by each, so two loads of
 # different days must not interleave. Any constant shared by all loaders will do.
 LOAD_LOCK = 0x5E7105D
 
 
-# Columns the analytics tables have beyond their contract: the loader's bookkeeping.
-# A customer row's version is (as_of_date, extracted_at): cumulative numbers as of a
-# later day win; for the same day, the later read of the source.
+# The loader's bookkeeping beside the contract: the customers mart's rows carry their
+# version. A customer row's version is (as_of_date, extracted_at): cumulative numbers
+# as of a later day win; for the same day, the later read of the source. Rows from
+# before the column existed get -infinity, older than any night.
 VERSION_COLUMN = "extracted_at"
-EXTRA_COLUMNS = {"customer_analytics": ((VERSION_COLUMN, "timestamptz not null"),)}
 # A night rewrites the row of every customer it owns. Free space on each page lets
 # PostgreSQL put the new row version beside the old one without a new primary-key
 # entry (a HOT update); the dead version is pruned when the page is next written.
 # 30 % free covers a night that rewrites up to about 40 % of a page's rows.
-FILLFACTOR = {"customer_analytics": 70}
-# customer_analytics is staged without a primary key: building that index costs a
-# quarter of the load, and the upsert refuses a key that appears twice all the same
-# ("cannot affect row a second time"). The small files keep theirs.
-STAGED_WITHOUT_KEY = frozenset({"customer_analytics"})
+CUSTOMERS_FILLFACTOR = 70
 # top_customers ranks every customer: in this order a LIMIT reads only the rows it
 # returns. Its figures over all customers (the revenue share's denominator, the latest
 # as_of_date) come from one row that the load rewrites in its transaction.
@@ -39,11 +43,60 @@ REVENUE_RANK_INDEX = "customer_analytics_revenue_rank_idx"
 CUSTOMER_TOTALS = "customer_totals"
 
 
+def extra_columns(mart: str) -> tuple[Column, ...]:
+    if mart != customer_mart():
+        return ()
+    return (Column(VERSION_COLUMN, "timestamptz", not_null=True, default="-infinity"),)
+
+
+def staged_without_key(table: str) -> bool:
+    """The customers mart is staged without a primary key: building that index costs a
+    quarter of the load, and the upsert refuses a key that appears twice all the same
+    ("cannot affect row a second time"). The small files keep theirs."""
+    return table == customer_mart()
+
+
+def wanted_tables() -> list[schema_plan.WantedTable]:
+    """Each mart as its contract and the loader's bookkeeping make it."""
+    wanted = []
+    for mart in marts():
+        customers = mart == customer_mart()
+        indexes = ()
+        if mart == "customer_analytics":
+            indexes = ((REVENUE_RANK_INDEX, "btree (total_revenue desc, customer_id)"),)
+        wanted.append(
+            schema_plan.WantedTable(
+                contract(mart),
+                extra_columns(mart),
+                CUSTOMERS_FILLFACTOR if customers else None,
+                indexes,
+            )
+        )
+    return wanted
+
+
+def _project_views() -> frozenset[str]:
+    """The views dbt builds on the analytics database: models/analytics."""
+    folder = Path(current().project_dir) / "models" / "analytics"
+    return frozenset(p.stem for p in folder.glob("*.sql"))
+
+
+def plan_upgrade(cur) -> schema_plan.SchemaPlan:
+    """What bringing the analytics tables to the contracts takes (nothing is run)."""
+    load_contracts()  # a contract that cannot be read is named before anything else
+    return schema_plan.plan(
+        cur,
+        ANALYTICS_SCHEMA,
+        wanted_tables(),
+        managed_views=_project_views(),
+        other_known=frozenset({CUSTOMER_TOTALS}),
+    )
+
+
 def customer_totals_ddl() -> sql.Composed:
-    """The ranking's index and the one-row table of totals over all customers."""
+    """The one-row table of totals over all customers."""
     return sql.SQL(
         """
-        create index if not exists {index} on {customers} (total_revenue desc, customer_id);
         create table if not exists {totals} (
             singleton boolean primary key default true check (singleton),
             revenue_of_all_customers numeric not null,
@@ -51,11 +104,7 @@ def customer_totals_ddl() -> sql.Composed:
             customer_count bigint not null
         );
         """
-    ).format(
-        index=sql.Identifier(REVENUE_RANK_INDEX),
-        customers=sql.Identifier(ANALYTICS_SCHEMA, "customer_analytics"),
-        totals=sql.Identifier(ANALYTICS_SCHEMA, CUSTOMER_TOTALS),
-    )
+    ).format(totals=sql.Identifier(ANALYTICS_SCHEMA, CUSTOMER_TOTALS))
 
 
 def ledger_ddl() -> sql.Composed:
@@ -119,52 +168,45 @@ def refresh_customer_totals() -> sql.Composed:
     )
 
 
-def create_analytics_tables(conn) -> None:
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("create schema if not exists {}").format(sql.Identifier(ANALYTICS_SCHEMA))
-        )
-        for name in MARTS:
-            cur.execute(
-                contract(name).create_table_sql(
-                    ANALYTICS_SCHEMA, EXTRA_COLUMNS.get(name, ()), FILLFACTOR.get(name)
-                )
-            )
-        adopt_legacy_schema(cur, LEDGER_SCHEMA, "load_ledger")
-        cur.execute(ledger_ddl())
-        _upgrade_customer_versions(cur)
-        # Also brings an earlier version's database up to date: index, table, totals.
-        cur.execute(customer_totals_ddl())
-        cur.execute(refresh_customer_totals())
+def create_analytics_tables(conn) -> schema_plan.SchemaPlan:
+    """Bring the analytics tables to the contracts, and the ledger up to date.
 
-
-def _upgrade_customer_versions(cur) -> None:
-    """Bring a customer_analytics table from before rows carried their version up to date.
-
-    Such a table kept each customer's version in the ledger's customer_versions. Its rows get
-    that version's extracted_at (or -infinity, older than any night), and its
-    customers that have no row any more become removals, so that a stale night
-    still cannot bring them back. Runs once: afterwards the column exists.
+    In the caller's transaction, holding the load lock (no load runs between the plan
+    and its DDL). A plan with a refusal raises before anything is run.
     """
-    cur.execute(
-        "select 1 from information_schema.columns "
-        "where table_schema = %s and table_name = 'customer_analytics' and column_name = %s",
-        (ANALYTICS_SCHEMA, VERSION_COLUMN),
-    )
-    if cur.fetchone() is not None:
-        return
-    target = sql.Identifier(ANALYTICS_SCHEMA, "customer_analytics")
-    version = sql.Identifier(VERSION_COLUMN)
-    cur.execute(
-        sql.SQL(
-            "alter table {t} add column {v} timestamptz not null default '-infinity', "
-            "set (fillfactor = {f})"
-        ).format(t=target, v=version, f=sql.Literal(FILLFACTOR["customer_analytics"]))
-    )
-    cur.execute(sql.SQL("alter table {} alter column {} drop default").format(target, version))
+    with conn.cursor() as cur:
+        cur.execute("select pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
+        adopt_legacy_schema(cur, LEDGER_SCHEMA, "load_ledger")
+        upgrade = plan_upgrade(cur)
+        upgrade.raise_if_refused()
+        versions_added = any(
+            c.column == VERSION_COLUMN and c.table == customer_mart() for c in upgrade.changes
+        )
+        for statement in upgrade.statements:
+            cur.execute(statement)
+        cur.execute(ledger_ddl())
+        cur.execute(deployments_ddl())
+        if versions_added:
+            _copy_legacy_versions(cur)
+        if customer_mart() == "customer_analytics":
+            cur.execute(customer_totals_ddl())
+            cur.execute(refresh_customer_totals())
+    return upgrade
+
+
+def _copy_legacy_versions(cur) -> None:
+    """Versions an earlier loader kept in the ledger's customer_versions, into the rows.
+
+    The general upgrade added the version column (-infinity in every row); this is the
+    part it cannot express: the rows get their old version, and the customers that
+    have no row any more become removals, so that a stale night still cannot bring
+    them back. Runs once: only when the version column was just added.
+    """
     cur.execute("select to_regclass(%s)", (f"{LEDGER_SCHEMA}.customer_versions",))
     if cur.fetchone()[0] is None:
         return
+    target = sql.Identifier(ANALYTICS_SCHEMA, customer_mart())
+    version = sql.Identifier(VERSION_COLUMN)
     old = sql.Identifier(LEDGER_SCHEMA, "customer_versions")
     cur.execute(
         sql.SQL(
@@ -222,7 +264,7 @@ def create_roles(conn, database: str) -> None:
                     analytics=analytics,
                     meta=meta,
                     marts=sql.SQL(", ").join(
-                        sql.Identifier(ANALYTICS_SCHEMA, m) for m in (*MARTS, CUSTOMER_TOTALS)
+                        sql.Identifier(ANALYTICS_SCHEMA, m) for m in (*marts(), CUSTOMER_TOTALS)
                     ),
                 )
             )

@@ -14,6 +14,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IDependable
 
+from dbt_project.facts.names import REPROCESS_PROPERTY
 from infra import lambda_defaults as defaults
 from infra.nag import acknowledge, logical_id, skip_checkov, skip_helper_function_checks
 
@@ -48,6 +49,7 @@ class AnalyticsUpgrade(Construct):
         versions: Mapping[str, str],
         after: Sequence[IDependable],
         removal_policy: RemovalPolicy,
+        reprocess_changed_models: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
         timeout = initializer.timeout
@@ -62,7 +64,11 @@ class AnalyticsUpgrade(Construct):
             "Resource",
             service_token=provider.service_token,
             resource_type=RESOURCE_TYPE,
-            properties=dict(versions),
+            # The initializer reads the flag from the event (dbt_project.aws.events).
+            properties={
+                **versions,
+                REPROCESS_PROPERTY: "true" if reprocess_changed_models else "false",
+            },
             service_timeout=SERVICE_TIMEOUT,
         )
         for dependency in after:

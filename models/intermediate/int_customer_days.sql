@@ -3,6 +3,7 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
+        on_schema_change='append_new_columns',
         indexes=[
             {'columns': ['customer_id', 'order_date'], 'unique': true},
             {'columns': ['order_date']},
@@ -14,7 +15,10 @@
 -- What each customer bought on each business day. A night recomputes only the days
 -- it owns (run_window_days), so customer_analytics sums a customer's days instead of
 -- re-reading every order line of that customer's history. A first build, or
--- --full-refresh, reads the whole history.
+-- --full-refresh, reads the whole history. A measure added to customer_measures gets
+-- its column on the next night (on_schema_change), empty in the days kept from before:
+-- the reprocessing that the deployment of the change starts (a full refresh) fills it,
+-- and nights go on meanwhile.
 with
 
 orders as (
@@ -46,7 +50,8 @@ counted_orders as (
     {%- endif %}
 ),
 
--- Shared with daily_sales_summary: a macro, as macros/order_totals.sql says why.
+-- Each order's measures (macros/customer_measures.sql), shared with daily_sales_summary:
+-- a macro, as macros/order_totals.sql says why.
 order_totals as (
     {{ select_order_totals('counted_orders', 'order_items') }}
 ),
@@ -54,10 +59,10 @@ order_totals as (
 final as (
     select
         customer_id,
-        sales_date as order_date,
-        cast(sum(item_count) as bigint) as item_count,
-        cast(sum(revenue) as numeric(14, 2)) as revenue,
-        count(order_id) as order_count
+        {%- for measure in customer_measures() %}
+            cast(sum({{ measure.name }}) as {{ measure.type }}) as {{ measure.name }},
+        {%- endfor %}
+        sales_date as order_date
     from order_totals
     group by
         customer_id,

@@ -3,6 +3,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='customer_id',
+        on_schema_change='append_new_columns',
         indexes=[{'columns': ['customer_id'], 'unique': true}],
     )
 }}
@@ -13,6 +14,23 @@
 -- per customer, however long its history. An earlier row is carried forward while it
 -- was settled no later than this build's first owned day; otherwise (a late change to
 -- an old order, a backfill of an earlier day) the customer's days are summed again.
+-- A new measure's column is added as in int_customer_days (on_schema_change).
+{#- The measures this table has: a measure added since it was built has no column yet,
+    and reads as null until the reprocessing fills it (dbt adds the column after this
+    query). A unit test's `this` is its given rows, with no relation behind it: every
+    measure is read. #}
+{%- set stored = [] %}
+{%- if is_incremental() and this is not string %}
+    {%- set stored = adapter.get_columns_in_relation(this) | map(attribute='name') | list %}
+{%- endif %}
+{%- set stored_measures = [] %}
+{%- for measure in customer_measures() %}
+    {%- if measure.name in stored or not stored %}
+        {%- do stored_measures.append('settled.' ~ measure.name) %}
+    {%- else %}
+        {%- do stored_measures.append('cast(null as ' ~ measure.type ~ ') as ' ~ measure.name) %}
+    {%- endif %}
+{%- endfor %}
 with
 
 owned_customers as (
@@ -37,9 +55,9 @@ earlier as (
     select
         settled.customer_id,
         settled.settled_before,
-        settled.order_count,
-        settled.item_count,
-        settled.revenue,
+        {%- for stored_measure in stored_measures %}
+            {{ stored_measure }},
+        {%- endfor %}
         settled.first_order_date,
         settled.last_order_date
     from {{ this }} as settled
@@ -51,9 +69,9 @@ earlier as (
         select
             cast(null as bigint) as customer_id,
             cast(null as date) as settled_before,
-            cast(null as bigint) as order_count,
-            cast(null as bigint) as item_count,
-            cast(null as numeric(14, 2)) as revenue,
+            {%- for measure in customer_measures() %}
+                cast(null as {{ measure.type }}) as {{ measure.name }},
+            {%- endfor %}
             cast(null as date) as first_order_date,
             cast(null as date) as last_order_date
         where false
@@ -64,12 +82,12 @@ final as (
     select
         owned_customers.customer_id,
         settle.settled_before,
-        cast(coalesce(earlier.order_count, 0) + coalesce(added.order_count, 0) as bigint)
-            as order_count,
-        cast(coalesce(earlier.item_count, 0) + coalesce(added.item_count, 0) as bigint)
-            as item_count,
-        cast(coalesce(earlier.revenue, 0) + coalesce(added.revenue, 0) as numeric(14, 2))
-            as revenue,
+        {%- for measure in customer_measures() %}
+            cast(
+                coalesce(earlier.{{ measure.name }}, 0) + coalesce(added.{{ measure.name }}, 0)
+                as {{ measure.type }}
+            ) as {{ measure.name }},
+        {%- endfor %}
         least(earlier.first_order_date, added.first_order_date) as first_order_date,
         greatest(earlier.last_order_date, added.last_order_date) as last_order_date
     from owned_customers

@@ -28,9 +28,10 @@ owned_customers as (
 customer_totals as (
     select
         settled.customer_id,
-        settled.order_count + coalesce(later.order_count, 0) as total_orders,
-        settled.item_count + coalesce(later.item_count, 0) as total_items,
-        settled.revenue + coalesce(later.revenue, 0) as total_revenue,
+        {%- for measure in customer_measures() %}
+            settled.{{ measure.name }} + coalesce(later.{{ measure.name }}, 0)
+                as {{ measure.total }},
+        {%- endfor %}
         coalesce(settled.first_order_date, later.first_order_date) as first_order_date,
         coalesce(later.last_order_date, settled.last_order_date) as last_order_date
     from settled
@@ -52,9 +53,10 @@ final as (
         customer_totals.customer_id,
         customers.customer_name,
         customers.region,
-        customer_totals.total_orders,
-        cast(customer_totals.total_items as bigint) as total_items,
-        cast(customer_totals.total_revenue as numeric(14, 2)) as total_revenue,
+        {%- for measure in customer_measures() %}
+            cast(customer_totals.{{ measure.total }} as {{ measure.type }})
+                as {{ measure.total }},
+        {%- endfor %}
         cast(
             round(customer_totals.total_revenue / customer_totals.total_orders, 2)
             as numeric(14, 2)

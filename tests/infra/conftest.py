@@ -126,10 +126,17 @@ def learning(base_context, cdk_out) -> Synthesized:
 
 @pytest.fixture(scope="session")
 def reserved(base_context, cdk_out) -> Synthesized:
-    """The default setup with both opt-ins: reserved concurrency and interface endpoints
-    in every AZ (-c reserved_concurrency=true -c endpoints_in_every_az=true)."""
+    """The default setup with every switch turned: reserved concurrency and interface
+    endpoints in every AZ on, the reprocessing of changed marts off (-c
+    reserved_concurrency=true -c endpoints_in_every_az=true -c
+    reprocess_changed_models=false)."""
     return synthesize(
-        {**base_context, "reserved_concurrency": "true", "endpoints_in_every_az": "true"},
+        {
+            **base_context,
+            "reserved_concurrency": "true",
+            "endpoints_in_every_az": "true",
+            "reprocess_changed_models": "false",
+        },
         cdk_out,
     )
 

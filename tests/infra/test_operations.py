@@ -10,6 +10,7 @@ from typing import Any
 
 from aws_cdk import Duration
 
+from dbt_project.facts.names import REPROCESS_PROPERTY
 from dbt_project.facts.roles import READER_ROLE
 from dbt_project.facts.stage_layout import DOCS_KEY, DOCS_PREFIX
 from infra.constructs.analytics_upgrade import FRAMEWORK_TIMEOUT, RESOURCE_TYPE
@@ -146,7 +147,14 @@ def test_its_properties_are_the_code_hashes_and_the_databases(learning):
         *keys,
         "SourceDbHost",
         "TargetDbHost",
+        REPROCESS_PROPERTY,
     }
+
+
+def test_a_context_flag_turns_the_reprocessing_of_changed_marts_off(learning, reserved):
+    # the initializer reads it from the custom resource's event (dbt_project.aws.events)
+    assert upgrade(learning.raw)["Properties"][REPROCESS_PROPERTY] == "true"
+    assert upgrade(reserved.raw)["Properties"][REPROCESS_PROPERTY] == "false"
 
 
 def test_a_code_change_changes_the_properties_so_the_upgrade_runs_again(

@@ -36,7 +36,9 @@ def loaded(new_database, tmp_path, monkeypatch):
         stage,
         run_date=LOADED,
         extracted_at=datetime(2026, 11, 21, 17, 0, tzinfo=UTC),
-        rows={"run_window_days": [(LOADED - timedelta(days=1),), (LOADED,)]},
+        rows={
+            "run_window_days": [{"sales_date": LOADED - timedelta(days=1)}, {"sales_date": LOADED}]
+        },
     )
     conn = connect(target)
     load_manifest(conn, stage, manifest_key(LOADED))

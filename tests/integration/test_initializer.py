@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import uuid
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -17,13 +18,16 @@ import requests
 from psycopg2 import sql
 
 from dbt_project.facts.business_calendar import business_date, previous_business_day
+from dbt_project.facts.names import REPROCESS_PROPERTY
 from dbt_project.facts.roles import READER_ROLE
 from dbt_project.local.demo import EXAMPLE_QUERIES
 from dbt_project.pipeline import SOURCE_HAS_ROWS
 from dbt_project.postgres.connection import connect
 from dbt_project.postgres.source_schema import SOURCE_TABLES, history_bounds, seeds_dir
 from tests import reference
+from tests.integration._dbt_helpers import query
 from tests.lambda_helpers import Context, load_handler, s3_event
+from tests.pipeline_helpers import edit, project_copy
 
 ANALYTICS_MODELS = Path(__file__).resolve().parents[2] / "models" / "analytics"
 
@@ -248,3 +252,72 @@ def test_the_reader_login_runs_the_example_queries_with_its_secret(aws, monkeypa
         with pytest.raises(psycopg2.errors.InsufficientPrivilege):
             cur.execute(sql.SQL("delete from analytics.customer_analytics"))
     conn.close()
+
+
+def _logs(caplog) -> list[logging.LogRecord]:
+    """The function's log records so far (their extra keys are attributes)."""
+    records = list(caplog.records)
+    caplog.clear()
+    return records
+
+
+def test_a_deployment_logs_its_plan_and_starts_the_reprocess_a_changed_mart_needs(
+    aws, extract_function, tmp_path, monkeypatch, caplog
+):
+    # given a deployed project (a copy) over an analytics database with a loaded night
+    project = project_copy(tmp_path / "project")
+    monkeypatch.setenv("ETL_DBT_PROJECT_DIR", str(project))
+    init = load_handler("db_initializer")
+    init(custom_resource("Create"), Context("db_initializer"))
+    conn = connect(aws["target"])
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "insert into ledger.load_ledger (run_id, run_date, manifest_key, manifest_sha256, "
+            "extracted_at, loaded_at) values (gen_random_uuid(), '2026-11-20', 'k', 's', now(), "
+            "now())"
+        )
+        cur.execute(
+            "insert into ledger.day_versions values "
+            "('2026-11-01', '2026-11-20', now(), gen_random_uuid())"
+        )
+    conn.close()
+    caplog.clear()
+    mart = project / "models/marts/daily_sales_summary.sql"
+    update = custom_resource("Update", PhysicalResourceId="shop-etl-analytics")
+
+    # when a deployment with the reprocessing turned off changes a day mart's SQL
+    edit(mart, "count(*) as order_count", "count(1) as order_count")
+    off = {**update, "ResourceProperties": {"CodeHash": "b", REPROCESS_PROPERTY: "false"}}
+    answer = init(off, Context("db_initializer"))
+
+    # then it logged its plan first, says what is needed and starts nothing
+    logs = _logs(caplog)
+    plan = next(r.plan for r in logs if r.getMessage() == "analytics upgrade plan")
+    assert plan["changed_marts"] == {"daily_sales_summary": "its SQL changed"}
+    needed = "reprocess needed from 2026-11-01 to 2026-11-20 for marts daily_sales_summary"
+    assert answer["Data"]["Reprocess"].startswith(needed)
+    assert not any(hasattr(r, "started") for r in logs)
+    assert query(aws["target"], "select started from ledger.reprocess_requests") == [
+        {
+            "started": "not started, turned off (context reprocess_changed_models=false): "
+            'invoke the extract function with {"full_refresh": true} to run it'
+        }
+    ]
+
+    # when the next deployment, with the default, changes it again
+    edit(mart, "count(1) as order_count", "count(*) as order_count")
+    answer = init({**update, "RequestId": "again"}, Context("db_initializer"))
+
+    # then it starts the full refresh night on the extract function
+    logs = _logs(caplog)
+    (started,) = [r.started for r in logs if r.getMessage().startswith(needed)]
+    assert started == {
+        "function": extract_function,
+        "payload": {"full_refresh": True},
+        "status": 202,
+    }
+    requests_ = query(
+        aws["target"], "select started from ledger.reprocess_requests order by requested_at"
+    )
+    assert requests_[-1] == {"started": f'started: {{"full_refresh": true}} on {extract_function}'}
+    assert answer["Data"]["Reprocess"].startswith(needed)

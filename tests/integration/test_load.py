@@ -32,7 +32,7 @@ from dbt_project.postgres.analytics_schema import (
 from dbt_project.postgres.connection import connect
 from dbt_project.stage import LocalStage
 from tests.integration._dbt_helpers import query
-from tests.pipeline_helpers import snapshot, table_rows, write_night
+from tests.pipeline_helpers import edit, project_copy, snapshot, table_rows, write_night
 
 D = date(2026, 11, 20)
 T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
@@ -40,39 +40,58 @@ T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
 
 def customer(cid, revenue, orders, as_of, name="山田 太郎", region="東京"):
     revenue = Decimal(revenue)
-    return (
-        cid,
-        name,
-        region,
-        orders,
-        orders * 2,
-        revenue,
-        (revenue / orders).quantize(Decimal("0.01")),
-        date(2026, 9, 1),
-        as_of,
-        as_of,
-    )
+    return {
+        "customer_id": cid,
+        "customer_name": name,
+        "region": region,
+        "total_orders": orders,
+        "total_items": orders * 2,
+        "total_revenue": revenue,
+        "avg_order_value": (revenue / orders).quantize(Decimal("0.01")),
+        "first_order_date": date(2026, 9, 1),
+        "last_order_date": as_of,
+        "as_of_date": as_of,
+    }
 
 
 def product(day, pid, revenue, units=1):
-    return (day, pid, f"商品{pid}", "家電", units, units, Decimal(revenue))
+    return {
+        "sales_date": day,
+        "product_id": pid,
+        "product_name": f"商品{pid}",
+        "category": "家電",
+        "order_count": units,
+        "units_sold": units,
+        "revenue": Decimal(revenue),
+    }
 
 
 def region(day, name, revenue, orders=1):
-    return (day, name, orders, orders, orders, Decimal(revenue), Decimal(revenue) / orders)
+    return {
+        "sales_date": day,
+        "region": name,
+        "order_count": orders,
+        "customer_count": orders,
+        "units_sold": orders,
+        "revenue": Decimal(revenue),
+        "avg_order_value": Decimal(revenue) / orders,
+    }
 
 
 def night(day, *, customers=(), products=(), regions=(), owned_days=None, owned_customers=None):
     owned_days = owned_days if owned_days is not None else [day - timedelta(days=1), day]
-    owned_customers = owned_customers if owned_customers is not None else [c[0] for c in customers]
+    owned_customers = (
+        owned_customers if owned_customers is not None else [c["customer_id"] for c in customers]
+    )
+    with_rows = {c["customer_id"] for c in customers}
     return {
         "customer_analytics": list(customers),
         "product_sales_summary": list(products),
         "daily_sales_summary": list(regions),
-        "run_window_days": [(d,) for d in owned_days],
+        "run_window_days": [{"sales_date": d} for d in owned_days],
         # What the extract ships: the owned customers left without a row.
         "run_window_removed_customers": [
-            (c,) for c in owned_customers if c not in {row[0] for row in customers}
+            {"customer_id": c} for c in owned_customers if c not in with_rows
         ],
     }
 
@@ -519,8 +538,7 @@ def test_a_customer_twice_in_one_file_is_refused(env):
 
 
 def test_a_row_breaking_a_contract_rule_is_refused_with_the_rule_named(env):
-    row = customer(1, "30.00", 2, D)
-    wrong_average = row[:6] + (Decimal("99.00"),) + row[7:]
+    wrong_average = {**customer(1, "30.00", 2, D), "avg_order_value": Decimal("99.00")}
     _refused_leaving_the_target_unchanged(
         env, [wrong_average], "customer_analytics_avg_order_value_rounded"
     )
@@ -528,7 +546,7 @@ def test_a_row_breaking_a_contract_rule_is_refused_with_the_rule_named(env):
 
 def test_a_customer_both_removed_and_with_a_row_is_refused(env):
     rows = night(D, customers=[customer(1, "10.00", 1, D)])
-    rows["run_window_removed_customers"] = [(1,)]
+    rows["run_window_removed_customers"] = [{"customer_id": 1}]
     key = env.extract(D, rows)
     before = snapshot(env.target)
     with pytest.raises(StageError, match="lists 1 customers that .* has rows for"):
@@ -891,3 +909,40 @@ def test_what_the_database_quotes_reaches_the_error_cut_short(env, tmp_path):
     assert "invalid input syntax for type bigint" in message
     assert "\n" not in message and len(message) < 2 * MESSAGE_LIMIT, len(message)
     assert snapshot(env.target) == before
+
+
+def test_rows_are_built_by_column_name_so_a_new_column_shifts_nothing(
+    new_database, tmp_path, monkeypatch
+):
+    # given a project whose contract gained a measure in the middle of customer_analytics
+    project = project_copy(tmp_path / "project")
+    edit(
+        project / "models/marts/_marts__models.yml",
+        "      - name: total_items\n",
+        "      - name: total_lines\n        data_type: bigint\n"
+        "        constraints:\n          - type: not_null\n"
+        "      - name: total_items\n",
+    )
+    monkeypatch.setenv("ETL_DBT_PROJECT_DIR", str(project))
+    source, target = new_database("src"), new_database("tgt")
+    conn = connect(target)
+    with conn:
+        create_analytics_tables(conn)
+    conn.close()
+    stage = LocalStage(tmp_path / "stage")
+    # when a night built by this module's helpers, which know nothing of it, is loaded
+    at = datetime.combine(D + timedelta(days=1), datetime.min.time(), UTC)
+    write_night(
+        source,
+        stage,
+        run_date=D,
+        extracted_at=at,
+        rows=night(D, customers=[customer(1, "30.00", 2, D)]),
+    )
+    conn = connect(target)
+    load_manifest(conn, stage, manifest_key(D))
+    conn.close()
+    # then every value is in its column, and the new one is 0
+    (row,) = query(target, "select * from analytics.customer_analytics")
+    assert (row["total_orders"], row["total_lines"], row["total_items"]) == (2, 0, 4)
+    assert row["total_revenue"] == Decimal("30.00") and row["as_of_date"] == D

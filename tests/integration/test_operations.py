@@ -264,10 +264,10 @@ def test_a_full_refresh_repairs_corrupted_state_and_equals_a_fresh_build(
     with conn, conn.cursor() as cur:
         # a day the source's history never had
         cur.execute(
-            "insert into analytics.daily_sales_summary "
-            "select (sales_date - 400), region, order_count, customer_count, units_sold, "
-            "revenue, avg_order_value from analytics.daily_sales_summary limit 1"
+            "create temporary table stray as select * from analytics.daily_sales_summary limit 1"
         )
+        cur.execute("update stray set sales_date = sales_date - 400")
+        cur.execute("insert into analytics.daily_sales_summary select * from stray")
         cur.execute(sql.SQL("update analytics.customer_analytics set region = 'どこにも'"))
     conn.close()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from dbt_project.contract.tables import contract, load_contracts, normalise_type
+from dbt_project.contract.ownership import marts
+from dbt_project.contract.tables import NightOwns, contract, load_contracts, normalise_type
 from dbt_project.errors import StageError
 from dbt_project.facts.names import MARTS
 
@@ -25,6 +26,7 @@ def model(**changes) -> dict:
             {"name": "amount", "data_type": "Numeric(14, 2)"},
         ],
         "constraints": [{"type": "check", "name": "amount_ok", "expression": "amount >= 0"}],
+        "config": {"meta": {"night_owns": {"days": "sales_date"}}},
     }
     base.update(changes)
     return base
@@ -41,6 +43,7 @@ def test_a_contract_is_read_with_its_key_not_nulls_checks_and_normalised_types(t
     ]
     assert [(c.name, c.expression) for c in table.checks] == [("amount_ok", "amount >= 0")]
     assert table.as_manifest()["primary_key"] == ["sales_date"]
+    assert table.night_owns == NightOwns("days", "sales_date")
 
 
 def test_a_model_level_primary_key_wins(tmp_path):
@@ -74,6 +77,23 @@ def test_a_model_level_primary_key_wins(tmp_path):
             "every check constraint needs a name",
         ),
         ({"constraints": [{"type": "foreign_key"}]}, "unsupported constraint 'foreign_key'"),
+        ({"config": {}}, "does not say which keys a night owns"),
+        ({"config": {"meta": {"night_owns": {"weeks": "sales_date"}}}}, "night_owns must be"),
+        ({"config": {"meta": {"night_owns": {"days": "region"}}}}, "not a date column"),
+        ({"config": {"meta": {"night_owns": {"customers": "amount"}}}}, "not a bigint column"),
+        (
+            {
+                "columns": [
+                    {
+                        "name": "sales_date",
+                        "data_type": "date",
+                        "constraints": [{"type": "primary_key"}],
+                    },
+                    {"name": "n", "data_type": "bigint", "config": {"meta": {"default": [1]}}},
+                ]
+            },
+            "has a default that is not a single value",
+        ),
     ],
 )
 def test_a_contract_that_sql_could_not_safely_use_is_refused(tmp_path, changes, message):
@@ -86,6 +106,20 @@ def test_the_project_declares_a_keyed_contract_for_each_mart():
     for name in MARTS:
         table = contract(name)
         assert table.primary_key and set(table.primary_key) <= set(table.column_names)
+
+
+def test_the_marts_the_cdk_app_names_are_the_marts_of_the_models_yaml():
+    # facts.names.MARTS is what the dashboard draws; the data path reads the YAML
+    assert marts() == MARTS
+
+
+def test_a_default_for_the_rows_already_loaded_is_read_as_text(tmp_path):
+    columns = [
+        *model()["columns"],
+        {"name": "lines", "data_type": "bigint", "config": {"meta": {"default": 0}}},
+    ]
+    write_models(tmp_path, model(columns=columns))
+    assert load_contracts(tmp_path)["sales"].columns[-1].default == "0"
 
 
 def test_a_table_outside_the_contract_is_a_stage_error():

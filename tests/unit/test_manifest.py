@@ -11,7 +11,7 @@ import pytest
 
 from dbt_project.contract.file_format import MAX_UNCOMPRESSED_BYTES
 from dbt_project.contract.manifest import FORMAT_VERSION, MAX_MANIFEST_BYTES, FileEntry, Manifest
-from dbt_project.contract.ownership import REQUIRED_TABLES
+from dbt_project.contract.ownership import required_tables
 from dbt_project.contract.tables import contract
 from dbt_project.errors import StageError
 from dbt_project.facts.stage_layout import day_prefix, manifest_key
@@ -34,7 +34,7 @@ def document(**changes) -> dict:
             "format": "postgresql-text+gzip",
             **contract(name).as_manifest(),
         }
-        for name in REQUIRED_TABLES
+        for name in required_tables()
     ]
     base = {
         "run_id": RUN_ID,
@@ -69,7 +69,7 @@ def test_a_manifest_the_extract_writes_round_trips():
     manifest = parse(document())
     assert manifest.run_date == DAY
     assert manifest.extracted_at == datetime(2026, 11, 25, 17, 0, 1, tzinfo=UTC)
-    assert [f.table for f in manifest.files] == list(REQUIRED_TABLES)
+    assert [f.table for f in manifest.files] == list(required_tables())
     assert Manifest.from_json(manifest.to_json(), KEY) == manifest
     assert manifest.file("customer_analytics").rows == 3
 

@@ -1,10 +1,10 @@
 """README.md and README.ja.md name the same commands.
 
-The Japanese README carries the quick start, the deploy steps, the example queries and
-the troubleshooting section of the English one. The commands of those sections (every
-command line of their ``sh`` code blocks, comments stripped and continuation lines
-joined) must be the same in both, the four example queries must appear verbatim, and
-every ``etl <subcommand>`` either README mentions must exist.
+The Japanese README carries the quick start, the deploy steps, the example queries,
+changing a model and the troubleshooting section of the English one. The commands of
+those sections (every command line of their ``sh`` code blocks, comments stripped and
+continuation lines joined) must be the same in both, the four example queries must
+appear verbatim, and every ``etl <subcommand>`` either README mentions must exist.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ README_JA = ROOT / "README.ja.md"
 SECTIONS = {
     "Quick start": "クイックスタート",
     "Deploy to AWS": "AWS へのデプロイ",
+    "Changing a model": "モデルの変更",
     "Troubleshooting": "トラブルシューティング",
 }
 # Where README.ja.md shows the example queries as SQL, for psql after `etl demo`.
