@@ -44,6 +44,7 @@ from dbt_project.contract.tables import TableContract, contract
 from dbt_project.errors import ConfigError, LoadTimedOut, StageError, brief, database_message
 from dbt_project.facts import business_calendar
 from dbt_project.load import sql as load_sql
+from dbt_project.load.staged_checks import check_as_of_dates, check_days
 from dbt_project.postgres import deployments
 from dbt_project.postgres.analytics_schema import (
     LOAD_LOCK,
@@ -259,49 +260,18 @@ def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
         ) from exc
 
 
-def _check_as_of_dates(cur, manifest: Manifest, entry: FileEntry, table: TableContract) -> None:
-    """Rows stamped with another day than the night's would pass the version check as
-    that day (a far-future as_of_date would win over every later night)."""
-    cur.execute(load_sql.count_other_as_of_dates(table), (manifest.run_date,))
-    other, first, last = cur.fetchone()
-    if other:
-        raise StageError(
-            f"{entry.key} has {other} rows whose as_of_date is not the run date "
-            f"{manifest.run_date} ({first}..{last}); the file does not belong to that night: "
-            "re-run the extract for that day"
-        )
-
-
-def _check_days(cur, manifest: Manifest) -> None:
-    """A night owns its lookback days and the earlier days of orders changed in its
-    window, never a day after its run date: no honest night would own that day again
-    (and a day in 2099 would end every view's "last 30 days")."""
-    for ownership in ownerships():
-        columns = ((ownership.keys_table, ownership.key), *ownership.columns)
-        for name, day in columns:
-            cur.execute(load_sql.count_days_after(name, day), (manifest.run_date,))
-            later, last = cur.fetchone()
-            if later:
-                raise StageError(
-                    f"{manifest.file(name).key} has {later} rows whose {day} is after "
-                    f"the run date {manifest.run_date} (up to {last}); a night owns no later "
-                    "day, so the file does not belong to that night: re-run the extract for "
-                    "that day"
-                )
-
-
 def _copy_files_in(cur, stage: Stage, manifest: Manifest, result: LoadResult) -> None:
     for name in required_tables():
         entry = manifest.file(name)
         result.read_seconds += _copy_in(cur, stage, entry, contract(name))
         if load_sql.AS_OF_DATE in contract(name).column_names:
-            _check_as_of_dates(cur, manifest, entry, contract(name))
+            check_as_of_dates(cur, manifest, entry, contract(name))
         if not staged_without_key(name):
             # Joined to the analytics tables: the planner needs their size.
             cur.execute(load_sql.analyze(load_sql.incoming_table(name)))
         if name in marts():
             result.tables[name] = TableLoad(rows_in_file=entry.rows)
-    _check_days(cur, manifest)
+    check_days(cur, manifest)
 
 
 class _Deadline:
