@@ -11,7 +11,7 @@ from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from infra.constructs.analytics_upgrade import AnalyticsUpgrade
 from infra.constructs.dashboard import Dashboard
 from infra.constructs.databases import Databases
-from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD, Functions
+from infra.constructs.functions import Functions
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
 from infra.constructs.run_reports import RunReports
@@ -69,7 +69,6 @@ class EtlStack(Stack):
             "Functions",
             vpc=network.vpc,
             subnets=network.subnets,
-            secrets_manager_endpoint=network.secrets_manager_endpoint,
             s3=network.s3,
             layers=settings.layers,
             code_root=settings.code_root,
@@ -107,16 +106,18 @@ class EtlStack(Stack):
         master secrets; those two log in as their own logins with IAM tokens. The
         initializer also sets the reader login's password and starts the history load.
         """
-        functions.grant_login(EXTRACT.name, databases.source, EXTRACT_LOGIN)
-        functions.grant_login(LOAD.name, databases.target, LOAD_LOGIN)
-        functions.grant_master_login(DB_INITIALIZER.name, databases.source)
-        functions.grant_master_login(DB_INITIALIZER.name, databases.target)
-        functions.grant_reader_secret(DB_INITIALIZER.name, databases.reader_secret)
-        functions.grant_start_extract(DB_INITIALIZER.name, network.lambda_endpoint)
-        stage.grant_write_stage(functions.extract)
-        stage.grant_read_stage(functions.load)
-        stage.notify_on_manifest(functions.load)
-        stage.grant_publish_docs(functions.load)
+        extract, load, initializer = functions.extract, functions.load, functions.db_initializer
+        secrets_endpoint = network.secrets_manager_endpoint
+        databases.source.grant_login(extract, EXTRACT_LOGIN)
+        databases.target.grant_login(load, LOAD_LOGIN)
+        databases.source.grant_master_login(initializer, secrets_endpoint)
+        databases.target.grant_master_login(initializer, secrets_endpoint)
+        databases.grant_reader_secret(initializer, secrets_endpoint)
+        functions.grant_start_extract(initializer, network.lambda_endpoint)
+        stage.grant_write(extract)
+        stage.grant_read(load)
+        stage.notify_on_manifest(load)
+        stage.grant_publish_docs(load)
 
     def _upgrade_on_deploy(
         self,

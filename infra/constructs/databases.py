@@ -1,12 +1,14 @@
 """The two PostgreSQL databases: the operational source and the analytics target."""
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -23,14 +25,17 @@ FORCE_TLS = {"rds.force_ssl": "1"}
 # A minor version: a bare "17" is no longer accepted for new instances. Later minors
 # arrive through auto_minor_version_upgrade.
 SOURCE_ENGINE_VERSION = rds.PostgresEngineVersion.VER_17_9
+# The variable that tells the reader login's secret to the function given its password.
+READER_SECRET_VARIABLE = "READER_SECRET_ARN"  # noqa: S105 - a variable's name
 
 
 @dataclass(frozen=True)
 class DatabaseEndpoint:
-    """What a function needs to reach one database: address, database, secret, network.
+    """One database as the functions see it: address, database name, master secret,
+    network; and what a function may be granted on it.
 
-    ``secret`` is the master secret; ``grant_connect(grantee, login)`` allows
-    ``rds-db:connect`` as exactly ``login`` (IAM database authentication).
+    ``grant_login`` lets a function log in as its own login with an IAM token;
+    ``grant_master_login`` lets one function read the master secret.
     """
 
     host: str
@@ -38,7 +43,48 @@ class DatabaseEndpoint:
     name: str
     secret: secretsmanager.ISecret
     connections: ec2.Connections
-    grant_connect: Callable[[iam.IGrantable, str], iam.Grant]
+    # dbuser:<resource id>/<login>: the instance's or the cluster's own grant
+    _grant_connect: Callable[[iam.IGrantable, str], iam.Grant]
+
+    def grant_login(self, function: lambda_.IFunction, login: str) -> iam.Grant:
+        """Let ``function`` reach the database and log in as ``login`` with an IAM token.
+
+        ``rds-db:connect`` on exactly that database user; no secret to read.
+        """
+        self.allow_from(function)
+        return self._grant_connect(function, login)
+
+    def grant_master_login(
+        self, function: lambda_.IFunction, secrets_endpoint: ec2.InterfaceVpcEndpoint
+    ) -> None:
+        """Let ``function`` reach the database and read its master secret through
+        ``secrets_endpoint``.
+
+        Only the initializer, which creates the other logins, is given this.
+        """
+        self.allow_from(function)
+        grant_secret_read(self.secret, function, secrets_endpoint)
+
+    def allow_from(self, function: lambda_.IFunction) -> None:
+        """PostgreSQL from ``function``'s security group, to this database's only."""
+        self.connections.allow_from(
+            function, ec2.Port.tcp(self.port), f"PostgreSQL from the {_label(function)} function"
+        )
+
+
+def grant_secret_read(
+    secret: secretsmanager.ISecret,
+    function: lambda_.IFunction,
+    secrets_endpoint: ec2.InterfaceVpcEndpoint,
+) -> iam.Grant:
+    """Read ``secret`` from inside the VPC: IAM, and HTTPS to the Secrets Manager endpoint."""
+    function.connections.allow_to(secrets_endpoint, ec2.Port.tcp(443), "Secrets Manager endpoint")
+    return secret.grant_read(function)
+
+
+def _label(function: lambda_.IFunction) -> str:
+    """``DbInitializer`` -> ``db_initializer``: the function as its spec names it."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", function.node.id).lower()
 
 
 class Databases(Construct):
@@ -80,7 +126,7 @@ class Databases(Construct):
             secret=_managed_secret(self.source_instance.secret),
             connections=self.source_instance.connections,
             # dbuser:<DbiResourceId>/<login>
-            grant_connect=self.source_instance.grant_connect,
+            _grant_connect=self.source_instance.grant_connect,
         )
         self.target = DatabaseEndpoint(
             host=self.target_cluster.cluster_endpoint.hostname,
@@ -89,8 +135,16 @@ class Databases(Construct):
             secret=_managed_secret(self.target_cluster.secret),
             connections=self.target_cluster.connections,
             # dbuser:<cluster resource id>/<login>
-            grant_connect=self.target_cluster.grant_connect,
+            _grant_connect=self.target_cluster.grant_connect,
         )
+
+    def grant_reader_secret(
+        self, function: lambda_.Function, secrets_endpoint: ec2.InterfaceVpcEndpoint
+    ) -> None:
+        """Let ``function`` read the read-only login's secret, named by
+        ``READER_SECRET_ARN``: the initializer gives that login the secret's password."""
+        grant_secret_read(self.reader_secret, function, secrets_endpoint)
+        function.add_environment(READER_SECRET_VARIABLE, self.reader_secret.secret_arn)
 
     @property
     def _removal_policy(self) -> RemovalPolicy:

@@ -9,6 +9,7 @@ from aws_cdk import aws_s3_notifications as s3_notifications
 from constructs import Construct
 
 from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_KEY, DOCS_PREFIX, MANIFEST_NAME
+from infra.constructs.common import allow_through_endpoint
 from infra.nag import acknowledge, logical_id, skip_checkov, skip_helper_function_checks
 
 STAGE_EXPIRY = Duration.days(30)
@@ -138,30 +139,24 @@ class StageBucket(Construct):
         Nothing in the VPC may reach another bucket (of this account or any other)
         through it, whatever an IAM policy allows.
         """
-        endpoint.add_to_policy(
-            iam.PolicyStatement(
-                sid="StageObjectsOnly",
-                principals=[iam.AnyPrincipal()],
-                actions=[*WRITE_ACTIONS, *READ_ACTIONS],
-                resources=[self._stage_objects],
-            )
+        allow_through_endpoint(
+            endpoint,
+            sid="StageObjectsOnly",
+            actions=[*WRITE_ACTIONS, *READ_ACTIONS],
+            resources=[self._stage_objects],
         )
-        endpoint.add_to_policy(
-            iam.PolicyStatement(
-                sid="LineageSiteOnly",
-                principals=[iam.AnyPrincipal()],
-                actions=list(WRITE_ACTIONS),
-                resources=[self.bucket.arn_for_objects(DOCS_KEY)],
-            )
+        allow_through_endpoint(
+            endpoint,
+            sid="LineageSiteOnly",
+            actions=list(WRITE_ACTIONS),
+            resources=[self.bucket.arn_for_objects(DOCS_KEY)],
         )
-        endpoint.add_to_policy(
-            iam.PolicyStatement(
-                sid="StagePrefixListingOnly",
-                principals=[iam.AnyPrincipal()],
-                actions=["s3:ListBucket"],
-                resources=[self.bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{DATA_PREFIX}*"]}},
-            )
+        allow_through_endpoint(
+            endpoint,
+            sid="StagePrefixListingOnly",
+            actions=["s3:ListBucket"],
+            resources=[self.bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{DATA_PREFIX}*"]}},
         )
 
     def notify_on_manifest(self, function: lambda_.IFunction) -> None:
@@ -189,7 +184,7 @@ class StageBucket(Construct):
                     "scoped to the stage bucket.",
                 )
 
-    def grant_write_stage(self, grantee: iam.IGrantable) -> iam.Grant:
+    def grant_write(self, grantee: iam.IGrantable) -> iam.Grant:
         """Make ``grantee`` the one writer of the stage prefix.
 
         Its role may put (and abort multipart uploads of) objects under the stage prefix
@@ -219,7 +214,7 @@ class StageBucket(Construct):
         self._acknowledge_object_wildcard(grantee, "s3:PutObject and s3:AbortMultipartUpload")
         return grant
 
-    def grant_read_stage(self, grantee: iam.IGrantable) -> None:
+    def grant_read(self, grantee: iam.IGrantable) -> None:
         """Get objects under the stage prefix only.
 
         Listing is allowed for that prefix too, only so that a missing file reads as
