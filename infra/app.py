@@ -13,12 +13,15 @@ The only module that reads the environment or the CDK context:
   extract and the load (a new account's quota of 10 leaves none to reserve).
 * ``endpoints_in_every_az`` (default false): interface endpoints in both AZs rather
   than one (they are billed per AZ-hour; a nightly batch can wait out an AZ outage).
+* ``break_glass_role_arn`` (optional): an IAM role that may read the databases' master
+  secrets besides the initializer.
 * ``stack_name`` (default ``ShopEtl``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +33,7 @@ from infra.packaging.layers import DEFAULT_OUT, REPO_ROOT, LayersNotBuilt, requi
 from infra.stack import EtlSettings, EtlStack
 
 DEFAULT_STACK_NAME = "ShopEtl"
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
 
 
 def _flag(value: Any) -> bool:
@@ -42,6 +46,19 @@ def _flag(value: Any) -> bool:
     if text in {"false", "0", "no", ""}:
         return False
     raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _role_arn(value: Any) -> str | None:
+    """An IAM role's ARN, or None; anything else is refused before it reaches a policy."""
+    if not value:
+        return None
+    text = str(value).strip()
+    if not ROLE_ARN.fullmatch(text):
+        raise ValueError(
+            "break_glass_role_arn: expected an IAM role ARN "
+            f"(arn:aws:iam::<account>:role/<name>), got {text!r}"
+        )
+    return text
 
 
 def _path(value: Any, default: Path) -> Path:
@@ -63,6 +80,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         alarm_email=get("alarm_email") or None,
         reserved_concurrency=_flag(get("reserved_concurrency") or False),
         endpoints_in_every_az=_flag(get("endpoints_in_every_az") or False),
+        break_glass_role_arn=_role_arn(get("break_glass_role_arn")),
     )
     EtlStack(
         app,
@@ -80,7 +98,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
 def main() -> int:
     try:
         app = build_app()
-    except (LayersNotBuilt, FileNotFoundError) as error:
+    except (LayersNotBuilt, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     app.synth()

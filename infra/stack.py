@@ -37,6 +37,9 @@ class EtlSettings:
     # Interface endpoints in one AZ halve their idle cost; the other AZ's functions reach
     # them across AZs. True puts one in each AZ, for a setup that must ride out an AZ.
     endpoints_in_every_az: bool = False
+    # A role that may read the databases' master secrets besides the initializer (an
+    # operator's way in when the initializer cannot run); None: the initializer alone.
+    break_glass_role_arn: str | None = None
 
 
 class EtlStack(Stack):
@@ -61,6 +64,7 @@ class EtlStack(Stack):
             subnets=network.subnets,
             retain=settings.retain,
             target_max_capacity=settings.target_max_capacity,
+            break_glass_role_arn=settings.break_glass_role_arn,
         )
         stage = StageBucket(self, "Stage", retain=settings.retain)
         reports = RunReports(self, "RunReports", removal_policy=removal_policy)

@@ -1,19 +1,16 @@
 """The two PostgreSQL databases: the operational source and the analytics target."""
 
 import json
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from dbt_project.facts.roles import READER_ROLE
+from infra.constructs.database_access import DatabaseEndpoint, grant_secret_read
 from infra.nag import acknowledge, skip_checkov
 
 POSTGRES_PORT = 5432
@@ -29,64 +26,6 @@ SOURCE_ENGINE_VERSION = rds.PostgresEngineVersion.VER_17_9
 READER_SECRET_VARIABLE = "READER_SECRET_ARN"  # noqa: S105 - a variable's name
 
 
-@dataclass(frozen=True)
-class DatabaseEndpoint:
-    """One database as the functions see it: address, database name, master secret,
-    network; and what a function may be granted on it.
-
-    ``grant_login`` lets a function log in as its own login with an IAM token;
-    ``grant_master_login`` lets one function read the master secret.
-    """
-
-    host: str
-    port: int
-    name: str
-    secret: secretsmanager.ISecret
-    connections: ec2.Connections
-    # dbuser:<resource id>/<login>: the instance's or the cluster's own grant
-    _grant_connect: Callable[[iam.IGrantable, str], iam.Grant]
-
-    def grant_login(self, function: lambda_.IFunction, login: str) -> iam.Grant:
-        """Let ``function`` reach the database and log in as ``login`` with an IAM token.
-
-        ``rds-db:connect`` on exactly that database user; no secret to read.
-        """
-        self.allow_from(function)
-        return self._grant_connect(function, login)
-
-    def grant_master_login(
-        self, function: lambda_.IFunction, secrets_endpoint: ec2.InterfaceVpcEndpoint
-    ) -> None:
-        """Let ``function`` reach the database and read its master secret through
-        ``secrets_endpoint``.
-
-        Only the initializer, which creates the other logins, is given this.
-        """
-        self.allow_from(function)
-        grant_secret_read(self.secret, function, secrets_endpoint)
-
-    def allow_from(self, function: lambda_.IFunction) -> None:
-        """PostgreSQL from ``function``'s security group, to this database's only."""
-        self.connections.allow_from(
-            function, ec2.Port.tcp(self.port), f"PostgreSQL from the {_label(function)} function"
-        )
-
-
-def grant_secret_read(
-    secret: secretsmanager.ISecret,
-    function: lambda_.IFunction,
-    secrets_endpoint: ec2.InterfaceVpcEndpoint,
-) -> iam.Grant:
-    """Read ``secret`` from inside the VPC: IAM, and HTTPS to the Secrets Manager endpoint."""
-    function.connections.allow_to(secrets_endpoint, ec2.Port.tcp(443), "Secrets Manager endpoint")
-    return secret.grant_read(function)
-
-
-def _label(function: lambda_.IFunction) -> str:
-    """``DbInitializer`` -> ``db_initializer``: the function as its spec names it."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", function.node.id).lower()
-
-
 class Databases(Construct):
     """RDS for PostgreSQL as the source, Aurora Serverless v2 PostgreSQL as the target.
 
@@ -94,7 +33,9 @@ class Databases(Construct):
     ``connections`` is opened to, accept IAM authentication, and keep their master
     password in a secret that RDS itself creates and rotates (no rotation function).
     ``retain`` chooses between a learning setup that is deleted with the stack and a
-    kept one with deletion protection and a final snapshot.
+    kept one with deletion protection and a final snapshot. ``break_glass_role_arn``
+    names a role that may read the master secrets besides the one function granted
+    the master login (``DatabaseEndpoint.grant_master_login``).
     """
 
     def __init__(
@@ -108,6 +49,7 @@ class Databases(Construct):
         target_max_capacity: float,
         source_database_name: str = "shop",
         target_database_name: str = "analytics",
+        break_glass_role_arn: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._vpc = vpc
@@ -120,22 +62,28 @@ class Databases(Construct):
         # Both constructs expose the RDS-managed secret as an ISecret (its ARN comes from
         # the MasterUserSecret attribute); neither template holds a password.
         self.source = DatabaseEndpoint(
+            self,
+            "Source",
             host=self.source_instance.db_instance_endpoint_address,
             port=POSTGRES_PORT,
             name=source_database_name,
             secret=_managed_secret(self.source_instance.secret),
             connections=self.source_instance.connections,
             # dbuser:<DbiResourceId>/<login>
-            _grant_connect=self.source_instance.grant_connect,
+            grant_connect=self.source_instance.grant_connect,
+            break_glass_role_arn=break_glass_role_arn,
         )
         self.target = DatabaseEndpoint(
+            self,
+            "Target",
             host=self.target_cluster.cluster_endpoint.hostname,
             port=POSTGRES_PORT,
             name=target_database_name,
             secret=_managed_secret(self.target_cluster.secret),
             connections=self.target_cluster.connections,
             # dbuser:<cluster resource id>/<login>
-            _grant_connect=self.target_cluster.grant_connect,
+            grant_connect=self.target_cluster.grant_connect,
+            break_glass_role_arn=break_glass_role_arn,
         )
 
     def grant_reader_secret(
@@ -143,7 +91,7 @@ class Databases(Construct):
     ) -> None:
         """Let ``function`` read the read-only login's secret, named by
         ``READER_SECRET_ARN``: the initializer gives that login the secret's password."""
-        grant_secret_read(self.reader_secret, function, secrets_endpoint)
+        grant_secret_read(self.reader_secret, function, secrets_endpoint, sid="ReaderSecretOnly")
         function.add_environment(READER_SECRET_VARIABLE, self.reader_secret.secret_arn)
 
     @property

@@ -28,6 +28,8 @@ from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD  # noqa: E4
 from infra.packaging.layers import REPO_ROOT, LayerDirs, LayersNotBuilt, build  # noqa: E402
 
 FUNCTION_NAMES = (EXTRACT.name, LOAD.name, DB_INITIALIZER.name)
+# The role the `reserved` setup names as break-glass reader of the master secrets.
+BREAK_GLASS_ROLE_ARN = "arn:aws:iam::123456789012:role/ops/BreakGlass"
 
 
 @dataclass
@@ -126,10 +128,16 @@ def learning(base_context, cdk_out) -> Synthesized:
 
 @pytest.fixture(scope="session")
 def reserved(base_context, cdk_out) -> Synthesized:
-    """The default setup with both opt-ins: reserved concurrency and interface endpoints
-    in every AZ (-c reserved_concurrency=true -c endpoints_in_every_az=true)."""
+    """The default setup with every opt-in: reserved concurrency, interface endpoints in
+    every AZ and a break-glass role (-c reserved_concurrency=true
+    -c endpoints_in_every_az=true -c break_glass_role_arn=...)."""
     return synthesize(
-        {**base_context, "reserved_concurrency": "true", "endpoints_in_every_az": "true"},
+        {
+            **base_context,
+            "reserved_concurrency": "true",
+            "endpoints_in_every_az": "true",
+            "break_glass_role_arn": BREAK_GLASS_ROLE_ARN,
+        },
         cdk_out,
     )
 
