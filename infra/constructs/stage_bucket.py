@@ -38,8 +38,9 @@ class StageBucket(Construct):
     manifest last; only the manifest's creation triggers the load. Access to the bucket
     is granted per function and per prefix through the ``grant_*`` methods, which also
     acknowledge the prefix wildcard they put in the grantee's policy. The bucket policy
-    lets only the one writer put staged objects, and no one delete them but the stack's
-    own emptying; versioning keeps an overwritten manifest recoverable for as long as
+    lets only the one writer put staged objects and only the one publisher put the
+    lineage site under ``docs/``, and no one delete staged objects but the stack's own
+    emptying; versioning keeps an overwritten manifest recoverable for as long as
     the files themselves are kept.
     """
 
@@ -83,6 +84,7 @@ class StageBucket(Construct):
             **common,
         )
         self._writer_arn: str | None = None
+        self._docs_publisher_arn: str | None = None
         self._deny_deletes()
         provider = Stack.of(self).node.try_find_child(AUTO_DELETE_PROVIDER)
         if provider is not None:
@@ -195,24 +197,28 @@ class StageBucket(Construct):
         """
         if self._writer_arn is not None:
             raise ValueError("the stage has one writer, granted already")
-        self._writer_arn = getattr(grantee.grant_principal, "role_arn", None)
-        if self._writer_arn is None:
-            raise TypeError("the stage writer must be a role: the bucket policy names it")
+        self._writer_arn = _role_arn(grantee, "the stage writer")
         grant = iam.Grant.add_to_principal(
             grantee=grantee, actions=list(WRITE_ACTIONS), resource_arns=[self._stage_objects]
         )
-        self.bucket.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="StageFilesAreWrittenOnlyByTheExtract",
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=list(EXCLUSIVE_WRITE_ACTIONS),
-                resources=[self._stage_objects],
-                conditions={"ArnNotEquals": {"aws:PrincipalArn": self._writer_arn}},
-            )
+        self._only_writer(
+            "StageFilesAreWrittenOnlyByTheExtract", self._stage_objects, self._writer_arn
         )
         self._acknowledge_object_wildcard(grantee, "s3:PutObject and s3:AbortMultipartUpload")
         return grant
+
+    def _only_writer(self, sid: str, objects: str, writer_arn: str) -> None:
+        """Deny writing ``objects`` to every principal but the role ``writer_arn``."""
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid=sid,
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(EXCLUSIVE_WRITE_ACTIONS),
+                resources=[objects],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": writer_arn}},
+            )
+        )
 
     def grant_read(self, grantee: iam.IGrantable) -> None:
         """Get objects under the stage prefix only.
@@ -234,11 +240,21 @@ class StageBucket(Construct):
         )
 
     def grant_publish_docs(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Put (and abort a multipart upload of) exactly the lineage site, ``docs/index.html``.
+        """Make ``grantee`` the one publisher of the lineage site, ``docs/index.html``.
 
-        Outside the stage prefix: the bucket policy's write and delete denies cover
-        ``etl-data/`` only, and the site does not expire.
+        Its role may put (and abort a multipart upload of) exactly that object; the
+        bucket policy denies writing anything under ``docs/`` to every other principal,
+        the account's administrators included, so that nobody can replace the site a
+        reader trusts. The site does not expire (only its replaced versions do).
         """
+        if self._docs_publisher_arn is not None:
+            raise ValueError("the lineage site has one publisher, granted already")
+        self._docs_publisher_arn = _role_arn(grantee, "the lineage site's publisher")
+        self._only_writer(
+            "LineageSiteIsWrittenOnlyByTheLoad",
+            self.bucket.arn_for_objects(f"{DOCS_PREFIX}*"),
+            self._docs_publisher_arn,
+        )
         return iam.Grant.add_to_principal(
             grantee=grantee,
             actions=list(WRITE_ACTIONS),
@@ -258,6 +274,13 @@ class StageBucket(Construct):
             "deploy time. The wildcard covers only the stage prefix of this one bucket, "
             f"and only {actions}.",
         )
+
+
+def _role_arn(grantee: iam.IGrantable, what: str) -> str:
+    arn = getattr(grantee.grant_principal, "role_arn", None)
+    if arn is None:
+        raise TypeError(f"{what} must be a role: the bucket policy names it")
+    return arn
 
 
 def _lifecycle_rules(stage_expiry: Duration) -> list[s3.LifecycleRule]:

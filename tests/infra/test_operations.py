@@ -8,6 +8,7 @@ import json
 import shutil
 from typing import Any
 
+import pytest
 from aws_cdk import Duration
 
 from dbt_project.facts.roles import READER_ROLE
@@ -19,10 +20,12 @@ from .test_stack import (
     SPECS,
     as_list,
     docs_object_arn,
+    docs_objects_arn,
     etl_functions,
     logical_id_of,
     policy_statements,
     resources,
+    role_arn,
     stage_bucket_id,
     stage_objects_arn,
     stage_policy_statements,
@@ -243,9 +246,28 @@ def test_the_load_may_publish_exactly_the_lineage_site_which_does_not_expire(lea
         rule.get("Prefix") == DOCS_PREFIX and "NoncurrentVersionExpiration" in rule
         for rule in rules
     )
-    # The bucket policy's write and delete denies cover etl-data/ only.
+    # The stage's write and delete denies cover etl-data/ only (the site has its own).
     for sid in (
         "StageFilesAreWrittenOnlyByTheExtract",
         "StageFilesAreDeletedOnlyByExpiryOrStackDeletion",
     ):
         assert stage_policy_statements(raw)[sid]["Resource"] == stage_objects_arn(raw)
+
+
+@pytest.mark.parametrize("setup", ["learning", "kept"])
+def test_only_the_load_role_may_write_under_docs(setup, request):
+    """Nobody else, the account's administrators included, can replace the site a reader
+    trusts, or put a page of their own beside it."""
+    raw = request.getfixturevalue(setup).raw
+    deny = stage_policy_statements(raw)["LineageSiteIsWrittenOnlyByTheLoad"]
+    assert deny["Effect"] == "Deny"
+    assert deny["Principal"] == {"AWS": "*"}
+    assert set(as_list(deny["Action"])) == {
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:ReplicateObject",
+    }
+    assert deny["Resource"] == docs_objects_arn(raw)
+    assert deny["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": role_arn(raw, "FunctionsLoadRole")}
+    }

@@ -12,7 +12,7 @@ from aws_cdk.assertions import Match
 
 from dbt_project.facts.business_calendar import BUSINESS_TIMEZONE
 from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
-from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_KEY, MANIFEST_NAME
+from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_KEY, DOCS_PREFIX, MANIFEST_NAME
 from infra import lambda_defaults
 from infra.app import build_app
 from infra.constructs.function_role import VPC_NETWORK_INTERFACE_ACTIONS
@@ -158,6 +158,10 @@ def stage_objects_arn(raw: dict[str, Any]) -> dict[str, Any]:
     return {"Fn::Join": ["", [{"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}, "/etl-data/*"]]}
 
 
+def docs_objects_arn(raw: dict[str, Any]) -> dict[str, Any]:
+    return {"Fn::Join": ["", [{"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}, f"/{DOCS_PREFIX}*"]]}
+
+
 def docs_object_arn(raw: dict[str, Any]) -> dict[str, Any]:
     return {"Fn::Join": ["", [{"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}, f"/{DOCS_KEY}"]]}
 
@@ -213,10 +217,14 @@ def test_staged_files_are_deleted_only_by_expiry_or_the_stacks_own_emptying(lear
 
 
 def test_stage_denies_leave_the_bucket_and_its_access_logs_alone(learning):
-    """Only stage objects are protected: bucket-level calls (notifications, the emptying
-    handler's policy change) and S3's log delivery into the log bucket are untouched."""
+    """Only stage objects and the lineage site are protected: bucket-level calls
+    (notifications, the emptying handler's policy change) and S3's log delivery into the
+    log bucket are untouched."""
     raw = learning.raw
-    for statement in stage_policy_statements(raw).values():
+    for sid, statement in stage_policy_statements(raw).items():
+        if sid == "LineageSiteIsWrittenOnlyByTheLoad":  # tests/infra/test_operations.py
+            assert statement["Resource"] == docs_objects_arn(raw)
+            continue
         assert statement["Resource"] == stage_objects_arn(raw)
     stage_id = stage_bucket_id(raw)
     for policy in resources(raw, "AWS::S3::BucketPolicy").values():
