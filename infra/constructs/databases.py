@@ -11,6 +11,7 @@ from constructs import Construct
 
 from dbt_project.facts.roles import READER_ROLE
 from infra.constructs.database_access import DatabaseEndpoint, grant_secret_read
+from infra.constructs.database_logs import AUDIT_PARAMETERS, EXPORTED_LOGS, keep_postgres_log
 from infra.nag import acknowledge, skip_checkov
 
 POSTGRES_PORT = 5432
@@ -110,7 +111,8 @@ class Databases(Construct):
             vpc_subnets=self._subnets,
             port=POSTGRES_PORT,
             security_groups=[self._security_group("SourceSecurityGroup", "source")],
-            parameters=FORCE_TLS,
+            parameters={**FORCE_TLS, **AUDIT_PARAMETERS},
+            cloudwatch_logs_exports=EXPORTED_LOGS,
             database_name=database_name,
             manage_master_user_password=True,
             iam_authentication=True,
@@ -149,6 +151,7 @@ class Databases(Construct):
         )
         self._skip_enhanced_monitoring(instance)
         self._acknowledge_no_deletion_protection(instance)
+        self._keep_log("SourceLogRetention", instance, "instance")
         return instance
 
     def _target_cluster(self, database_name: str, max_capacity: float) -> rds.DatabaseCluster:
@@ -168,7 +171,8 @@ class Databases(Construct):
             vpc_subnets=self._subnets,
             port=POSTGRES_PORT,
             security_groups=[self._security_group("TargetSecurityGroup", "target")],
-            parameters=FORCE_TLS,
+            parameters={**FORCE_TLS, **AUDIT_PARAMETERS},
+            cloudwatch_logs_exports=EXPORTED_LOGS,
             default_database_name=database_name,
             # The example queries run through the RDS Data API with the reader's secret:
             # the cluster sits in isolated subnets, out of reach of an analyst's laptop.
@@ -183,7 +187,19 @@ class Databases(Construct):
         )
         self._skip_enhanced_monitoring(cluster.node.find_child("Writer"))
         self._acknowledge_no_deletion_protection(cluster)
+        self._keep_log("TargetLogRetention", cluster, "cluster")
         return cluster
+
+    def _keep_log(self, construct_id: str, database: Construct, kind: str) -> None:
+        """The exported PostgreSQL log of ``database``, kept as long as the functions'
+        logs; deleted with the stack in the learning setup."""
+        keep_postgres_log(
+            self,
+            construct_id,
+            database=database,
+            kind=kind,
+            removal_policy=RemovalPolicy.RETAIN if self._retain else RemovalPolicy.DESTROY,
+        )
 
     def _reader_secret(self) -> secretsmanager.Secret:
         """The read-only login's credentials, in the JSON the RDS Data API expects.

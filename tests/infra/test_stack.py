@@ -68,6 +68,11 @@ STAR_RESOURCE_ACTIONS = {
 }
 # ... and the deployment-time lookup of the S3 prefix list, a read of the same kind.
 PREFIX_LIST_LOOKUP = ("NetworkS3PrefixListCustomResourcePolicy", {"ec2:DescribeManagedPrefixLists"})
+# ... and CDK's handler that sets the retention of the databases' exported logs.
+LOG_RETENTION = (
+    "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8aServiceRole",
+    {"logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy"},
+)
 
 
 def resources(raw: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -663,8 +668,9 @@ def test_no_wildcard_actions_and_star_resources_only_where_acknowledged(learning
         assert "*" not in actions and "s3:*" not in actions, (logical_id, statement)
         assert not any(a.endswith(":*") for a in actions), (logical_id, statement)
         if "*" in as_list(statement["Resource"]):
-            if logical_id.startswith(PREFIX_LIST_LOOKUP[0]):
-                assert actions == PREFIX_LIST_LOOKUP[1], (logical_id, statement)
+            helper = [h for h in (PREFIX_LIST_LOOKUP, LOG_RETENTION) if logical_id.startswith(h[0])]
+            if helper:
+                assert actions == helper[0][1], (logical_id, statement)
                 continue
             assert actions <= STAR_RESOURCE_ACTIONS, (logical_id, statement)
             assert logical_id.startswith("Functions") and "Role" in logical_id
