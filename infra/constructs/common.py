@@ -1,19 +1,22 @@
 """Pieces several constructs build the same way: a dead-letter queue, a KMS-encrypted
-topic, and the statement that lets a VPC endpoint carry one kind of call.
+topic, the statement that lets a VPC endpoint carry one kind of call, and a log group
+with the stack's retention for a function of CDK's own.
 
 Each carries the acknowledgments and skips that hold wherever it is used; the caller
 says what the piece is for, which goes into the reasons.
 """
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import CfnResource, Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct
+from constructs import Construct, IConstruct
 
-from infra.nag import acknowledge, skip_checkov
+from infra import lambda_defaults as defaults
+from infra.nag import acknowledge, skip_checkov, skip_helper_function_checks
 
 # How long a dead letter waits to be inspected or replayed; an alarm fires on the first.
 DEAD_LETTER_RETENTION = Duration.days(14)
@@ -102,3 +105,40 @@ def allow_through_endpoint(
             conditions=conditions,
         )
     )
+
+
+def adopt_cdk_helper(
+    scope: Construct,
+    construct_id: str,
+    *,
+    function: IConstruct,
+    job: str,
+    removal_policy: RemovalPolicy,
+) -> logs.ILogGroup:
+    """Tell checkov about ``function``, a deployment-time helper of CDK's that does ``job``,
+    and send its logs to a log group of the stack's with the functions' retention.
+
+    Left alone, such a function logs to ``/aws/lambda/<its name>``, a group Lambda
+    creates on first use and that never expires. Several constructs may cause the same
+    helper: the first call makes the group, later ones return it.
+    """
+    existing = scope.node.try_find_child(construct_id)
+    if isinstance(existing, logs.LogGroup):
+        return existing
+    resource = function if isinstance(function, CfnResource) else function.node.default_child
+    if not isinstance(resource, CfnResource):
+        raise TypeError(f"{function.node.path} has no function resource to send to a group")
+    skip_helper_function_checks(resource, f"it {job}")
+    log_group = logs.LogGroup(
+        scope, construct_id, retention=defaults.LOG_RETENTION, removal_policy=removal_policy
+    )
+    skip_checkov(
+        log_group,
+        "CKV_AWS_158",
+        f"CloudWatch Logs encrypts every log group at rest; this one holds the logs of CDK's "
+        f"deployment-time helper that {job}: resource names and API answers, no "
+        "credentials. A customer-managed key would add cost and a key policy to maintain.",
+    )
+    # Its role has the basic execution policy, which lets it write to any log group.
+    resource.add_property_override("LoggingConfig", {"LogGroup": log_group.log_group_name})
+    return log_group

@@ -13,7 +13,8 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import lambda_defaults as defaults
-from infra.nag import acknowledge, skip_checkov, skip_helper_function_checks
+from infra.constructs.common import adopt_cdk_helper
+from infra.nag import acknowledge, skip_checkov
 
 # What RDS exports: the PostgreSQL server log (errors, connections, pgaudit's lines).
 EXPORTED_LOGS = ["postgresql"]
@@ -57,6 +58,13 @@ def keep_postgres_log(
     )
     handler = Stack.of(scope).node.find_child(LOG_RETENTION_HANDLER)
     _accept_handler_findings(handler)
+    adopt_cdk_helper(
+        scope,
+        "LogRetentionHandlerLogs",
+        function=handler.node.find_child("Resource"),
+        job="sets the retention of the databases' exported logs",
+        removal_policy=removal_policy,
+    )
     if removal_policy == RemovalPolicy.DESTROY:
         group = (
             "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
@@ -97,7 +105,4 @@ def _accept_handler_findings(handler: Construct) -> None:
         "CDK's log-retention handler sets and removes retention policies of log groups "
         "('*', as CDK grants it): a write that only changes how long logs are kept, run "
         "during deployments only.",
-    )
-    skip_helper_function_checks(
-        handler.node.find_child("Resource"), "it sets the databases' log retention"
     )

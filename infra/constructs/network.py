@@ -6,10 +6,13 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from infra.constructs.common import adopt_cdk_helper
 from infra.nag import acknowledge, skip_checkov, skip_helper_function_checks
 
 # CDK's fixed id of the one function behind every AwsCustomResource of a stack.
 AWS_CUSTOM_RESOURCE_HANDLER = "AWS679f53fac002430cb0da5b7982bd2287"
+# CDK's provider of the handler that restricts the VPC's default security group.
+DEFAULT_SG_PROVIDER = "Custom::VpcRestrictDefaultSGCustomResourceProvider"
 
 
 class Network(Construct):
@@ -46,7 +49,7 @@ class Network(Construct):
             ],
             restrict_default_security_group=True,
         )
-        self._skip_helper_function_checks("Custom::VpcRestrictDefaultSGCustomResourceProvider")
+        self._accept_default_sg_handler(removal_policy)
         self.s3_endpoint = self.vpc.add_gateway_endpoint(
             "S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[self.subnets]
         )
@@ -167,11 +170,16 @@ class Network(Construct):
         skip_helper_function_checks(handler, "it looks up the S3 prefix list")
         return lookup.get_response_field("PrefixLists.0.PrefixListId")
 
-    def _skip_helper_function_checks(self, provider_id: str) -> None:
-        """checkov's Lambda checks on a CDK deployment-time helper this construct causes."""
-        provider = Stack.of(self).node.try_find_child(provider_id)
+    def _accept_default_sg_handler(self, removal_policy: RemovalPolicy) -> None:
+        """CDK's handler that empties the VPC's default security group: checkov's Lambda
+        checks, and a log group with the stack's retention."""
+        provider = Stack.of(self).node.try_find_child(DEFAULT_SG_PROVIDER)
         if provider is None:
             return
-        skip_helper_function_checks(
-            provider.node.find_child("Handler"), "the VPC's default security group"
+        adopt_cdk_helper(
+            self,
+            "DefaultSecurityGroupHandlerLogs",
+            function=provider.node.find_child("Handler"),
+            job="removes the rules of the VPC's default security group",
+            removal_policy=removal_policy,
         )

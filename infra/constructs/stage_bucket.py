@@ -9,8 +9,8 @@ from aws_cdk import aws_s3_notifications as s3_notifications
 from constructs import Construct
 
 from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_KEY, DOCS_PREFIX, MANIFEST_NAME
-from infra.constructs.common import allow_through_endpoint
-from infra.nag import acknowledge, logical_id, skip_checkov, skip_helper_function_checks
+from infra.constructs.common import adopt_cdk_helper, allow_through_endpoint
+from infra.nag import acknowledge, logical_id, skip_checkov
 
 STAGE_EXPIRY = Duration.days(30)
 ACCESS_LOG_EXPIRY = Duration.days(90)
@@ -55,6 +55,7 @@ class StageBucket(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         removal_policy = RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
+        self._removal_policy = removal_policy
         common = {
             "encryption": s3.BucketEncryption.S3_MANAGED,
             "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
@@ -88,8 +89,12 @@ class StageBucket(Construct):
         self._deny_deletes()
         provider = Stack.of(self).node.try_find_child(AUTO_DELETE_PROVIDER)
         if provider is not None:
-            skip_helper_function_checks(
-                provider.node.find_child("Handler"), "it empties the buckets on stack deletion"
+            adopt_cdk_helper(
+                self,
+                "EmptyingHandlerLogs",
+                function=provider.node.find_child("Handler"),
+                job="empties the buckets on stack deletion",
+                removal_policy=removal_policy,
             )
 
     @property
@@ -172,9 +177,12 @@ class StageBucket(Construct):
         # stack, at the stack's root.
         for child in Stack.of(self).node.children:
             if child.node.id.startswith("BucketNotificationsHandler"):
-                skip_helper_function_checks(
-                    child.node.find_child("Resource"),
-                    "it writes the stage bucket's notification configuration",
+                adopt_cdk_helper(
+                    self,
+                    "NotificationsHandlerLogs",
+                    function=child.node.find_child("Resource"),
+                    job="writes the stage bucket's notification configuration",
+                    removal_policy=self._removal_policy,
                 )
                 acknowledge(
                     child,

@@ -1,5 +1,5 @@
-"""Logs that outlive a night: the databases' audit trail in CloudWatch Logs, kept as long
-as the functions' logs."""
+"""Logs that outlive a night: every function's logs, CDK's helpers' included, and the
+databases' audit trail, all kept as long as the functions' logs."""
 
 from __future__ import annotations
 
@@ -77,3 +77,21 @@ def test_the_exported_logs_are_kept_as_long_as_the_functions_logs(setup, removal
         assert properties["RetentionInDays"] == functions_retention(raw) == 30
         # deleted with the learning setup, kept with the kept one
         assert properties["RemovalPolicy"] == removal
+
+
+@pytest.mark.parametrize(("setup", "deletion"), [("learning", "Delete"), ("kept", "Retain")])
+def test_every_function_logs_to_a_group_of_the_stack_with_its_retention(setup, deletion, request):
+    """CDK's own helpers included (default security group, bucket emptying and
+    notifications, log retention, the S3 prefix-list lookup, the provider framework):
+    left alone they log to /aws/lambda/<name>, a group that never expires."""
+    raw = request.getfixturevalue(setup).raw
+    functions = resources(raw, "AWS::Lambda::Function")
+    assert len(functions) >= 8, "the three ETL functions and CDK's helpers"
+    retention = functions_retention(raw)
+    for logical_id, function in functions.items():
+        group = function["Properties"].get("LoggingConfig", {}).get("LogGroup")
+        assert group is not None, f"{logical_id} logs to a group that never expires"
+        log_group = raw["Resources"][group["Ref"]]
+        assert log_group["Type"] == "AWS::Logs::LogGroup"
+        assert log_group["Properties"]["RetentionInDays"] == retention, logical_id
+        assert log_group["DeletionPolicy"] == deletion, logical_id

@@ -63,6 +63,11 @@ REVIEWED_SKIPS = {
         "FunctionsLoadLogs",
         "FunctionsDbInitializerLogs",
         "AnalyticsUpgradeProviderLogs",
+        # CDK's helpers' own logs, given the stack's retention
+        "NetworkDefaultSecurityGroupHandlerLogs",
+        "StageEmptyingHandlerLogs",
+        "StageNotificationsHandlerLogs",
+        "DatabasesLogRetentionHandlerLogs",
     },
     # CDK's deployment-time helper functions: no DLQ, no VPC, no reserved concurrency
     "CKV_AWS_116": {
