@@ -8,7 +8,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3_notifications
 from constructs import Construct
 
-from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_KEY, DOCS_PREFIX, MANIFEST_NAME
+from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_PAGES, DOCS_PREFIX, MANIFEST_NAME
 from infra.constructs.common import adopt_cdk_helper, allow_through_endpoint
 from infra.nag import acknowledge, logical_id, skip_checkov
 
@@ -18,7 +18,7 @@ ACCESS_LOG_EXPIRY = Duration.days(90)
 DOCS_OLD_VERSION_EXPIRY = Duration.days(7)
 
 # What the functions do with stage objects: the extract writes, the load reads (and
-# publishes the lineage site, one object outside the stage prefix).
+# publishes the lineage site and the run history, two pages outside the stage prefix).
 WRITE_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
 READ_ACTIONS = ("s3:GetObject",)
 # Kept from everyone but the one writer by the bucket policy (multipart uploads are
@@ -98,6 +98,11 @@ class StageBucket(Construct):
             )
 
     @property
+    def _docs_pages(self) -> list[str]:
+        """The published pages: the lineage site and the run history beside it."""
+        return [self.bucket.arn_for_objects(key) for key in DOCS_PAGES]
+
+    @property
     def _stage_objects(self) -> str:
         return self.bucket.arn_for_objects(f"{DATA_PREFIX}*")
 
@@ -156,7 +161,7 @@ class StageBucket(Construct):
             endpoint,
             sid="LineageSiteOnly",
             actions=list(WRITE_ACTIONS),
-            resources=[self.bucket.arn_for_objects(DOCS_KEY)],
+            resources=self._docs_pages,
         )
         allow_through_endpoint(
             endpoint,
@@ -248,12 +253,13 @@ class StageBucket(Construct):
         )
 
     def grant_publish_docs(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Make ``grantee`` the one publisher of the lineage site, ``docs/index.html``.
+        """Make ``grantee`` the one publisher of the pages under ``docs/``: the lineage site
+        (``index.html``) and the run history beside it (``DOCS_PAGES``).
 
-        Its role may put (and abort a multipart upload of) exactly that object; the
+        Its role may put (and abort a multipart upload of) exactly those objects; the
         bucket policy denies writing anything under ``docs/`` to every other principal,
         the account's administrators included, so that nobody can replace the site a
-        reader trusts. The site does not expire (only its replaced versions do).
+        reader trusts. The pages do not expire (only their replaced versions do).
         """
         if self._docs_publisher_arn is not None:
             raise ValueError("the lineage site has one publisher, granted already")
@@ -266,7 +272,7 @@ class StageBucket(Construct):
         return iam.Grant.add_to_principal(
             grantee=grantee,
             actions=list(WRITE_ACTIONS),
-            resource_arns=[self.bucket.arn_for_objects(DOCS_KEY)],
+            resource_arns=self._docs_pages,
         )
 
     def _acknowledge_object_wildcard(self, grantee: iam.IGrantable, actions: str) -> None:

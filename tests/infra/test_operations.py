@@ -21,6 +21,7 @@ from .test_stack import (
     as_list,
     docs_object_arn,
     docs_objects_arn,
+    docs_page_arns,
     etl_functions,
     logical_id_of,
     policy_statements,
@@ -232,8 +233,11 @@ def test_the_reader_login_queries_the_views_through_the_data_api(learning):
 def test_the_load_may_publish_exactly_the_lineage_site_which_does_not_expire(learning):
     raw = learning.raw
     load = grants_of(raw, "FunctionsLoadRole")
-    assert load["s3:PutObject"] == [docs_object_arn(raw)]
+    # the lineage site and the run-history page beside it, nothing else
+    assert load["s3:PutObject"] == docs_page_arns(raw)
+    assert docs_page_arns(raw)[0] == docs_object_arn(raw)
     assert docs_object_arn(raw)["Fn::Join"][1][1] == f"/{DOCS_KEY}"
+    assert len(docs_page_arns(raw)) == 2
     extract = grants_of(raw, "FunctionsExtractRole")
     assert docs_object_arn(raw) not in extract["s3:PutObject"]
     # No rule expires docs/ (only its replaced versions go); nothing bucket-wide expires.

@@ -12,7 +12,13 @@ from aws_cdk.assertions import Match
 
 from dbt_project.facts.business_calendar import BUSINESS_TIMEZONE
 from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
-from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_KEY, DOCS_PREFIX, MANIFEST_NAME
+from dbt_project.facts.stage_layout import (
+    DATA_PREFIX,
+    DOCS_KEY,
+    DOCS_PAGES,
+    DOCS_PREFIX,
+    MANIFEST_NAME,
+)
 from infra import lambda_defaults
 from infra.app import build_app
 from infra.constructs.function_role import VPC_NETWORK_INTERFACE_ACTIONS
@@ -169,6 +175,12 @@ def docs_objects_arn(raw: dict[str, Any]) -> dict[str, Any]:
 
 def docs_object_arn(raw: dict[str, Any]) -> dict[str, Any]:
     return {"Fn::Join": ["", [{"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}, f"/{DOCS_KEY}"]]}
+
+
+def docs_page_arns(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pages the load publishes: the lineage site, then the run history."""
+    bucket = {"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}
+    return [{"Fn::Join": ["", [bucket, f"/{key}"]]} for key in DOCS_PAGES]
 
 
 def role_arn(raw: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -403,8 +415,8 @@ def test_s3_endpoint_carries_only_stage_traffic(learning):
         for action in as_list(statement["Action"]):
             allowed.setdefault(action, []).extend(as_list(statement["Resource"]))
     assert allowed == {
-        "s3:PutObject": [stage_objects_arn(raw), docs_object_arn(raw)],
-        "s3:AbortMultipartUpload": [stage_objects_arn(raw), docs_object_arn(raw)],
+        "s3:PutObject": [stage_objects_arn(raw), *docs_page_arns(raw)],
+        "s3:AbortMultipartUpload": [stage_objects_arn(raw), *docs_page_arns(raw)],
         "s3:GetObject": [stage_objects_arn(raw)],
         "s3:ListBucket": [bucket],
     }
