@@ -29,6 +29,9 @@ class EtlSettings:
     retain: bool
     layers: LayerDirs
     code_root: Path
+    # When the template is made (ISO 8601, UTC): the deploy-time upgrade tells a
+    # rollback's replay of an older template by it.
+    deploy_stamp: str
     target_max_capacity: float = 2
     alarm_email: str | None = None
     # Reserve 1 concurrent execution for extract and load; off by default, because a new
@@ -84,7 +87,9 @@ class EtlStack(Stack):
             on_failure=reports.on_failure,
         )
         self._grant(network, databases, stage, functions)
-        self._upgrade_on_deploy(network, databases, functions, removal_policy)
+        self._upgrade_on_deploy(
+            network, databases, functions, removal_policy, settings.deploy_stamp
+        )
         reports.grant_publish(functions.load, network.sns_endpoint)
         reports.deliver_invocation_records(functions.failure_queue)
         stage.limit_endpoint(network.s3_endpoint)
@@ -129,6 +134,7 @@ class EtlStack(Stack):
         databases: Databases,
         functions: Functions,
         removal_policy: RemovalPolicy,
+        deploy_stamp: str,
     ) -> None:
         """The initializer's upgrade, run by each deployment that changes the code or
         replaces a database, once both databases, every function and the endpoints they
@@ -142,6 +148,7 @@ class EtlStack(Stack):
                 "SourceDbHost": databases.source.host,
                 "TargetDbHost": databases.target.host,
             },
+            deploy_stamp=deploy_stamp,
             after=[network, databases, functions],
             removal_policy=removal_policy,
         )

@@ -5,12 +5,15 @@ through the Data API, and the lineage site."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aws_cdk import Duration
 
+from dbt_project.facts.names import DEPLOY_STAMP_PROPERTY
 from dbt_project.facts.roles import READER_ROLE
 from dbt_project.facts.stage_layout import DOCS_KEY, DOCS_PREFIX
 from infra.constructs.analytics_upgrade import FRAMEWORK_TIMEOUT, RESOURCE_TYPE
@@ -150,7 +153,18 @@ def test_its_properties_are_the_code_hashes_and_the_databases(learning):
         *keys,
         "SourceDbHost",
         "TargetDbHost",
+        DEPLOY_STAMP_PROPERTY,
     }
+
+
+def test_its_stamp_says_when_the_template_was_made_so_a_rollback_is_told_apart(learning):
+    """The initializer answers an Update whose versions it applied before under a newer
+    stamp (CloudFormation replaying the previous template) without work
+    (tests/integration/test_initializer.py); the stamp is the synthesis's UTC time."""
+    stamp = upgrade(learning.raw)["Properties"][DEPLOY_STAMP_PROPERTY]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp), stamp
+    made = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert timedelta(0) <= datetime.now(UTC) - made < timedelta(hours=6)
 
 
 def test_a_code_change_changes_the_properties_so_the_upgrade_runs_again(
