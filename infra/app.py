@@ -13,6 +13,8 @@ The only module that reads the environment or the CDK context:
   extract and the load (a new account's quota of 10 leaves none to reserve).
 * ``endpoints_in_every_az`` (default false): interface endpoints in both AZs rather
   than one (they are billed per AZ-hour; a nightly batch can wait out an AZ outage).
+* ``dns_firewall`` (default true): a Route 53 Resolver DNS Firewall on the VPC that
+  answers only the region's AWS names.
 * ``break_glass_role_arn`` (optional): an IAM role that may read the databases' master
   secrets besides the initializer.
 * ``stack_name`` (default ``ShopEtl``).
@@ -83,6 +85,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         reserved_concurrency=_flag(get("reserved_concurrency") or False),
         endpoints_in_every_az=_flag(get("endpoints_in_every_az") or False),
         break_glass_role_arn=_role_arn(get("break_glass_role_arn")),
+        dns_firewall=_flag(True if get("dns_firewall") is None else get("dns_firewall")),
     )
     EtlStack(
         app,

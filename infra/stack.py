@@ -43,6 +43,9 @@ class EtlSettings:
     # A role that may read the databases' master secrets besides the initializer (an
     # operator's way in when the initializer cannot run); None: the initializer alone.
     break_glass_role_arn: str | None = None
+    # A Route 53 Resolver DNS Firewall that answers only the region's AWS names: on by
+    # default, as it costs cents a month (infra/README.md); false removes it.
+    dns_firewall: bool = True
 
 
 class EtlStack(Stack):
@@ -59,6 +62,7 @@ class EtlStack(Stack):
             "Network",
             removal_policy=removal_policy,
             endpoints_in_every_az=settings.endpoints_in_every_az,
+            dns_firewall=settings.dns_firewall,
         )
         databases = Databases(
             self,

@@ -7,6 +7,7 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from infra.constructs.common import adopt_cdk_helper
+from infra.constructs.dns_firewall import DnsFirewall
 from infra.nag import acknowledge, skip_checkov, skip_helper_function_checks
 
 # CDK's fixed id of the one function behind every AwsCustomResource of a stack.
@@ -20,7 +21,8 @@ class Network(Construct):
 
     The functions reach S3 through a gateway endpoint (free), Secrets Manager and SNS
     through interface endpoints; nothing else leaves the VPC, so there is no NAT
-    gateway to pay for or to secure. Flow logs record every accepted and rejected flow.
+    gateway to pay for or to secure, and with ``dns_firewall`` the VPC's resolver
+    answers only the region's AWS names. Flow logs record every accepted and rejected flow.
     ``s3`` is the S3 prefix list, the one destination a security group may name for the
     gateway endpoint; the stage bucket limits the endpoint's policy to itself.
     """
@@ -33,6 +35,7 @@ class Network(Construct):
         removal_policy: RemovalPolicy,
         flow_log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         endpoints_in_every_az: bool = False,
+        dns_firewall: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
         self._endpoints_in_every_az = endpoints_in_every_az
@@ -69,6 +72,8 @@ class Network(Construct):
             ec2.InterfaceVpcEndpointAwsService.LAMBDA_,
             "Lambda endpoint: HTTPS from the db_initializer only",
         )
+        # The resolver answers only the region's AWS names (dns_firewall.py).
+        self.dns_firewall = DnsFirewall(self, "DnsFirewall", vpc=self.vpc) if dns_firewall else None
         flow_logs = logs.LogGroup(
             self, "FlowLogs", retention=flow_log_retention, removal_policy=removal_policy
         )
