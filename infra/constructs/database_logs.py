@@ -8,7 +8,7 @@ itself; CDK's log-retention handler gives that group the functions' retention an
 the learning setup, deletes it with the stack.
 """
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import RemovalPolicy, Stack, Token
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -66,8 +66,19 @@ def keep_postgres_log(
         removal_policy=removal_policy,
     )
     if removal_policy == RemovalPolicy.DESTROY:
+        stack = Stack.of(scope)
+        # As cdk-nag writes the ARN: an unresolved part as <AWS::...>, a known one as is
+        # (the CDK CLI passes the region of the deploying profile).
+        partition, region, account = (
+            f"<AWS::{name}>" if Token.is_unresolved(value) else value
+            for name, value in (
+                ("Partition", stack.partition),
+                ("Region", stack.region),
+                ("AccountId", stack.account),
+            )
+        )
         group = (
-            "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
+            f"arn:{partition}:logs:{region}:{account}:log-group:"
             f"/aws/rds/{kind}/<{identifier['Ref']}>/{EXPORTED_LOGS[0]}:*"
         )
         acknowledge(
