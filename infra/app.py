@@ -15,14 +15,20 @@ The only module that reads the environment or the CDK context:
   than one (they are billed per AZ-hour; a nightly batch can wait out an AZ outage).
 * ``reprocess_changed_models`` (default true): a deployment that changes a mart's
   logic starts the reprocessing of its loaded history; false only logs what is needed.
+* ``dns_firewall`` (default true): a Route 53 Resolver DNS Firewall on the VPC that
+  answers only the region's AWS names.
+* ``break_glass_role_arn`` (optional): an IAM role that may read the databases' master
+  secrets besides the initializer.
 * ``stack_name`` (default ``ShopEtl``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ from infra.packaging.layers import DEFAULT_OUT, REPO_ROOT, LayersNotBuilt, requi
 from infra.stack import EtlSettings, EtlStack
 
 DEFAULT_STACK_NAME = "ShopEtl"
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
 
 
 def _flag(value: Any) -> bool:
@@ -51,6 +58,19 @@ def _default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def _role_arn(value: Any) -> str | None:
+    """An IAM role's ARN, or None; anything else is refused before it reaches a policy."""
+    if not value:
+        return None
+    text = str(value).strip()
+    if not ROLE_ARN.fullmatch(text):
+        raise ValueError(
+            "break_glass_role_arn: expected an IAM role ARN "
+            f"(arn:aws:iam::<account>:role/<name>), got {text!r}"
+        )
+    return text
+
+
 def _path(value: Any, default: Path) -> Path:
     return Path(value).resolve() if value else default
 
@@ -66,11 +86,14 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         retain=_flag(get("retain") or False),
         layers=require_built(_path(get("layers_dir"), DEFAULT_OUT)),
         code_root=_path(get("lambdas_dir"), REPO_ROOT / "lambdas"),
+        deploy_stamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         target_max_capacity=float(get("target_max_capacity") or 2),
         alarm_email=get("alarm_email") or None,
         reserved_concurrency=_flag(get("reserved_concurrency") or False),
         endpoints_in_every_az=_flag(get("endpoints_in_every_az") or False),
         reprocess_changed_models=_flag(_default(get("reprocess_changed_models"), True)),
+        break_glass_role_arn=_role_arn(get("break_glass_role_arn")),
+        dns_firewall=_flag(_default(get("dns_firewall"), True)),
     )
     EtlStack(
         app,
@@ -88,7 +111,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
 def main() -> int:
     try:
         app = build_app()
-    except (LayersNotBuilt, FileNotFoundError) as error:
+    except (LayersNotBuilt, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     app.synth()

@@ -28,12 +28,14 @@ def skip_checkov(construct: IConstruct, check: str, reason: str) -> None:
     """Skip checkov's ``check`` on the resource of ``construct``, saying why.
 
     checkov reads ``Metadata.checkov.skip`` of a CloudFormation resource; several skips
-    on one resource share that list.
+    on one resource share that list, and a check already skipped there keeps its reason.
     """
     resource = construct if isinstance(construct, CfnResource) else construct.node.default_child
     if not isinstance(resource, CfnResource):
         raise TypeError(f"{construct.node.path} has no CloudFormation resource to annotate")
     existing = resource.get_metadata("checkov") or {}
+    if any(skip["id"] == check for skip in existing.get("skip", [])):
+        return  # a helper shared by several constructs is annotated once
     skips = [*existing.get("skip", []), {"id": check, "comment": reason}]
     resource.add_metadata("checkov", {**existing, "skip": skips})
 

@@ -11,7 +11,7 @@ from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from infra.constructs.analytics_upgrade import AnalyticsUpgrade
 from infra.constructs.dashboard import Dashboard
 from infra.constructs.databases import Databases
-from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD, Functions
+from infra.constructs.functions import Functions
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
 from infra.constructs.run_reports import RunReports
@@ -29,6 +29,9 @@ class EtlSettings:
     retain: bool
     layers: LayerDirs
     code_root: Path
+    # When the template is made (ISO 8601, UTC): the deploy-time upgrade tells a
+    # rollback's replay of an older template by it.
+    deploy_stamp: str
     target_max_capacity: float = 2
     alarm_email: str | None = None
     # Reserve 1 concurrent execution for extract and load; off by default, because a new
@@ -40,6 +43,12 @@ class EtlSettings:
     # A deployment that changes a mart's logic reprocesses its history (false: it logs
     # what is needed and leaves it to a person).
     reprocess_changed_models: bool = True
+    # A role that may read the databases' master secrets besides the initializer (an
+    # operator's way in when the initializer cannot run); None: the initializer alone.
+    break_glass_role_arn: str | None = None
+    # A Route 53 Resolver DNS Firewall that answers only the region's AWS names: on by
+    # default, as it costs cents a month (infra/README.md); false removes it.
+    dns_firewall: bool = True
 
 
 class EtlStack(Stack):
@@ -56,6 +65,7 @@ class EtlStack(Stack):
             "Network",
             removal_policy=removal_policy,
             endpoints_in_every_az=settings.endpoints_in_every_az,
+            dns_firewall=settings.dns_firewall,
         )
         databases = Databases(
             self,
@@ -64,6 +74,7 @@ class EtlStack(Stack):
             subnets=network.subnets,
             retain=settings.retain,
             target_max_capacity=settings.target_max_capacity,
+            break_glass_role_arn=settings.break_glass_role_arn,
         )
         stage = StageBucket(self, "Stage", retain=settings.retain)
         reports = RunReports(self, "RunReports", removal_policy=removal_policy)
@@ -72,7 +83,6 @@ class EtlStack(Stack):
             "Functions",
             vpc=network.vpc,
             subnets=network.subnets,
-            secrets_manager_endpoint=network.secrets_manager_endpoint,
             s3=network.s3,
             layers=settings.layers,
             code_root=settings.code_root,
@@ -110,16 +120,18 @@ class EtlStack(Stack):
         master secrets; those two log in as their own logins with IAM tokens. The
         initializer also sets the reader login's password and starts the history load.
         """
-        functions.grant_login(EXTRACT.name, databases.source, EXTRACT_LOGIN)
-        functions.grant_login(LOAD.name, databases.target, LOAD_LOGIN)
-        functions.grant_master_login(DB_INITIALIZER.name, databases.source)
-        functions.grant_master_login(DB_INITIALIZER.name, databases.target)
-        functions.grant_reader_secret(DB_INITIALIZER.name, databases.reader_secret)
-        functions.grant_start_extract(DB_INITIALIZER.name, network.lambda_endpoint)
-        stage.grant_write_stage(functions.extract)
-        stage.grant_read_stage(functions.load)
-        stage.notify_on_manifest(functions.load)
-        stage.grant_publish_docs(functions.load)
+        extract, load, initializer = functions.extract, functions.load, functions.db_initializer
+        secrets_endpoint = network.secrets_manager_endpoint
+        databases.source.grant_login(extract, EXTRACT_LOGIN)
+        databases.target.grant_login(load, LOAD_LOGIN)
+        databases.source.grant_master_login(initializer, secrets_endpoint)
+        databases.target.grant_master_login(initializer, secrets_endpoint)
+        databases.grant_reader_secret(initializer, secrets_endpoint)
+        functions.grant_start_extract(initializer, network.lambda_endpoint)
+        stage.grant_write(extract)
+        stage.grant_read(load)
+        stage.notify_on_manifest(load)
+        stage.grant_publish_docs(load)
 
     def _upgrade_on_deploy(
         self,
@@ -141,6 +153,7 @@ class EtlStack(Stack):
                 "SourceDbHost": databases.source.host,
                 "TargetDbHost": databases.target.host,
             },
+            deploy_stamp=settings.deploy_stamp,
             after=[network, databases, functions],
             removal_policy=removal_policy,
             reprocess_changed_models=settings.reprocess_changed_models,

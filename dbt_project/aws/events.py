@@ -18,7 +18,7 @@ from dbt_project.facts.business_calendar import (
     business_date,
     previous_business_day,
 )
-from dbt_project.facts.names import REPROCESS_PROPERTY
+from dbt_project.facts.names import DEPLOY_STAMP_PROPERTY, REPROCESS_PROPERTY
 from dbt_project.facts.stage_layout import DATA_PREFIX, MANIFEST_NAME
 from dbt_project.request import (
     MAX_BACKFILL_DAYS,
@@ -129,19 +129,64 @@ def parse_load_event(event, bucket: str) -> LoadRequest:
     return LoadRequest(tuple(keys), tuple(ignored))
 
 
+# What the provider framework adds to every custom resource's properties.
+_FRAMEWORK_PROPERTIES = {"ServiceToken", "ServiceTimeout"}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployment's event for the initializer (a CloudFormation custom resource).
+
+    ``versions`` are the resource's properties (the code hashes and database addresses)
+    but the deploy stamp; ``previous`` are those of the last deployment, on an Update.
+    ``stamp`` says when the template was made; CloudFormation replays an older template,
+    its stamp with it, when it rolls an update back.
+    """
+
+    kind: str  # Create, Update or Delete
+    physical_resource_id: str
+    versions: tuple[tuple[str, str], ...] = ()
+    previous: tuple[tuple[str, str], ...] | None = None
+    stamp: datetime | None = None
+    # Whether a change of a mart's logic starts the reprocessing of its history (the
+    # CDK context reprocess_changed_models, a property of the custom resource).
+    reprocess: bool = True
+
+    def reason_to_skip(self, applied: tuple[datetime, dict] | None, seen: bool) -> str | None:
+        """Why the upgrade need not run, or None when it must.
+
+        ``applied`` is the stamp and versions of the last upgrade the analytics database
+        recorded, ``seen`` whether it ever applied these versions. A rollback goes back
+        to versions applied before, with an older stamp: it is answered without work, so
+        that a deterministic failure cannot leave the stack in UPDATE_ROLLBACK_FAILED. A
+        deployment of new code always runs, whatever its stamp (clocks differ).
+        """
+        if self.kind == "Delete":
+            return "the data outlives the deployment"
+        if self.previous == self.versions:
+            return "no code and no database changed"
+        if self.stamp is None or applied is None:
+            return None
+        applied_stamp, applied_versions = applied
+        if applied_versions == dict(self.versions):
+            return f"these versions are applied already (deployment of {applied_stamp})"
+        if seen and self.stamp <= applied_stamp:
+            return (
+                f"a rollback to versions applied before: the deployment of {self.stamp} is "
+                f"older than the applied one of {applied_stamp}"
+            )
+        return None
+
+
 @dataclass(frozen=True)
 class InitRequest:
     # Sample rows go only into empty source tables; False never adds any.
     sample_data: bool = True
     # The day the sample history ends on: the initialisation day unless given.
     sample_end_date: date | None = None
-    # Set when a deployment runs the initializer (a CloudFormation custom resource):
-    # "Create" or "Update" upgrade the analytics side, "Delete" does nothing.
-    deployment: str | None = None
-    physical_resource_id: str | None = None
-    # Whether a change of a mart's logic starts the reprocessing of its history (the
-    # CDK context reprocess_changed_models, a property of the custom resource).
-    reprocess: bool = True
+    # Set when a deployment runs the initializer: Create and Update upgrade the
+    # analytics side (unless Deployment.reason_to_skip says otherwise), Delete does nothing.
+    deployment: Deployment | None = None
 
 
 INIT_SHAPES = (
@@ -153,22 +198,50 @@ INIT_SHAPES = (
 DEPLOYMENT_RESOURCE_ID = "shop-etl-analytics"
 
 
+def _versions(properties) -> tuple[tuple[str, str], ...]:
+    if not isinstance(properties, dict):
+        raise ConfigError("the custom resource's properties must be a JSON object")
+    ignored = _FRAMEWORK_PROPERTIES | {DEPLOY_STAMP_PROPERTY}
+    return tuple(sorted((k, str(v)) for k, v in properties.items() if k not in ignored))
+
+
+def _stamp(properties: dict) -> datetime | None:
+    value = properties.get(DEPLOY_STAMP_PROPERTY)
+    if value is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"{DEPLOY_STAMP_PROPERTY} {value!r} is not an ISO timestamp") from exc
+    if stamp.tzinfo is None:
+        raise ConfigError(f"{DEPLOY_STAMP_PROPERTY} {value!r} has no time zone")
+    return stamp
+
+
+def _deployment(event: dict) -> Deployment:
+    kind = event["RequestType"]
+    if kind not in ("Create", "Update", "Delete"):
+        raise ConfigError(f"unknown CloudFormation RequestType {kind!r}")
+    properties = event.get("ResourceProperties", {})
+    old = event.get("OldResourceProperties")
+    reprocess = str((properties or {}).get(REPROCESS_PROPERTY, "true")).lower()
+    if reprocess not in ("true", "false"):
+        raise ConfigError(f"{REPROCESS_PROPERTY} must be true or false, not {reprocess!r}")
+    return Deployment(
+        kind=kind,
+        physical_resource_id=event.get("PhysicalResourceId") or DEPLOYMENT_RESOURCE_ID,
+        versions=_versions(properties),
+        previous=_versions(old) if kind == "Update" and old is not None else None,
+        stamp=_stamp(properties),
+        reprocess=reprocess == "true",
+    )
+
+
 def parse_init_event(event, *, now: datetime | None = None) -> InitRequest:
     if event is None:
         event = {}
     if isinstance(event, dict) and "RequestType" in event:
-        kind = event["RequestType"]
-        if kind not in ("Create", "Update", "Delete"):
-            raise ConfigError(f"unknown CloudFormation RequestType {kind!r}")
-        reprocess = (event.get("ResourceProperties") or {}).get(REPROCESS_PROPERTY, "true")
-        if str(reprocess).lower() not in ("true", "false"):
-            raise ConfigError(f"{REPROCESS_PROPERTY} must be true or false, not {reprocess!r}")
-        return InitRequest(
-            sample_data=False,
-            deployment=kind,
-            physical_resource_id=event.get("PhysicalResourceId") or DEPLOYMENT_RESOURCE_ID,
-            reprocess=str(reprocess).lower() == "true",
-        )
+        return InitRequest(sample_data=False, deployment=_deployment(event))
     if not isinstance(event, dict) or set(event) - {"sample_data", "sample_end_date"}:
         raise ConfigError(f"the db_initializer event must be one of {INIT_SHAPES}")
     sample = event.get("sample_data", True)

@@ -13,7 +13,12 @@ from contextlib import contextmanager
 from aws_lambda_powertools.metrics import MetricUnit
 
 from dbt_project.aws import history_load
-from dbt_project.aws.events import parse_extract_event, parse_init_event, parse_load_event
+from dbt_project.aws.events import (
+    Deployment,
+    parse_extract_event,
+    parse_init_event,
+    parse_load_event,
+)
 from dbt_project.aws.observability import logger, metrics, tracer
 from dbt_project.aws.resources import database, pipeline, reader_password, reset  # noqa: F401
 from dbt_project.dbt_runner.docs import generate_docs, publish_docs
@@ -30,6 +35,7 @@ from dbt_project.facts.stage_layout import RUNS_PAGE_KEY
 from dbt_project.load import LoadStatus, run_history
 from dbt_project.load import report as reports
 from dbt_project.pipeline import raise_for_analytics
+from dbt_project.postgres.analytics_schema import last_upgrade, record_upgrade, upgraded_to
 from dbt_project.settings import Settings
 from dbt_project.upgrade import REPROCESS_PAYLOAD
 
@@ -210,28 +216,37 @@ def _best_effort(what: str, step) -> None:
 @tracer.capture_method
 def handle_init(event, context=None) -> dict:
     """Manual runs create and fill; a deployment (a CloudFormation custom resource)
-    upgrades the analytics side and never adds sample rows."""
+    upgrades the analytics side and never adds sample rows, once per new version."""
     request = parse_init_event(event)
-    if request.deployment == "Delete":  # the data outlives the custom resource
-        return {"PhysicalResourceId": request.physical_resource_id}
+    deployment = request.deployment
+    if deployment is not None and deployment.kind == "Delete":
+        return {"PhysicalResourceId": deployment.physical_resource_id}
     settings = Settings.from_env()
+    if deployment is not None:
+        skipped = _reason_to_skip(settings, deployment)
+        if skipped:
+            logger.info("no upgrade", extra={"reason": skipped})
+            data = {"Views": 0, "Skipped": skipped}
+            return {"PhysicalResourceId": deployment.physical_resource_id, "Data": data}
+    wanted = deployment.reprocess if deployment is not None else True
     started = time.perf_counter()
     with _count_connection_errors():
         parts = pipeline(settings, "SOURCE", "ANALYTICS", with_stage=False)
-        if request.deployment:  # what it is about to do, before it does it
+        if deployment is not None:  # what it is about to do, before it does it
             logger.info("analytics upgrade plan", extra={"plan": parts.plan().document})
         result = parts.init(
             sample_data=request.sample_data,
             sample_end_date=request.sample_end_date,
             reader_password=reader_password(settings),
-            reprocess_started=_reprocess_note(settings, request.reprocess),
+            reprocess_started=_reprocess_note(settings, wanted),
         )
         history = _start_history_load(settings) if result.sample_rows else None
-        reprocess = _start_reprocess(settings, request.reprocess, result.models)
+        reprocess = _start_reprocess(settings, wanted, result.models)
     _metric(metric_names.INIT_TIME, MetricUnit.Seconds, time.perf_counter() - started)
-    if request.deployment:
+    if deployment is not None:
+        _record_upgrade(settings, deployment)
         data = {"Views": result.views_built, "Reprocess": (reprocess or {}).get("needed", "")}
-        return {"PhysicalResourceId": request.physical_resource_id, "Data": data}
+        return {"PhysicalResourceId": deployment.physical_resource_id, "Data": data}
     if result.sample_note:
         logger.info(result.sample_note)
     return {
@@ -279,6 +294,33 @@ def _start_reprocess(settings: Settings, wanted: bool, models) -> dict | None:
         return answer
     logger.info(needed.line(), extra={"started": answer["started"]})
     return answer
+
+
+def _reason_to_skip(settings: Settings, deployment: Deployment) -> str | None:
+    """Ask the analytics database's upgrade ledger only when the properties alone do not
+    settle it (an unchanged Update needs no connection)."""
+    reason = deployment.reason_to_skip(None, False)
+    if reason or deployment.stamp is None:
+        return reason
+    with _count_connection_errors():
+        conn = database(settings, "ANALYTICS").connection()
+        try:
+            applied = last_upgrade(conn)
+            seen = upgraded_to(conn, dict(deployment.versions))
+        finally:
+            conn.close()
+    return deployment.reason_to_skip(applied, seen)
+
+
+def _record_upgrade(settings: Settings, deployment: Deployment) -> None:
+    if deployment.stamp is None:
+        return  # an event without a stamp (an older template) leaves no record
+    conn = database(settings, "ANALYTICS").connection()
+    try:
+        with conn:
+            record_upgrade(conn, deployment.stamp, dict(deployment.versions))
+    finally:
+        conn.close()
 
 
 def _start_history_load(settings: Settings) -> dict | None:

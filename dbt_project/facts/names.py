@@ -32,3 +32,7 @@ REPROCESS_PROPERTY = "ReprocessChangedModels"
 # What BUILD_SCHEMA and LEDGER_SCHEMA were both called before "etl" meant only the
 # command: `etl init` renames such a schema where it finds one.
 LEGACY_SCHEMA = "etl"
+
+# The property of the deploy-time upgrade (the CDK app's custom resource) that says when
+# the template was made: a rollback's Update carries an older one (dbt_project.aws.events).
+DEPLOY_STAMP_PROPERTY = "DeployStamp"

@@ -8,6 +8,8 @@ takes; ``etl init`` and every deployment run it, ``etl plan`` prints it.
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from pathlib import Path
 
 from psycopg2 import sql
@@ -139,6 +141,11 @@ def ledger_ddl() -> sql.Composed:
             reported_at timestamptz not null default clock_timestamp()
         );
         create index if not exists run_reports_run_date_idx on {meta}.run_reports (run_date);
+        create table if not exists {meta}.upgrades (
+            deploy_stamp timestamptz primary key,
+            versions jsonb not null,
+            applied_at timestamptz not null default clock_timestamp()
+        );
         create table if not exists {meta}.removed_customers (
             customer_id bigint primary key,
             as_of_date date not null,
@@ -247,6 +254,9 @@ def create_roles(conn, database: str) -> None:
             "grant usage on schema {meta} to {loader}",
             "grant select, insert, update, delete on {marts} to {loader}",
             "grant select, insert, update, delete on all tables in schema {meta} to {loader}",
+            # Deployments alone record their upgrades: a row there decides whether the
+            # next one runs.
+            "revoke all on {meta}.upgrades from {loader}",
             "grant select on all tables in schema {analytics} to {reader}",
             # Views that dbt re-creates later keep the grants.
             "alter default privileges in schema {analytics} grant select on tables to {reader}",
@@ -276,4 +286,51 @@ def set_reader_password(conn, password: str) -> None:
         cur.execute(
             sql.SQL("alter role {} login password %s").format(sql.Identifier(READER_ROLE)),
             (password,),
+        )
+
+
+def _has_upgrades(cur) -> bool:
+    """Whether the upgrade ledger exists yet (an init creates it, after the first check)."""
+    cur.execute("select to_regclass(%s)", (f"{LEDGER_SCHEMA}.upgrades",))
+    return cur.fetchone()[0] is not None
+
+
+def last_upgrade(conn) -> tuple[datetime, dict] | None:
+    """The stamp and versions of the last deployment that upgraded this database, and
+    None before the first (or before this ledger existed)."""
+    with conn.cursor() as cur:
+        if not _has_upgrades(cur):
+            return None
+        cur.execute(
+            sql.SQL(
+                "select deploy_stamp, versions from {} order by deploy_stamp desc limit 1"
+            ).format(sql.Identifier(LEDGER_SCHEMA, "upgrades"))
+        )
+        row = cur.fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def upgraded_to(conn, versions: dict) -> bool:
+    """Whether a deployment ever upgraded this database to ``versions``."""
+    with conn.cursor() as cur:
+        if not _has_upgrades(cur):
+            return False
+        cur.execute(
+            sql.SQL("select exists (select 1 from {} where versions = %s::jsonb)").format(
+                sql.Identifier(LEDGER_SCHEMA, "upgrades")
+            ),
+            (json.dumps(versions),),
+        )
+        return cur.fetchone()[0]
+
+
+def record_upgrade(conn, stamp: datetime, versions: dict) -> None:
+    """Note that the deployment made at ``stamp`` upgraded this database to ``versions``."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "insert into {} (deploy_stamp, versions) values (%s, %s::jsonb) "
+                "on conflict (deploy_stamp) do nothing"
+            ).format(sql.Identifier(LEDGER_SCHEMA, "upgrades")),
+            (stamp, json.dumps(versions)),
         )

@@ -14,7 +14,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IDependable
 
-from dbt_project.facts.names import REPROCESS_PROPERTY
+from dbt_project.facts.names import DEPLOY_STAMP_PROPERTY, REPROCESS_PROPERTY
 from infra import lambda_defaults as defaults
 from infra.nag import acknowledge, logical_id, skip_checkov, skip_helper_function_checks
 
@@ -35,9 +35,14 @@ class AnalyticsUpgrade(Construct):
     provider framework, which invokes ``initializer`` synchronously and reports its
     result; an error the handler raises (a dbt or SQL failure) fails the deployment with
     its message in the stack's events. Delete is passed on too (the handler does
-    nothing). The properties are ``versions``: the content hashes of the code assets and
-    the databases' addresses, so an Update happens exactly when a model, a handler, the
-    package or a dependency changes, or a database is replaced.
+    nothing). The properties are ``versions``, the content hashes of the code assets and
+    the databases' addresses, and ``deploy_stamp``, when the template was made (UTC).
+
+    The stamp changes with every synthesis, so every deployment sends an Update; the
+    initializer answers it without work when the versions did not change, and when it is
+    a rollback: CloudFormation then replays the previous template, whose versions the
+    database's upgrade ledger recorded before and whose stamp is older than the last
+    applied one. Only new versions run the upgrade, which records them.
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class AnalyticsUpgrade(Construct):
         *,
         initializer: lambda_.Function,
         versions: Mapping[str, str],
+        deploy_stamp: str,
         after: Sequence[IDependable],
         removal_policy: RemovalPolicy,
         reprocess_changed_models: bool = True,
@@ -64,9 +70,10 @@ class AnalyticsUpgrade(Construct):
             "Resource",
             service_token=provider.service_token,
             resource_type=RESOURCE_TYPE,
-            # The initializer reads the flag from the event (dbt_project.aws.events).
+            # The initializer reads both from the event (dbt_project.aws.events).
             properties={
                 **versions,
+                DEPLOY_STAMP_PROPERTY: deploy_stamp,
                 REPROCESS_PROPERTY: "true" if reprocess_changed_models else "false",
             },
             service_timeout=SERVICE_TIMEOUT,

@@ -1,17 +1,17 @@
 """The two PostgreSQL databases: the operational source and the analytics target."""
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from dbt_project.facts.roles import READER_ROLE
+from infra.constructs.database_access import DatabaseEndpoint, grant_secret_read
+from infra.constructs.database_logs import AUDIT_PARAMETERS, EXPORTED_LOGS, keep_postgres_log
 from infra.nag import acknowledge, skip_checkov
 
 POSTGRES_PORT = 5432
@@ -23,22 +23,8 @@ FORCE_TLS = {"rds.force_ssl": "1"}
 # A minor version: a bare "17" is no longer accepted for new instances. Later minors
 # arrive through auto_minor_version_upgrade.
 SOURCE_ENGINE_VERSION = rds.PostgresEngineVersion.VER_17_9
-
-
-@dataclass(frozen=True)
-class DatabaseEndpoint:
-    """What a function needs to reach one database: address, database, secret, network.
-
-    ``secret`` is the master secret; ``grant_connect(grantee, login)`` allows
-    ``rds-db:connect`` as exactly ``login`` (IAM database authentication).
-    """
-
-    host: str
-    port: int
-    name: str
-    secret: secretsmanager.ISecret
-    connections: ec2.Connections
-    grant_connect: Callable[[iam.IGrantable, str], iam.Grant]
+# The variable that tells the reader login's secret to the function given its password.
+READER_SECRET_VARIABLE = "READER_SECRET_ARN"  # noqa: S105 - a variable's name
 
 
 class Databases(Construct):
@@ -48,7 +34,9 @@ class Databases(Construct):
     ``connections`` is opened to, accept IAM authentication, and keep their master
     password in a secret that RDS itself creates and rotates (no rotation function).
     ``retain`` chooses between a learning setup that is deleted with the stack and a
-    kept one with deletion protection and a final snapshot.
+    kept one with deletion protection and a final snapshot. ``break_glass_role_arn``
+    names a role that may read the master secrets besides the one function granted
+    the master login (``DatabaseEndpoint.grant_master_login``).
     """
 
     def __init__(
@@ -62,6 +50,7 @@ class Databases(Construct):
         target_max_capacity: float,
         source_database_name: str = "shop",
         target_database_name: str = "analytics",
+        break_glass_role_arn: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._vpc = vpc
@@ -74,6 +63,8 @@ class Databases(Construct):
         # Both constructs expose the RDS-managed secret as an ISecret (its ARN comes from
         # the MasterUserSecret attribute); neither template holds a password.
         self.source = DatabaseEndpoint(
+            self,
+            "Source",
             host=self.source_instance.db_instance_endpoint_address,
             port=POSTGRES_PORT,
             name=source_database_name,
@@ -81,8 +72,11 @@ class Databases(Construct):
             connections=self.source_instance.connections,
             # dbuser:<DbiResourceId>/<login>
             grant_connect=self.source_instance.grant_connect,
+            break_glass_role_arn=break_glass_role_arn,
         )
         self.target = DatabaseEndpoint(
+            self,
+            "Target",
             host=self.target_cluster.cluster_endpoint.hostname,
             port=POSTGRES_PORT,
             name=target_database_name,
@@ -90,7 +84,16 @@ class Databases(Construct):
             connections=self.target_cluster.connections,
             # dbuser:<cluster resource id>/<login>
             grant_connect=self.target_cluster.grant_connect,
+            break_glass_role_arn=break_glass_role_arn,
         )
+
+    def grant_reader_secret(
+        self, function: lambda_.Function, secrets_endpoint: ec2.InterfaceVpcEndpoint
+    ) -> None:
+        """Let ``function`` read the read-only login's secret, named by
+        ``READER_SECRET_ARN``: the initializer gives that login the secret's password."""
+        grant_secret_read(self.reader_secret, function, secrets_endpoint, sid="ReaderSecretOnly")
+        function.add_environment(READER_SECRET_VARIABLE, self.reader_secret.secret_arn)
 
     @property
     def _removal_policy(self) -> RemovalPolicy:
@@ -108,7 +111,8 @@ class Databases(Construct):
             vpc_subnets=self._subnets,
             port=POSTGRES_PORT,
             security_groups=[self._security_group("SourceSecurityGroup", "source")],
-            parameters=FORCE_TLS,
+            parameters={**FORCE_TLS, **AUDIT_PARAMETERS},
+            cloudwatch_logs_exports=EXPORTED_LOGS,
             database_name=database_name,
             manage_master_user_password=True,
             iam_authentication=True,
@@ -147,6 +151,7 @@ class Databases(Construct):
         )
         self._skip_enhanced_monitoring(instance)
         self._acknowledge_no_deletion_protection(instance)
+        self._keep_log("SourceLogRetention", instance, "instance")
         return instance
 
     def _target_cluster(self, database_name: str, max_capacity: float) -> rds.DatabaseCluster:
@@ -166,7 +171,8 @@ class Databases(Construct):
             vpc_subnets=self._subnets,
             port=POSTGRES_PORT,
             security_groups=[self._security_group("TargetSecurityGroup", "target")],
-            parameters=FORCE_TLS,
+            parameters={**FORCE_TLS, **AUDIT_PARAMETERS},
+            cloudwatch_logs_exports=EXPORTED_LOGS,
             default_database_name=database_name,
             # The example queries run through the RDS Data API with the reader's secret:
             # the cluster sits in isolated subnets, out of reach of an analyst's laptop.
@@ -181,7 +187,19 @@ class Databases(Construct):
         )
         self._skip_enhanced_monitoring(cluster.node.find_child("Writer"))
         self._acknowledge_no_deletion_protection(cluster)
+        self._keep_log("TargetLogRetention", cluster, "cluster")
         return cluster
+
+    def _keep_log(self, construct_id: str, database: Construct, kind: str) -> None:
+        """The exported PostgreSQL log of ``database``, kept as long as the functions'
+        logs; deleted with the stack in the learning setup."""
+        keep_postgres_log(
+            self,
+            construct_id,
+            database=database,
+            kind=kind,
+            removal_policy=RemovalPolicy.RETAIN if self._retain else RemovalPolicy.DESTROY,
+        )
 
     def _reader_secret(self) -> secretsmanager.Secret:
         """The read-only login's credentials, in the JSON the RDS Data API expects.

@@ -2,44 +2,40 @@
 
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from dbt_project.facts import metric_names
 from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from infra import lambda_defaults as defaults
+from infra.constructs.common import allow_through_endpoint, dead_letter_queue
 from infra.constructs.databases import DatabaseEndpoint
 from infra.constructs.function_role import accept_findings, function_role
 from infra.constructs.stage_bucket import StageBucket
 from infra.function_specs import DB_INITIALIZER, EXTRACT, LOAD, FunctionSpec
-from infra.nag import acknowledge, skip_checkov
+from infra.nag import skip_checkov
 from infra.packaging.layers import LayerDirs
 
 # CDK matches a bare name at any depth. "tests" is safe: the dbt project's own tests
 # live in data-tests/, and dbt's folders named tests (test materialization, generic
 # tests) ship in the dependencies layer, whose asset takes no excludes.
 ASSET_EXCLUDE = ["__pycache__", "*.pyc", "tests"]
-# Variables that the grants below add to a function's environment.
+# The variable that the extract's invoke grant adds to the grantee's environment.
 EXTRACT_FUNCTION_NAME_VARIABLE = "EXTRACT_FUNCTION_NAME"
-READER_SECRET_VARIABLE = "READER_SECRET_ARN"  # noqa: S105 - a variable's name
 
 
 class Functions(Construct):
     """extract, load and db_initializer with one least-privilege role each.
 
     Each function gets its own security group without egress; extract and load may
-    reach S3 (its prefix list), and each may reach the database(s) the stack grants it:
-    extract and load with ``grant_login`` (an IAM token for exactly their own database
-    login, no secret), db_initializer with ``grant_master_login`` (the master secrets,
-    and the Secrets Manager endpoint to read them). Its role gets only what the stack
-    grants it. Failed asynchronous invocations go to ``on_failure`` (the run reports
-    topic, which passes them on to the encrypted failure queue).
+    reach S3 (its prefix list); everything else is granted by the resource it reaches
+    (``DatabaseEndpoint.grant_login``, ``StageBucket.grant_write``...), so each role gets
+    only what the stack grants it. Failed asynchronous invocations go to ``on_failure``
+    (the run reports topic, which passes them on to the encrypted failure queue).
     """
 
     def __init__(
@@ -49,7 +45,6 @@ class Functions(Construct):
         *,
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
-        secrets_manager_endpoint: ec2.IConnectable,
         s3: ec2.IPeer,
         layers: LayerDirs,
         code_root: Path,
@@ -64,13 +59,21 @@ class Functions(Construct):
         self._on_failure = on_failure
         self._vpc = vpc
         self._subnets = subnets
-        self._secrets_manager_endpoint = secrets_manager_endpoint
         self._code_root = code_root
         self._removal_policy = removal_policy
         self._reserve_concurrency = reserve_concurrency
         self._codes: dict[str, lambda_.Code] = {}
         self.log_groups: dict[str, logs.LogGroup] = {}
-        self.failure_queue = self._failure_queue()
+        self.failure_queue = dead_letter_queue(
+            self,
+            "FailedInvocations",
+            removal_policy=removal_policy,
+            sender="SNS",
+            receives=(
+                "the records of the functions' asynchronous invocations that failed after "
+                "their retries, through the RunReports topic"
+            ),
+        )
         self.dependencies_layer, self.common_layer = self._layers(layers)
         self._create_functions(source, target, stage)
         for function in (self.extract, self.load):
@@ -119,33 +122,6 @@ class Functions(Construct):
             DB_INITIALIZER.name: self.db_initializer,
         }
 
-    def _failure_queue(self) -> sqs.Queue:
-        queue = sqs.Queue(
-            self,
-            "FailedInvocations",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            removal_policy=self._removal_policy,
-        )
-        skip_checkov(
-            queue,
-            "CKV_AWS_27",
-            "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which CKV_AWS_27 "
-            "does not recognise. A KMS key would have to admit the Lambda service in its "
-            "policy, only to protect failure records of this same account.",
-        )
-        acknowledge(
-            queue,
-            "AwsSolutions-SQS3",
-            "This queue is itself the dead-letter destination: it receives, through the "
-            "RunReports topic, the records of the functions' asynchronous invocations that "
-            "failed after their retries. A dead-letter "
-            "queue of it would add nothing. It keeps messages 14 days and an alarm fires on "
-            "the first.",
-        )
-        return queue
-
     def _layers(self, layers: LayerDirs) -> tuple[lambda_.LayerVersion, lambda_.LayerVersion]:
         dependencies = lambda_.LayerVersion(
             self,
@@ -171,67 +147,29 @@ class Functions(Construct):
         )
         return dependencies, common
 
-    def grant_login(self, name: str, database: DatabaseEndpoint, login: str) -> None:
-        """Let function ``name`` reach ``database`` and log in as ``login`` with an IAM token.
-
-        ``rds-db:connect`` on exactly that database user; no secret to read.
-        """
-        function = self.all[name]
-        self._allow_network(name, database)
-        database.grant_connect(function, login)
-
-    def grant_master_login(self, name: str, database: DatabaseEndpoint) -> None:
-        """Let function ``name`` reach ``database`` and read its master secret.
-
-        Only the initializer, which creates the other logins, is given this; it alone
-        reaches the Secrets Manager endpoint.
-        """
-        function = self.all[name]
-        self._allow_network(name, database)
-        database.secret.grant_read(function)
-        self._allow_secrets_manager(function)
-
-    def grant_reader_secret(self, name: str, secret: secretsmanager.ISecret) -> None:
-        """Let function ``name`` read the read-only login's secret, named by
-        ``READER_SECRET_ARN``: the initializer gives that login the secret's password."""
-        function = self.all[name]
-        secret.grant_read(function)
-        self._allow_secrets_manager(function)
-        function.add_environment(READER_SECRET_VARIABLE, secret.secret_arn)
-
-    def _allow_secrets_manager(self, function: lambda_.Function) -> None:
-        function.connections.allow_to(
-            self._secrets_manager_endpoint, ec2.Port.tcp(443), "Secrets Manager endpoint"
-        )
-
-    def grant_start_extract(self, name: str, endpoint: ec2.InterfaceVpcEndpoint) -> None:
-        """Let function ``name`` start the extract (the history load after an initialization).
+    def grant_start_extract(
+        self, function: lambda_.Function, lambda_endpoint: ec2.InterfaceVpcEndpoint
+    ) -> iam.Grant:
+        """Let ``function`` start the extract (the history load after an initialization).
 
         ``lambda:InvokeFunction`` on exactly the extract function (not its versions), the
-        way there through the Lambda ``endpoint``, whose policy carries that call only,
-        and ``EXTRACT_FUNCTION_NAME`` to call it by.
+        way there through ``lambda_endpoint``, whose policy carries that call only, and
+        ``EXTRACT_FUNCTION_NAME`` to call it by.
         """
-        function = self.all[name]
-        iam.Grant.add_to_principal(
+        grant = iam.Grant.add_to_principal(
             grantee=function,
             actions=["lambda:InvokeFunction"],
             resource_arns=[self.extract.function_arn],
         )
-        function.connections.allow_to(endpoint, ec2.Port.tcp(443), "Lambda endpoint")
-        endpoint.add_to_policy(
-            iam.PolicyStatement(
-                sid="StartTheExtractOnly",
-                principals=[iam.AnyPrincipal()],
-                actions=["lambda:InvokeFunction"],
-                resources=[self.extract.function_arn],
-            )
+        function.connections.allow_to(lambda_endpoint, ec2.Port.tcp(443), "Lambda endpoint")
+        allow_through_endpoint(
+            lambda_endpoint,
+            sid="StartTheExtractOnly",
+            actions=["lambda:InvokeFunction"],
+            resources=[self.extract.function_arn],
         )
         function.add_environment(EXTRACT_FUNCTION_NAME_VARIABLE, self.extract.function_name)
-
-    def _allow_network(self, name: str, database: DatabaseEndpoint) -> None:
-        database.connections.allow_from(
-            self.all[name], ec2.Port.tcp(database.port), f"PostgreSQL from the {name} function"
-        )
+        return grant
 
     def _function(
         self, spec: FunctionSpec, construct_id: str, *, environment: dict[str, str]

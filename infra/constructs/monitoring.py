@@ -15,6 +15,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from dbt_project.facts import metric_names
+from infra.constructs.common import encrypted_topic
 from infra.function_specs import EXTRACT, LOAD
 from infra.metrics import etl_metric
 
@@ -106,11 +107,11 @@ class Monitoring(Construct):
         """The alarm topic, and its key with a policy that lets CloudWatch publish."""
         cloudwatch_principal = iam.ServicePrincipal("cloudwatch.amazonaws.com")
         from_this_account = {"StringEquals": {"aws:SourceAccount": Stack.of(self).account}}
-        key = kms.Key(
+        key, topic = encrypted_topic(
             self,
-            "TopicKey",
-            description="Encrypts the ETL alarm topic",
-            enable_key_rotation=True,
+            "AlarmTopic",
+            display_name="Shop ETL alarms",
+            key_description="Encrypts the ETL alarm topic",
             removal_policy=removal_policy,
         )
         key.add_to_resource_policy(
@@ -121,13 +122,6 @@ class Monitoring(Construct):
                 resources=["*"],  # in a key policy, "*" is this key
                 conditions=from_this_account,
             )
-        )
-        topic = sns.Topic(
-            self,
-            "AlarmTopic",
-            display_name="Shop ETL alarms",
-            master_key=key,
-            enforce_ssl=True,
         )
         topic.add_to_resource_policy(
             iam.PolicyStatement(

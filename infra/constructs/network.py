@@ -6,10 +6,14 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from infra.constructs.common import adopt_cdk_helper
+from infra.constructs.dns_firewall import DnsFirewall
 from infra.nag import acknowledge, skip_checkov, skip_helper_function_checks
 
 # CDK's fixed id of the one function behind every AwsCustomResource of a stack.
 AWS_CUSTOM_RESOURCE_HANDLER = "AWS679f53fac002430cb0da5b7982bd2287"
+# CDK's provider of the handler that restricts the VPC's default security group.
+DEFAULT_SG_PROVIDER = "Custom::VpcRestrictDefaultSGCustomResourceProvider"
 
 
 class Network(Construct):
@@ -17,7 +21,8 @@ class Network(Construct):
 
     The functions reach S3 through a gateway endpoint (free), Secrets Manager and SNS
     through interface endpoints; nothing else leaves the VPC, so there is no NAT
-    gateway to pay for or to secure. Flow logs record every accepted and rejected flow.
+    gateway to pay for or to secure, and with ``dns_firewall`` the VPC's resolver
+    answers only the region's AWS names. Flow logs record every accepted and rejected flow.
     ``s3`` is the S3 prefix list, the one destination a security group may name for the
     gateway endpoint; the stage bucket limits the endpoint's policy to itself.
     """
@@ -30,6 +35,7 @@ class Network(Construct):
         removal_policy: RemovalPolicy,
         flow_log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         endpoints_in_every_az: bool = False,
+        dns_firewall: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
         self._endpoints_in_every_az = endpoints_in_every_az
@@ -46,7 +52,7 @@ class Network(Construct):
             ],
             restrict_default_security_group=True,
         )
-        self._skip_helper_function_checks("Custom::VpcRestrictDefaultSGCustomResourceProvider")
+        self._accept_default_sg_handler(removal_policy)
         self.s3_endpoint = self.vpc.add_gateway_endpoint(
             "S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[self.subnets]
         )
@@ -66,6 +72,8 @@ class Network(Construct):
             ec2.InterfaceVpcEndpointAwsService.LAMBDA_,
             "Lambda endpoint: HTTPS from the db_initializer only",
         )
+        # The resolver answers only the region's AWS names (dns_firewall.py).
+        self.dns_firewall = DnsFirewall(self, "DnsFirewall", vpc=self.vpc) if dns_firewall else None
         flow_logs = logs.LogGroup(
             self, "FlowLogs", retention=flow_log_retention, removal_policy=removal_policy
         )
@@ -167,11 +175,16 @@ class Network(Construct):
         skip_helper_function_checks(handler, "it looks up the S3 prefix list")
         return lookup.get_response_field("PrefixLists.0.PrefixListId")
 
-    def _skip_helper_function_checks(self, provider_id: str) -> None:
-        """checkov's Lambda checks on a CDK deployment-time helper this construct causes."""
-        provider = Stack.of(self).node.try_find_child(provider_id)
+    def _accept_default_sg_handler(self, removal_policy: RemovalPolicy) -> None:
+        """CDK's handler that empties the VPC's default security group: checkov's Lambda
+        checks, and a log group with the stack's retention."""
+        provider = Stack.of(self).node.try_find_child(DEFAULT_SG_PROVIDER)
         if provider is None:
             return
-        skip_helper_function_checks(
-            provider.node.find_child("Handler"), "the VPC's default security group"
+        adopt_cdk_helper(
+            self,
+            "DefaultSecurityGroupHandlerLogs",
+            function=provider.node.find_child("Handler"),
+            job="removes the rules of the VPC's default security group",
+            removal_policy=removal_policy,
         )

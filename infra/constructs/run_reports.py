@@ -3,7 +3,6 @@
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sns as sns
@@ -11,6 +10,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.constructs.common import allow_through_endpoint, encrypted_topic
 from infra.nag import acknowledge
 
 # The load function's variable naming the topic it publishes the night's report to.
@@ -39,19 +39,12 @@ class RunReports(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, removal_policy: RemovalPolicy):
         super().__init__(scope, construct_id)
-        self.key = kms.Key(
-            self,
-            "TopicKey",
-            description="Encrypts the ETL run reports topic",
-            enable_key_rotation=True,
-            removal_policy=removal_policy,
-        )
-        self.topic = sns.Topic(
+        self.key, self.topic = encrypted_topic(
             self,
             "Topic",
             display_name="Shop ETL run reports",
-            master_key=self.key,
-            enforce_ssl=True,
+            key_description="Encrypts the ETL run reports topic",
+            removal_policy=removal_policy,
         )
         # Every function's on-failure destination (Lambda publishes with its role).
         self.on_failure = _PublishInvocationRecords(self.topic, self._acknowledge_key_use)
@@ -66,13 +59,11 @@ class RunReports(Construct):
         self.topic.grant_publish(function)
         self._acknowledge_key_use(function)
         function.connections.allow_to(endpoint, ec2.Port.tcp(443), "SNS endpoint")
-        endpoint.add_to_policy(
-            iam.PolicyStatement(
-                sid="RunReportsPublishOnly",
-                principals=[iam.AnyPrincipal()],
-                actions=["sns:Publish"],
-                resources=[self.topic.topic_arn],
-            )
+        allow_through_endpoint(
+            endpoint,
+            sid="RunReportsPublishOnly",
+            actions=["sns:Publish"],
+            resources=[self.topic.topic_arn],
         )
 
     def deliver_invocation_records(self, queue: sqs.IQueue) -> None:

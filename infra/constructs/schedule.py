@@ -5,11 +5,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from dbt_project.facts.business_calendar import BUSINESS_TIMEZONE
-from infra.nag import acknowledge, skip_checkov
+from infra.constructs.common import dead_letter_queue
 
 NIGHTLY = "cron(0 2 * * ? *)"
 TIME_ZONE = TimeZone.of(BUSINESS_TIMEZONE)
@@ -58,7 +57,15 @@ class NightlySchedule(Construct):
         max_event_age: Duration = MAX_EVENT_AGE,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.dead_letter_queue = self._dead_letter_queue(removal_policy)
+        self.dead_letter_queue = dead_letter_queue(
+            self,
+            "DeadLetterQueue",
+            removal_policy=removal_policy,
+            sender="EventBridge Scheduler",
+            receives=(
+                "the nightly invocations EventBridge Scheduler could not deliver after its retries"
+            ),
+        )
         self.schedule = scheduler.Schedule(
             self,
             "Schedule",
@@ -75,31 +82,6 @@ class NightlySchedule(Construct):
                 dead_letter_queue=self.dead_letter_queue,
             ),
         )
-
-    def _dead_letter_queue(self, removal_policy: RemovalPolicy) -> sqs.Queue:
-        queue = sqs.Queue(
-            self,
-            "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            removal_policy=removal_policy,
-        )
-        skip_checkov(
-            queue,
-            "CKV_AWS_27",
-            "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which CKV_AWS_27 "
-            "does not recognise. A KMS key would have to admit EventBridge Scheduler in its "
-            "policy, only to protect undelivered schedule events of this same account.",
-        )
-        acknowledge(
-            queue,
-            "AwsSolutions-SQS3",
-            "This queue is itself the dead-letter destination: EventBridge Scheduler's DLQ "
-            "for invocations it could not deliver after its retries. A dead-letter queue of "
-            "it would add nothing. It keeps messages 14 days and an alarm fires on the first.",
-        )
-        return queue
 
     def _role(self) -> iam.Role:
         # Only EventBridge Scheduler of this account may use the role.

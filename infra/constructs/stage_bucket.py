@@ -8,8 +8,9 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3_notifications
 from constructs import Construct
 
-from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_KEY, DOCS_PREFIX, MANIFEST_NAME
-from infra.nag import acknowledge, logical_id, skip_checkov, skip_helper_function_checks
+from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_PAGES, DOCS_PREFIX, MANIFEST_NAME
+from infra.constructs.common import adopt_cdk_helper, allow_through_endpoint
+from infra.nag import acknowledge, logical_id, skip_checkov
 
 STAGE_EXPIRY = Duration.days(30)
 ACCESS_LOG_EXPIRY = Duration.days(90)
@@ -17,7 +18,7 @@ ACCESS_LOG_EXPIRY = Duration.days(90)
 DOCS_OLD_VERSION_EXPIRY = Duration.days(7)
 
 # What the functions do with stage objects: the extract writes, the load reads (and
-# publishes the lineage site, one object outside the stage prefix).
+# publishes the lineage site and the run history, two pages outside the stage prefix).
 WRITE_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
 READ_ACTIONS = ("s3:GetObject",)
 # Kept from everyone but the one writer by the bucket policy (multipart uploads are
@@ -37,8 +38,9 @@ class StageBucket(Construct):
     manifest last; only the manifest's creation triggers the load. Access to the bucket
     is granted per function and per prefix through the ``grant_*`` methods, which also
     acknowledge the prefix wildcard they put in the grantee's policy. The bucket policy
-    lets only the one writer put staged objects, and no one delete them but the stack's
-    own emptying; versioning keeps an overwritten manifest recoverable for as long as
+    lets only the one writer put staged objects and only the one publisher put the
+    lineage site under ``docs/``, and no one delete staged objects but the stack's own
+    emptying; versioning keeps an overwritten manifest recoverable for as long as
     the files themselves are kept.
     """
 
@@ -53,6 +55,7 @@ class StageBucket(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         removal_policy = RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
+        self._removal_policy = removal_policy
         common = {
             "encryption": s3.BucketEncryption.S3_MANAGED,
             "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
@@ -82,12 +85,22 @@ class StageBucket(Construct):
             **common,
         )
         self._writer_arn: str | None = None
+        self._docs_publisher_arn: str | None = None
         self._deny_deletes()
         provider = Stack.of(self).node.try_find_child(AUTO_DELETE_PROVIDER)
         if provider is not None:
-            skip_helper_function_checks(
-                provider.node.find_child("Handler"), "it empties the buckets on stack deletion"
+            adopt_cdk_helper(
+                self,
+                "EmptyingHandlerLogs",
+                function=provider.node.find_child("Handler"),
+                job="empties the buckets on stack deletion",
+                removal_policy=removal_policy,
             )
+
+    @property
+    def _docs_pages(self) -> list[str]:
+        """The published pages: the lineage site and the run history beside it."""
+        return [self.bucket.arn_for_objects(key) for key in DOCS_PAGES]
 
     @property
     def _stage_objects(self) -> str:
@@ -138,30 +151,24 @@ class StageBucket(Construct):
         Nothing in the VPC may reach another bucket (of this account or any other)
         through it, whatever an IAM policy allows.
         """
-        endpoint.add_to_policy(
-            iam.PolicyStatement(
-                sid="StageObjectsOnly",
-                principals=[iam.AnyPrincipal()],
-                actions=[*WRITE_ACTIONS, *READ_ACTIONS],
-                resources=[self._stage_objects],
-            )
+        allow_through_endpoint(
+            endpoint,
+            sid="StageObjectsOnly",
+            actions=[*WRITE_ACTIONS, *READ_ACTIONS],
+            resources=[self._stage_objects],
         )
-        endpoint.add_to_policy(
-            iam.PolicyStatement(
-                sid="LineageSiteOnly",
-                principals=[iam.AnyPrincipal()],
-                actions=list(WRITE_ACTIONS),
-                resources=[self.bucket.arn_for_objects(DOCS_KEY)],
-            )
+        allow_through_endpoint(
+            endpoint,
+            sid="LineageSiteOnly",
+            actions=list(WRITE_ACTIONS),
+            resources=self._docs_pages,
         )
-        endpoint.add_to_policy(
-            iam.PolicyStatement(
-                sid="StagePrefixListingOnly",
-                principals=[iam.AnyPrincipal()],
-                actions=["s3:ListBucket"],
-                resources=[self.bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{DATA_PREFIX}*"]}},
-            )
+        allow_through_endpoint(
+            endpoint,
+            sid="StagePrefixListingOnly",
+            actions=["s3:ListBucket"],
+            resources=[self.bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{DATA_PREFIX}*"]}},
         )
 
     def notify_on_manifest(self, function: lambda_.IFunction) -> None:
@@ -175,9 +182,12 @@ class StageBucket(Construct):
         # stack, at the stack's root.
         for child in Stack.of(self).node.children:
             if child.node.id.startswith("BucketNotificationsHandler"):
-                skip_helper_function_checks(
-                    child.node.find_child("Resource"),
-                    "it writes the stage bucket's notification configuration",
+                adopt_cdk_helper(
+                    self,
+                    "NotificationsHandlerLogs",
+                    function=child.node.find_child("Resource"),
+                    job="writes the stage bucket's notification configuration",
+                    removal_policy=self._removal_policy,
                 )
                 acknowledge(
                     child,
@@ -189,7 +199,7 @@ class StageBucket(Construct):
                     "scoped to the stage bucket.",
                 )
 
-    def grant_write_stage(self, grantee: iam.IGrantable) -> iam.Grant:
+    def grant_write(self, grantee: iam.IGrantable) -> iam.Grant:
         """Make ``grantee`` the one writer of the stage prefix.
 
         Its role may put (and abort multipart uploads of) objects under the stage prefix
@@ -200,26 +210,30 @@ class StageBucket(Construct):
         """
         if self._writer_arn is not None:
             raise ValueError("the stage has one writer, granted already")
-        self._writer_arn = getattr(grantee.grant_principal, "role_arn", None)
-        if self._writer_arn is None:
-            raise TypeError("the stage writer must be a role: the bucket policy names it")
+        self._writer_arn = _role_arn(grantee, "the stage writer")
         grant = iam.Grant.add_to_principal(
             grantee=grantee, actions=list(WRITE_ACTIONS), resource_arns=[self._stage_objects]
         )
-        self.bucket.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="StageFilesAreWrittenOnlyByTheExtract",
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=list(EXCLUSIVE_WRITE_ACTIONS),
-                resources=[self._stage_objects],
-                conditions={"ArnNotEquals": {"aws:PrincipalArn": self._writer_arn}},
-            )
+        self._only_writer(
+            "StageFilesAreWrittenOnlyByTheExtract", self._stage_objects, self._writer_arn
         )
         self._acknowledge_object_wildcard(grantee, "s3:PutObject and s3:AbortMultipartUpload")
         return grant
 
-    def grant_read_stage(self, grantee: iam.IGrantable) -> None:
+    def _only_writer(self, sid: str, objects: str, writer_arn: str) -> None:
+        """Deny writing ``objects`` to every principal but the role ``writer_arn``."""
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid=sid,
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(EXCLUSIVE_WRITE_ACTIONS),
+                resources=[objects],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": writer_arn}},
+            )
+        )
+
+    def grant_read(self, grantee: iam.IGrantable) -> None:
         """Get objects under the stage prefix only.
 
         Listing is allowed for that prefix too, only so that a missing file reads as
@@ -239,15 +253,26 @@ class StageBucket(Construct):
         )
 
     def grant_publish_docs(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Put (and abort a multipart upload of) exactly the lineage site, ``docs/index.html``.
+        """Make ``grantee`` the one publisher of the pages under ``docs/``: the lineage site
+        (``index.html``) and the run history beside it (``DOCS_PAGES``).
 
-        Outside the stage prefix: the bucket policy's write and delete denies cover
-        ``etl-data/`` only, and the site does not expire.
+        Its role may put (and abort a multipart upload of) exactly those objects; the
+        bucket policy denies writing anything under ``docs/`` to every other principal,
+        the account's administrators included, so that nobody can replace the site a
+        reader trusts. The pages do not expire (only their replaced versions do).
         """
+        if self._docs_publisher_arn is not None:
+            raise ValueError("the lineage site has one publisher, granted already")
+        self._docs_publisher_arn = _role_arn(grantee, "the lineage site's publisher")
+        self._only_writer(
+            "LineageSiteIsWrittenOnlyByTheLoad",
+            self.bucket.arn_for_objects(f"{DOCS_PREFIX}*"),
+            self._docs_publisher_arn,
+        )
         return iam.Grant.add_to_principal(
             grantee=grantee,
             actions=list(WRITE_ACTIONS),
-            resource_arns=[self.bucket.arn_for_objects(DOCS_KEY)],
+            resource_arns=self._docs_pages,
         )
 
     def _acknowledge_object_wildcard(self, grantee: iam.IGrantable, actions: str) -> None:
@@ -263,6 +288,13 @@ class StageBucket(Construct):
             "deploy time. The wildcard covers only the stage prefix of this one bucket, "
             f"and only {actions}.",
         )
+
+
+def _role_arn(grantee: iam.IGrantable, what: str) -> str:
+    arn = getattr(grantee.grant_principal, "role_arn", None)
+    if arn is None:
+        raise TypeError(f"{what} must be a role: the bucket policy names it")
+    return arn
 
 
 def _lifecycle_rules(stage_expiry: Duration) -> list[s3.LifecycleRule]:

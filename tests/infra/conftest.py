@@ -28,6 +28,8 @@ from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD  # noqa: E4
 from infra.packaging.layers import REPO_ROOT, LayerDirs, LayersNotBuilt, build  # noqa: E402
 
 FUNCTION_NAMES = (EXTRACT.name, LOAD.name, DB_INITIALIZER.name)
+# The role the `reserved` setup names as break-glass reader of the master secrets.
+BREAK_GLASS_ROLE_ARN = "arn:aws:iam::123456789012:role/ops/BreakGlass"
 
 
 @dataclass
@@ -126,16 +128,17 @@ def learning(base_context, cdk_out) -> Synthesized:
 
 @pytest.fixture(scope="session")
 def reserved(base_context, cdk_out) -> Synthesized:
-    """The default setup with every switch turned: reserved concurrency and interface
-    endpoints in every AZ on, the reprocessing of changed marts off (-c
-    reserved_concurrency=true -c endpoints_in_every_az=true -c
-    reprocess_changed_models=false)."""
+    """The default setup with every switch turned: reserved concurrency, interface
+    endpoints in every AZ and a break-glass role on, the reprocessing of changed marts
+    off (-c reserved_concurrency=true -c endpoints_in_every_az=true
+    -c break_glass_role_arn=... -c reprocess_changed_models=false)."""
     return synthesize(
         {
             **base_context,
             "reserved_concurrency": "true",
             "endpoints_in_every_az": "true",
             "reprocess_changed_models": "false",
+            "break_glass_role_arn": BREAK_GLASS_ROLE_ARN,
         },
         cdk_out,
     )

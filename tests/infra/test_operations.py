@@ -5,12 +5,15 @@ through the Data API, and the lineage site."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aws_cdk import Duration
 
-from dbt_project.facts.names import REPROCESS_PROPERTY
+from dbt_project.facts.names import DEPLOY_STAMP_PROPERTY, REPROCESS_PROPERTY
 from dbt_project.facts.roles import READER_ROLE
 from dbt_project.facts.stage_layout import DOCS_KEY, DOCS_PREFIX
 from infra.constructs.analytics_upgrade import FRAMEWORK_TIMEOUT, RESOURCE_TYPE
@@ -20,10 +23,13 @@ from .test_stack import (
     SPECS,
     as_list,
     docs_object_arn,
+    docs_objects_arn,
+    docs_page_arns,
     etl_functions,
     logical_id_of,
     policy_statements,
     resources,
+    role_arn,
     stage_bucket_id,
     stage_objects_arn,
     stage_policy_statements,
@@ -148,6 +154,7 @@ def test_its_properties_are_the_code_hashes_and_the_databases(learning):
         "SourceDbHost",
         "TargetDbHost",
         REPROCESS_PROPERTY,
+        DEPLOY_STAMP_PROPERTY,
     }
 
 
@@ -155,6 +162,16 @@ def test_a_context_flag_turns_the_reprocessing_of_changed_marts_off(learning, re
     # the initializer reads it from the custom resource's event (dbt_project.aws.events)
     assert upgrade(learning.raw)["Properties"][REPROCESS_PROPERTY] == "true"
     assert upgrade(reserved.raw)["Properties"][REPROCESS_PROPERTY] == "false"
+
+
+def test_its_stamp_says_when_the_template_was_made_so_a_rollback_is_told_apart(learning):
+    """The initializer answers an Update whose versions it applied before under a newer
+    stamp (CloudFormation replaying the previous template) without work
+    (tests/integration/test_initializer.py); the stamp is the synthesis's UTC time."""
+    stamp = upgrade(learning.raw)["Properties"][DEPLOY_STAMP_PROPERTY]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp), stamp
+    made = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert timedelta(0) <= datetime.now(UTC) - made < timedelta(hours=6)
 
 
 def test_a_code_change_changes_the_properties_so_the_upgrade_runs_again(
@@ -237,8 +254,11 @@ def test_the_reader_login_queries_the_views_through_the_data_api(learning):
 def test_the_load_may_publish_exactly_the_lineage_site_which_does_not_expire(learning):
     raw = learning.raw
     load = grants_of(raw, "FunctionsLoadRole")
-    assert load["s3:PutObject"] == [docs_object_arn(raw)]
+    # the lineage site and the run-history page beside it, nothing else
+    assert load["s3:PutObject"] == docs_page_arns(raw)
+    assert docs_page_arns(raw)[0] == docs_object_arn(raw)
     assert docs_object_arn(raw)["Fn::Join"][1][1] == f"/{DOCS_KEY}"
+    assert len(docs_page_arns(raw)) == 2
     extract = grants_of(raw, "FunctionsExtractRole")
     assert docs_object_arn(raw) not in extract["s3:PutObject"]
     # No rule expires docs/ (only its replaced versions go); nothing bucket-wide expires.
@@ -251,9 +271,28 @@ def test_the_load_may_publish_exactly_the_lineage_site_which_does_not_expire(lea
         rule.get("Prefix") == DOCS_PREFIX and "NoncurrentVersionExpiration" in rule
         for rule in rules
     )
-    # The bucket policy's write and delete denies cover etl-data/ only.
+    # The stage's write and delete denies cover etl-data/ only (the site has its own).
     for sid in (
         "StageFilesAreWrittenOnlyByTheExtract",
         "StageFilesAreDeletedOnlyByExpiryOrStackDeletion",
     ):
         assert stage_policy_statements(raw)[sid]["Resource"] == stage_objects_arn(raw)
+
+
+@pytest.mark.parametrize("setup", ["learning", "kept"])
+def test_only_the_load_role_may_write_under_docs(setup, request):
+    """Nobody else, the account's administrators included, can replace the site a reader
+    trusts, or put a page of their own beside it."""
+    raw = request.getfixturevalue(setup).raw
+    deny = stage_policy_statements(raw)["LineageSiteIsWrittenOnlyByTheLoad"]
+    assert deny["Effect"] == "Deny"
+    assert deny["Principal"] == {"AWS": "*"}
+    assert set(as_list(deny["Action"])) == {
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:ReplicateObject",
+    }
+    assert deny["Resource"] == docs_objects_arn(raw)
+    assert deny["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": role_arn(raw, "FunctionsLoadRole")}
+    }

@@ -46,6 +46,10 @@ CDK_GENERATED = {
         {"W3005"},
         "CDK's provider framework function that runs the analytics upgrade on deployment",
     ),
+    "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8a": (
+        {"W3005"},
+        "CDK's handler that sets the retention of the databases' exported logs",
+    ),
 }
 
 # check id -> logical ids (without CDK's 8-character hash) where it is skipped, each with
@@ -59,6 +63,11 @@ REVIEWED_SKIPS = {
         "FunctionsLoadLogs",
         "FunctionsDbInitializerLogs",
         "AnalyticsUpgradeProviderLogs",
+        # CDK's helpers' own logs, given the stack's retention
+        "NetworkDefaultSecurityGroupHandlerLogs",
+        "StageEmptyingHandlerLogs",
+        "StageNotificationsHandlerLogs",
+        "DatabasesLogRetentionHandlerLogs",
     },
     # CDK's deployment-time helper functions: no DLQ, no VPC, no reserved concurrency
     "CKV_AWS_116": {
@@ -67,6 +76,7 @@ REVIEWED_SKIPS = {
         "BucketNotificationsHandler050a0587b7544547bf325f094a3db834",
         "AWS679f53fac002430cb0da5b7982bd2287",
         "AnalyticsUpgradeProviderframeworkonEvent",
+        "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8a",
         # ours use an on-failure destination queue instead of a DLQ
         "FunctionsExtract",
         "FunctionsLoad",
@@ -78,6 +88,7 @@ REVIEWED_SKIPS = {
         "BucketNotificationsHandler050a0587b7544547bf325f094a3db834",
         "AWS679f53fac002430cb0da5b7982bd2287",
         "AnalyticsUpgradeProviderframeworkonEvent",
+        "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8a",
     },
     "CKV_AWS_115": {
         "CustomVpcRestrictDefaultSGCustomResourceProviderHandler",
@@ -85,6 +96,7 @@ REVIEWED_SKIPS = {
         "BucketNotificationsHandler050a0587b7544547bf325f094a3db834",
         "AWS679f53fac002430cb0da5b7982bd2287",
         "AnalyticsUpgradeProviderframeworkonEvent",
+        "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8a",
         "FunctionsDbInitializer",  # invoked by hand and by deployments only
         # reserved concurrency is opt-in (-c reserved_concurrency=true)
         "FunctionsExtract",
@@ -100,6 +112,8 @@ REVIEWED_SKIPS = {
         "FunctionsExtractRoleDefaultPolicy",
         "FunctionsLoadRoleDefaultPolicy",
         "FunctionsDbInitializerRoleDefaultPolicy",
+        # CDK's log-retention handler: retention policies on "*"
+        "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8aServiceRoleDefaultPolicy",
     },
     "CKV_AWS_27": {"FunctionsFailedInvocations", "NightlyDeadLetterQueue"},  # SSE-SQS
     "CKV_AWS_157": {"DatabasesSource"},  # single-AZ, as AwsSolutions-RDS3

@@ -17,6 +17,8 @@ from .conftest import build_test_app
 # A new one must be added here and to the table in infra/README.md.
 STAGE_OBJECTS = "AwsSolutions-IAM5[Resource::<StageBucket"
 INITIALIZER_VERSIONS = "AwsSolutions-IAM5[Resource::<FunctionsDbInitializer"
+LOG_GROUPS = "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:"
+LOG_RETENTION_ROLE = "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8a/ServiceRole"
 REVIEWED = {
     ("Functions/ExtractRole", "AwsSolutions-IAM5[Resource::*]"),
     ("Functions/LoadRole", "AwsSolutions-IAM5[Resource::*]"),
@@ -39,10 +41,15 @@ REVIEWED = {
     # The provider framework's grant on the initializer and its versions.
     ("AnalyticsUpgrade/ProviderRole", INITIALIZER_VERSIONS),
     ("Databases/ReaderSecret", "AwsSolutions-SMG4"),
+    # CDK's log-retention handler of the databases' exported logs
+    (LOG_RETENTION_ROLE, "AwsSolutions-IAM4[Policy::"),
+    (LOG_RETENTION_ROLE, "AwsSolutions-IAM5[Resource::*]"),
 }
 LEARNING_ONLY = {
     ("Databases/Source", "AwsSolutions-RDS10"),
     ("Databases/Target", "AwsSolutions-RDS10"),
+    # it deletes the exported log groups with the stack
+    (LOG_RETENTION_ROLE, LOG_GROUPS),
 }
 
 
@@ -69,7 +76,12 @@ def normalized(found: dict[tuple[str, str], str]) -> set[tuple[str, str]]:
     """Rule ids with a logical id or a path hash cut to the stable part."""
     result = set()
     for path, rule in found:
-        for stable in (STAGE_OBJECTS, INITIALIZER_VERSIONS, "AwsSolutions-IAM4[Policy::"):
+        for stable in (
+            STAGE_OBJECTS,
+            INITIALIZER_VERSIONS,
+            LOG_GROUPS,
+            "AwsSolutions-IAM4[Policy::",
+        ):
             rule = stable if rule.startswith(stable) else rule
         path = (
             "BucketNotificationsHandler" if path.startswith("BucketNotificationsHandler") else path

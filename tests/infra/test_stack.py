@@ -12,7 +12,13 @@ from aws_cdk.assertions import Match
 
 from dbt_project.facts.business_calendar import BUSINESS_TIMEZONE
 from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
-from dbt_project.facts.stage_layout import DATA_PREFIX, DOCS_KEY, MANIFEST_NAME
+from dbt_project.facts.stage_layout import (
+    DATA_PREFIX,
+    DOCS_KEY,
+    DOCS_PAGES,
+    DOCS_PREFIX,
+    MANIFEST_NAME,
+)
 from infra import lambda_defaults
 from infra.app import build_app
 from infra.constructs.function_role import VPC_NETWORK_INTERFACE_ACTIONS
@@ -68,6 +74,11 @@ STAR_RESOURCE_ACTIONS = {
 }
 # ... and the deployment-time lookup of the S3 prefix list, a read of the same kind.
 PREFIX_LIST_LOOKUP = ("NetworkS3PrefixListCustomResourcePolicy", {"ec2:DescribeManagedPrefixLists"})
+# ... and CDK's handler that sets the retention of the databases' exported logs.
+LOG_RETENTION = (
+    "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8aServiceRole",
+    {"logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy"},
+)
 
 
 def resources(raw: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -158,8 +169,18 @@ def stage_objects_arn(raw: dict[str, Any]) -> dict[str, Any]:
     return {"Fn::Join": ["", [{"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}, "/etl-data/*"]]}
 
 
+def docs_objects_arn(raw: dict[str, Any]) -> dict[str, Any]:
+    return {"Fn::Join": ["", [{"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}, f"/{DOCS_PREFIX}*"]]}
+
+
 def docs_object_arn(raw: dict[str, Any]) -> dict[str, Any]:
     return {"Fn::Join": ["", [{"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}, f"/{DOCS_KEY}"]]}
+
+
+def docs_page_arns(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pages the load publishes: the lineage site, then the run history."""
+    bucket = {"Fn::GetAtt": [stage_bucket_id(raw), "Arn"]}
+    return [{"Fn::Join": ["", [bucket, f"/{key}"]]} for key in DOCS_PAGES]
 
 
 def role_arn(raw: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -213,10 +234,14 @@ def test_staged_files_are_deleted_only_by_expiry_or_the_stacks_own_emptying(lear
 
 
 def test_stage_denies_leave_the_bucket_and_its_access_logs_alone(learning):
-    """Only stage objects are protected: bucket-level calls (notifications, the emptying
-    handler's policy change) and S3's log delivery into the log bucket are untouched."""
+    """Only stage objects and the lineage site are protected: bucket-level calls
+    (notifications, the emptying handler's policy change) and S3's log delivery into the
+    log bucket are untouched."""
     raw = learning.raw
-    for statement in stage_policy_statements(raw).values():
+    for sid, statement in stage_policy_statements(raw).items():
+        if sid == "LineageSiteIsWrittenOnlyByTheLoad":  # tests/infra/test_operations.py
+            assert statement["Resource"] == docs_objects_arn(raw)
+            continue
         assert statement["Resource"] == stage_objects_arn(raw)
     stage_id = stage_bucket_id(raw)
     for policy in resources(raw, "AWS::S3::BucketPolicy").values():
@@ -390,8 +415,8 @@ def test_s3_endpoint_carries_only_stage_traffic(learning):
         for action in as_list(statement["Action"]):
             allowed.setdefault(action, []).extend(as_list(statement["Resource"]))
     assert allowed == {
-        "s3:PutObject": [stage_objects_arn(raw), docs_object_arn(raw)],
-        "s3:AbortMultipartUpload": [stage_objects_arn(raw), docs_object_arn(raw)],
+        "s3:PutObject": [stage_objects_arn(raw), *docs_page_arns(raw)],
+        "s3:AbortMultipartUpload": [stage_objects_arn(raw), *docs_page_arns(raw)],
         "s3:GetObject": [stage_objects_arn(raw)],
         "s3:ListBucket": [bucket],
     }
@@ -655,8 +680,9 @@ def test_no_wildcard_actions_and_star_resources_only_where_acknowledged(learning
         assert "*" not in actions and "s3:*" not in actions, (logical_id, statement)
         assert not any(a.endswith(":*") for a in actions), (logical_id, statement)
         if "*" in as_list(statement["Resource"]):
-            if logical_id.startswith(PREFIX_LIST_LOOKUP[0]):
-                assert actions == PREFIX_LIST_LOOKUP[1], (logical_id, statement)
+            helper = [h for h in (PREFIX_LIST_LOOKUP, LOG_RETENTION) if logical_id.startswith(h[0])]
+            if helper:
+                assert actions == helper[0][1], (logical_id, statement)
                 continue
             assert actions <= STAR_RESOURCE_ACTIONS, (logical_id, statement)
             assert logical_id.startswith("Functions") and "Role" in logical_id

@@ -19,7 +19,7 @@ from psycopg2 import sql
 
 from dbt_project.facts.business_calendar import business_date, previous_business_day
 from dbt_project.facts.names import REPROCESS_PROPERTY
-from dbt_project.facts.roles import READER_ROLE
+from dbt_project.facts.roles import LOADER_ROLE, READER_ROLE
 from dbt_project.local.demo import EXAMPLE_QUERIES
 from dbt_project.pipeline import SOURCE_HAS_ROWS
 from dbt_project.postgres.connection import connect
@@ -321,3 +321,77 @@ def test_a_deployment_logs_its_plan_and_starts_the_reprocess_a_changed_mart_need
     )
     assert requests_[-1] == {"started": f'started: {{"full_refresh": true}} on {extract_function}'}
     assert answer["Data"]["Reprocess"].startswith(needed)
+
+
+def stamped(kind: str, versions: dict, stamp: str, old: dict | None = None) -> dict:
+    """A deployment's event as the stack sends it: code hashes, addresses and a stamp."""
+    event = custom_resource(kind, PhysicalResourceId="shop-etl-analytics")
+    event["ResourceProperties"] = {**versions, "DeployStamp": stamp}
+    if old is not None:
+        event["OldResourceProperties"] = old
+    return event
+
+
+def drift_a_view(settings) -> None:
+    """A view that differs from the deployed model: an upgrade rebuilds it, a skip does not."""
+    conn = connect(settings)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("drop view analytics.top_customers")
+        cur.execute("create view analytics.top_customers as select 1 as stale")
+    conn.close()
+
+
+def upgrades(settings) -> list[tuple[str, dict]]:
+    conn = connect(settings)
+    with conn.cursor() as cur:
+        cur.execute(
+            "select to_char(deploy_stamp at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+            "versions from ledger.upgrades order by deploy_stamp"
+        )
+        found = cur.fetchall()
+    conn.close()
+    return found
+
+
+def test_a_rollback_to_the_previous_versions_is_answered_without_work(aws):
+    init = load_handler("db_initializer")
+    v1, v2, v3 = {"ExtractCode": "1.zip"}, {"ExtractCode": "2.zip"}, {"ExtractCode": "3.zip"}
+    s0, s1, s2, s3 = (f"2026-11-2{day}T09:00:00Z" for day in (0, 1, 2, 3))
+    # given a first deployment and an update, each upgrading and recording its versions
+    init(stamped("Create", v1, s1), Context("db_initializer"))
+    deployed = views(aws["target"])
+    drift_a_view(aws["target"])
+    update = init(stamped("Update", v2, s2, old={**v1, "DeployStamp": s1}), Context("x"))
+    assert (
+        update["Data"]["Views"] == len(list(ANALYTICS_MODELS.glob("*.sql")))
+        and views(aws["target"]) == deployed
+    )
+    assert upgrades(aws["target"]) == [(s1, v1), (s2, v2)]
+
+    # when a later resource fails and CloudFormation replays the first template
+    drift_a_view(aws["target"])
+    rollback = init(stamped("Update", v1, s1, old={**v2, "DeployStamp": s2}), Context("x"))
+    # then it succeeds without upgrading anything, and records nothing
+    assert rollback["PhysicalResourceId"] == "shop-etl-analytics"
+    assert "rollback" in rollback["Data"]["Skipped"]
+    assert views(aws["target"]) != deployed, "the upgrade ran"
+    # and so does a deployment that changed only the stamp
+    same = init(stamped("Update", v2, s3, old={**v2, "DeployStamp": s2}), Context("x"))
+    assert same["Data"]["Skipped"] and views(aws["target"]) != deployed
+    assert upgrades(aws["target"]) == [(s1, v1), (s2, v2)]
+
+    # while new versions upgrade even when the deployer's clock is behind (s0 < s2)
+    init(stamped("Update", v3, s0, old={**v2, "DeployStamp": s3}), Context("x"))
+    assert views(aws["target"]) == deployed
+    assert upgrades(aws["target"]) == [(s0, v3), (s1, v1), (s2, v2)]
+    # and only deployments (the master login) write that ledger, not the loader
+    conn = connect(aws["target"])
+    with conn.cursor() as cur:
+        cur.execute(
+            "select has_table_privilege(%s, 'ledger.upgrades', 'INSERT, UPDATE, DELETE')",
+            (LOADER_ROLE,),
+        )
+        (loader_may_write,) = cur.fetchone()
+    conn.close()
+    assert loader_may_write is False

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from dbt_project.aws.events import (
+    Deployment,
     InitRequest,
     parse_extract_event,
     parse_init_event,
@@ -182,3 +183,83 @@ def test_the_initializer_loads_sample_data_ending_today_unless_told(event, expec
 def test_a_bad_initializer_event_is_refused(event, message):
     with pytest.raises(ConfigError, match=message):
         parse_init_event(event, now=datetime(2026, 11, 25, 3, 0, tzinfo=UTC))
+
+
+# --- the deploy-time upgrade (a CloudFormation custom resource) ------------------------
+
+FRAMEWORK = {"ServiceToken": "arn:aws:lambda:ap-northeast-1:123456789012:function:p"}
+OLD = {"ExtractCode": "a.zip", "SourceDbHost": "h"}
+NEW = {"ExtractCode": "b.zip", "SourceDbHost": "h"}
+EARLY, LATE = datetime(2026, 11, 20, 9, 0, tzinfo=UTC), datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def cloudformation(kind: str, properties: dict, stamp: datetime | None, old=None) -> dict:
+    event = {
+        "RequestType": kind,
+        "PhysicalResourceId": "shop-etl-analytics",
+        "ResourceProperties": {**FRAMEWORK, **properties, "ServiceTimeout": "1200"},
+    }
+    if stamp is not None:
+        event["ResourceProperties"]["DeployStamp"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if old is not None:
+        event["OldResourceProperties"] = {**FRAMEWORK, **old}
+    return event
+
+
+def deployment(event: dict) -> Deployment:
+    request = parse_init_event(event)
+    assert request.sample_data is False and request.deployment is not None
+    return request.deployment
+
+
+def test_a_deployment_event_carries_its_versions_and_its_stamp():
+    found = deployment(cloudformation("Update", NEW, LATE, old={**OLD, "DeployStamp": "x"}))
+    assert found.kind == "Update"
+    # the framework's properties and the stamp are not versions
+    assert dict(found.versions) == NEW and dict(found.previous) == OLD
+    assert found.stamp == LATE
+
+
+def test_an_update_that_changes_only_the_stamp_needs_no_upgrade_nor_a_database():
+    unchanged = deployment(cloudformation("Update", NEW, LATE, old={**NEW, "DeployStamp": "x"}))
+    assert unchanged.reason_to_skip(None, False) == "no code and no database changed"
+
+
+def test_new_versions_are_upgraded_to_whatever_their_stamp():
+    first = deployment(cloudformation("Create", NEW, EARLY))
+    assert first.reason_to_skip(None, False) is None
+    # a deployer's clock behind the last one's: new code still runs
+    skewed = deployment(cloudformation("Update", NEW, EARLY, old=OLD))
+    assert skewed.reason_to_skip((LATE, OLD), seen=False) is None
+    # a deliberate return to older code, made later, runs too
+    reverted = deployment(cloudformation("Update", OLD, LATE + (LATE - EARLY), old=NEW))
+    assert reverted.reason_to_skip((LATE, NEW), seen=True) is None
+
+
+def test_a_rollback_to_versions_applied_before_is_answered_without_work():
+    # given OLD applied at EARLY, then NEW at LATE; a later resource fails and
+    # CloudFormation replays the previous template: OLD, stamped EARLY
+    rollback = deployment(cloudformation("Update", OLD, EARLY, old=NEW))
+    assert "rollback" in rollback.reason_to_skip((LATE, NEW), seen=True)
+    # the upgrade to NEW itself failed (nothing recorded): the replay finds OLD applied
+    failed = deployment(cloudformation("Update", OLD, EARLY, old=NEW))
+    assert "applied already" in failed.reason_to_skip((EARLY, OLD), seen=True)
+
+
+def test_an_event_without_a_stamp_always_upgrades():
+    legacy = deployment(cloudformation("Update", NEW, None))
+    assert legacy.stamp is None and legacy.reason_to_skip((LATE, OLD), seen=True) is None
+
+
+@pytest.mark.parametrize(
+    ("stamp", "message"),
+    [
+        ("yesterday", "DeployStamp 'yesterday' is not an ISO"),
+        ("2026-11-25T09:00:00", "no time zone"),
+    ],
+)
+def test_a_bad_deploy_stamp_is_refused(stamp, message):
+    event = cloudformation("Update", NEW, None)
+    event["ResourceProperties"]["DeployStamp"] = stamp
+    with pytest.raises(ConfigError, match=message):
+        parse_init_event(event)
