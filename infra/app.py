@@ -28,12 +28,12 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aws_cdk import App, Environment
 
+from dbt_project.facts import business_calendar
 from infra.packaging.layers import DEFAULT_OUT, REPO_ROOT, LayersNotBuilt, require_built
 from infra.stack import EtlSettings, EtlStack
 
@@ -86,7 +86,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         retain=_flag(get("retain") or False),
         layers=require_built(_path(get("layers_dir"), DEFAULT_OUT)),
         code_root=_path(get("lambdas_dir"), REPO_ROOT / "lambdas"),
-        deploy_stamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        deploy_stamp=business_calendar.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         target_max_capacity=float(get("target_max_capacity") or 2),
         alarm_email=get("alarm_email") or None,
         reserved_concurrency=_flag(get("reserved_concurrency") or False),

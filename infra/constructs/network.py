@@ -74,8 +74,11 @@ class Network(Construct):
         )
         # The resolver answers only the region's AWS names (dns_firewall.py).
         self.dns_firewall = DnsFirewall(self, "DnsFirewall", vpc=self.vpc) if dns_firewall else None
+        self._flow_logs(removal_policy, flow_log_retention)
+
+    def _flow_logs(self, removal_policy: RemovalPolicy, retention: logs.RetentionDays) -> None:
         flow_logs = logs.LogGroup(
-            self, "FlowLogs", retention=flow_log_retention, removal_policy=removal_policy
+            self, "FlowLogs", retention=retention, removal_policy=removal_policy
         )
         skip_checkov(
             flow_logs,
