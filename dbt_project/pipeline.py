@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from dbt_project.dbt_runner import DbtProject, credentials_refused, invoke_dbt, raise_for_failures
+from dbt_project.dbt_runner import DbtProject, connection_failed, invoke_dbt, raise_for_failures
 from dbt_project.errors import ConfigError, DataTestsFailed
 from dbt_project.extract import ExtractResult, extract
 from dbt_project.facts.names import ANALYTICS_TARGET
@@ -132,7 +132,7 @@ class Pipeline:
             target=ANALYTICS_TARGET,
             dbt_vars=window,
         )
-        if credentials_refused(run):  # not the data's fault: say what it is
+        if connection_failed(run):  # not the data's fault: say what it is
             raise_for_failures(run, "the analytics-side dbt tests")
         return AnalyticsTests(
             passed=run.success,

@@ -25,8 +25,13 @@ def _database(settings: Settings, url: str | None, flag: str, env: str):
         raise ConfigError(
             f"no database given: pass {flag} postgresql://user:pass@host/db or set {env}"
         )
+    given = PgSettings.from_url(url)
+    if not given.password and settings.pg_password:
+        # libpq reads PGPASSWORD for the pipeline's own sessions, but dbt's profile
+        # passes a password, empty or not: both get this one.
+        given = given.with_credentials(given.user, settings.pg_password)
     return Database.from_settings(
-        PgSettings.from_url(url),
+        given,
         limits=settings.limits,
         connect_wait_seconds=settings.connect_wait_seconds,
     )

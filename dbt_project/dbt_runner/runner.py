@@ -18,7 +18,13 @@ from pathlib import Path
 from dbt_project.dbt_runner import parse_cache as dbt_parse
 from dbt_project.errors import ConfigError, DatabaseUnavailable, DataTestsFailed, LoginRefused
 from dbt_project.files import private_folder
-from dbt_project.postgres.connection import CREDENTIALS_REFUSED, Database, PgSettings
+from dbt_project.postgres.connection import (
+    CREDENTIALS_REFUSED,
+    TLS_FIX,
+    TLS_REFUSED,
+    Database,
+    PgSettings,
+)
 from dbt_project.request import parse_date
 from dbt_project.settings import Settings, current, quiet_dbt_tracking, scoped_environ
 
@@ -211,23 +217,30 @@ class DbtProject:
             tuple(sorted(dbt_parse.parse_inputs(target, env, dbt_vars).items())),
             self._fingerprint(),
         )
+        # A parse this process or the layer already held made no target folder here, and
+        # dbt given a parsed project writes into it without making it (docs generate).
+        target_path.mkdir(parents=True, exist_ok=True)
         with _DBT_LOCK, scoped_environ(env):
             parsed, failed = self._manifest(parse_key, env, dbt_vars, [*flags, "parse", *options])
             if parsed is None:
                 return _summarise(failed, target_path)
             from dbt.cli.main import dbtRunner
 
-            runner = dbtRunner(manifest=parsed)
+            errors = _ErrorEvents()
+            runner = dbtRunner(manifest=parsed, callbacks=[errors])
             if command[0] in _OWN_ARTIFACTS:
                 (target_path / "run_results.json").unlink(missing_ok=True)
                 result = runner.invoke([*flags, *command, "--no-write-json", *options])
                 self._write_artifacts(result, parsed, target, parse_key)
             else:
+                # docs generate reads the manifest.json of the folder it writes to: this
+                # parse's, not one an earlier parse left there.
+                manifest_json = target_path / "manifest.json"
+                if _manifests_written.get(target_path) != parse_key or not manifest_json.exists():
+                    parsed.write(str(manifest_json))
                 result = runner.invoke([*flags, *command, *options])
                 _manifests_written.pop(target_path, None)  # dbt wrote, or left, its own
-                if not (target_path / "manifest.json").exists():
-                    parsed.write(str(target_path / "manifest.json"))
-        return _summarise(result, target_path)
+        return _summarise(result, target_path, errors.messages)
 
     def _write_artifacts(self, result, manifest, target: str, parse_key: tuple) -> None:
         """run_results.json from the results, and manifest.json once per target folder
@@ -256,20 +269,46 @@ def invoke_dbt(dbt: DbtProject, database: Database, command: list[str], **kwargs
     return run
 
 
-def _summarise(result, target_path: Path) -> DbtRun:
-    failures: list[NodeFailure] = []
+class _ErrorEvents:
+    """dbt's own error lines, which --quiet keeps from the console: the reason of a
+    failure that no node result carries (a catalog that could not be read)."""
+
+    # Logged as a warning, yet the command fails because of it.
+    _FAILING_WARNINGS = frozenset({"CatalogGenerationError"})
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    # The exception the invocation returns anyway.
+    _REPEATS_THE_EXCEPTION = frozenset({"MainEncounteredError", "MainStackTrace"})
+
+    def __call__(self, event) -> None:
+        info = event.info
+        if info.name in self._REPEATS_THE_EXCEPTION:
+            return
+        if info.level == "error" or info.name in self._FAILING_WARNINGS:
+            self.messages.append(info.msg)
+
+
+def _summarise(result, target_path: Path, errors: list[str] = ()) -> DbtRun:
+    nodes: list[NodeFailure] = []
     models = 0
-    if result.exception is not None:
-        failures.append(NodeFailure("dbt", "error", _one_line(str(result.exception))))
     for node_result in getattr(result.result, "results", None) or []:
         models += node_result.node.unique_id.startswith("model.")
         status = str(getattr(node_result.status, "value", node_result.status))
         if status in ("error", "fail", "runtime error"):
-            failures.append(
+            nodes.append(
                 NodeFailure(
                     node_result.node.unique_id, status, _one_line(node_result.message or "")
                 )
             )
+    failures: list[NodeFailure] = []
+    # The first reason dbt logged, when no node carries one: it comes before what it caused.
+    if not nodes and not result.success and errors:
+        failures.append(NodeFailure("dbt", "error", _one_line(errors[0])))
+    if result.exception is not None:
+        failures.append(NodeFailure("dbt", "error", _one_line(str(result.exception))))
+    failures += nodes
     invocation_id = None
     run_results = target_path / "run_results.json"
     if run_results.exists():
@@ -300,10 +339,20 @@ _CONNECTION_LOST = (
 )
 
 
+def _any_failure(run: DbtRun, patterns) -> bool:
+    return any(p in f.message.lower() for f in run.failures for p in patterns)
+
+
 def credentials_refused(run: DbtRun) -> bool:
     """One of dbt's connections had its credentials refused (a password rotated while
     the pipeline's own session stayed open, an expired IAM token)."""
-    return any(p in f.message.lower() for f in run.failures for p in CREDENTIALS_REFUSED)
+    return _any_failure(run, CREDENTIALS_REFUSED)
+
+
+def connection_failed(run: DbtRun) -> bool:
+    """dbt could not log in, was refused by TLS, or lost its connection: not the data's
+    fault, nor the project's."""
+    return _any_failure(run, (*CREDENTIALS_REFUSED, *TLS_REFUSED, *_CONNECTION_LOST))
 
 
 def raise_for_failures(run: DbtRun, what: str) -> None:
@@ -315,7 +364,11 @@ def raise_for_failures(run: DbtRun, what: str) -> None:
             f"{what} could not log in, nothing was unloaded or loaded: {names}. Check the "
             "login's password or secret (it may have been rotated), then re-run the same day"
         )
-    if any(p in f.message.lower() for f in run.failures for p in _CONNECTION_LOST):
+    if _any_failure(run, TLS_REFUSED):
+        raise LoginRefused(
+            f"{what} failed the TLS check, nothing was unloaded or loaded: {names}; {TLS_FIX}"
+        )
+    if _any_failure(run, _CONNECTION_LOST):
         raise DatabaseUnavailable(
             f"{what} lost its database connection, nothing was unloaded or loaded: {names}. "
             "Re-run the same day once the database is reachable"
