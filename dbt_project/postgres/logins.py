@@ -14,6 +14,13 @@ rotate. Elsewhere an administrator may give them one (``alter role ... password`
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
+import stringprep
+import unicodedata
+
 from psycopg2 import sql
 
 from dbt_project.facts.names import BUILD_SCHEMA
@@ -96,3 +103,59 @@ def create_load_login(conn, database: str) -> None:
         cur.execute(
             sql.SQL("revoke connect on database {} from public").format(sql.Identifier(database))
         )
+
+
+# -- passwords sent as SCRAM verifiers ---------------------------------------------------
+
+SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
+
+
+def _saslprep(password: str) -> str:
+    """RFC 4013 SASLprep, as PostgreSQL applies it before hashing; a password it
+    cannot prepare is used as is, as PostgreSQL does."""
+    if password.isascii():
+        return password
+    mapped = "".join(
+        " " if stringprep.in_table_c12(ch) else ch
+        for ch in password
+        if not stringprep.in_table_b1(ch)
+    )
+    prepared = unicodedata.normalize("NFKC", mapped)
+    prohibited = (
+        stringprep.in_table_c12,
+        stringprep.in_table_c21_c22,
+        stringprep.in_table_c3,
+        stringprep.in_table_c4,
+        stringprep.in_table_c5,
+        stringprep.in_table_c6,
+        stringprep.in_table_c7,
+        stringprep.in_table_c8,
+        stringprep.in_table_c9,
+        stringprep.in_table_a1,
+    )
+    if not prepared or any(test(ch) for ch in prepared for test in prohibited):
+        return password
+    if any(map(stringprep.in_table_d1, prepared)) and (
+        any(map(stringprep.in_table_d2, prepared))
+        or not (stringprep.in_table_d1(prepared[0]) and stringprep.in_table_d1(prepared[-1]))
+    ):
+        return password
+    return prepared
+
+
+def scram_sha_256(password: str, *, salt: bytes | None = None) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802/7677):
+    ``alter role ... password`` takes it as is, so the password itself never reaches
+    the server, its statement log or pg_stat_statements."""
+    salt = salt or secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", _saslprep(password).encode("utf-8"), salt, SCRAM_ITERATIONS
+    )
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+    return f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"

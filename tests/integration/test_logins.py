@@ -1,5 +1,6 @@
-"""The functions' logins on real PostgreSQL: each does its whole job, and is refused
-everything outside it, with the server's own error."""
+"""The functions' logins on real PostgreSQL: each does its whole job, holds exactly the
+privileges it needs (read from the catalog, as sets), and is refused everything outside
+it, with the server's own error."""
 
 from __future__ import annotations
 
@@ -7,32 +8,20 @@ from datetime import date, timedelta
 
 import psycopg2
 import pytest
-from psycopg2 import sql
 
 from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.errors import CredentialsError
-from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
+from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN, LOADER_ROLE, READER_ROLE
 from dbt_project.pipeline import Pipeline
 from dbt_project.postgres.connection import Database, PgSettings, connect
 from dbt_project.postgres.logins import create_extract_login
 from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests import reference
-from tests.pipeline_helpers import initialised_shop
+from tests.pipeline_helpers import as_login, initialised_shop
 
 FIRST = date(2026, 3, 1)
 LAST = date(2026, 3, 10)
-# On AWS these logins use IAM tokens; here a password stands in for the token.
-PASSWORD = "login-test"
-
-
-def as_login(admin: PgSettings, login: str) -> PgSettings:
-    conn = connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("alter role {} password %s").format(sql.Identifier(login)), (PASSWORD,))
-    conn.close()
-    return admin.with_credentials(login, PASSWORD)
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +89,12 @@ def refusal(settings: PgSettings, statement: str) -> str:
         ("drop table public.products", "must be owner of table products"),
         ("create role intruder", "permission denied to create role"),
         ("create database other", "permission denied to create database"),
+        ("create schema stolen", "permission denied for database {database}"),
     ],
 )
 def test_the_extract_login_is_refused_outside_its_job(logins, statement, error):
-    assert refusal(logins["extract"], statement) == error
+    database = logins["source"].dbname
+    assert refusal(logins["extract"], statement) == error.format(database=database)
 
 
 @pytest.mark.parametrize(
@@ -121,10 +112,15 @@ def test_the_extract_login_is_refused_outside_its_job(logins, statement, error):
             "permission denied for schema analytics",
         ),
         ("create role intruder", "permission denied to create role"),
+        ("create schema stolen", "permission denied for database {database}"),
+        ("delete from ledger.load_ledger", "permission denied for table load_ledger"),
+        ("delete from ledger.run_reports", "permission denied for table run_reports"),
+        ("select lo_create(0)", "permission denied for function lo_create"),
     ],
 )
 def test_the_load_login_is_refused_outside_its_job(logins, statement, error):
-    assert refusal(logins["load"], statement) == error
+    database = logins["target"].dbname
+    assert refusal(logins["load"], statement) == error.format(database=database)
 
 
 def test_neither_login_reads_the_other_sides_data(logins):
@@ -187,3 +183,135 @@ def test_init_renames_the_build_schema_an_earlier_version_called_etl(logins):
         cur.execute("select count(*) from nightly.int_customer_days")
         assert cur.fetchone() == (rows,)
     conn.close()
+
+
+# -- privileges as sets, read from the catalog -----------------------------------------
+
+_ATTRIBUTES = """
+select a.name from pg_roles r, lateral (values
+    ('LOGIN', r.rolcanlogin), ('SUPERUSER', r.rolsuper), ('CREATEROLE', r.rolcreaterole),
+    ('CREATEDB', r.rolcreatedb), ('REPLICATION', r.rolreplication),
+    ('BYPASSRLS', r.rolbypassrls)) a(name, held)
+where r.rolname = %(role)s and a.held
+"""
+_MEMBERSHIPS = """
+select g.rolname from pg_auth_members m join pg_roles g on g.oid = m.roleid
+join pg_roles r on r.oid = m.member where r.rolname = %(role)s
+"""
+_DATABASES = """
+select d.datname, p.name from pg_database d, unnest(array['CREATE', 'TEMPORARY', 'CONNECT']) p(name)
+where d.datname = any(%(databases)s) and has_database_privilege(%(role)s, d.oid, p.name)
+"""
+_SCHEMAS = """
+select n.nspname, p.name from pg_namespace n, unnest(array['USAGE', 'CREATE']) p(name)
+where n.nspname !~ '^(pg_|information_schema$)' and has_schema_privilege(%(role)s, n.oid, p.name)
+union all
+select n.nspname, 'OWNER' from pg_namespace n where n.nspowner = %(role)s::regrole
+"""
+# Each relation's privileges, explicit (aclexplode of its ACL, through the roles the
+# login is a member of, PUBLIC included) or its owner's: what the server checks.
+_RELATIONS = """
+select n.nspname || '.' || c.relname, a.privilege_type
+from pg_class c join pg_namespace n on n.oid = c.relnamespace,
+     aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+where n.nspname !~ '^(pg_|information_schema$)' and c.relkind in ('r', 'p', 'v', 'm', 'f')
+  and c.relowner <> %(role)s::regrole
+  and (a.grantee = 0 or pg_has_role(%(role)s, a.grantee, 'USAGE'))
+union all
+select n.nspname || '.*', 'OWNER' from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where n.nspname !~ '^(pg_|information_schema$)' and c.relowner = %(role)s::regrole
+"""
+_FUNCTIONS = """
+select f, 'EXECUTE' from unnest(%(functions)s::text[]) f
+where has_function_privilege(%(role)s, f, 'EXECUTE')
+"""
+LARGE_OBJECTS = ["lo_creat(integer)", "lo_create(oid)", "lo_from_bytea(oid, bytea)"]
+
+
+def privileges(settings: PgSettings, role: str, *, postgres: bool = True) -> set[tuple[str, ...]]:
+    """Everything ``role`` may do in ``settings``' database (and in the server's postgres
+    database): attributes, roles, database, schema, relation and large-object
+    privileges. The database itself is called "own"."""
+    found: set[tuple[str, ...]] = set()
+    params = {
+        "role": role,
+        "databases": [settings.dbname, *(["postgres"] if postgres else [])],
+        "functions": LARGE_OBJECTS,
+    }
+    conn = connect(settings)
+    with conn.cursor() as cur:
+        for kind, query in (
+            ("attribute", _ATTRIBUTES),
+            ("member of", _MEMBERSHIPS),
+            ("database", _DATABASES),
+            ("schema", _SCHEMAS),
+            ("relation", _RELATIONS),
+            ("function", _FUNCTIONS),
+        ):
+            cur.execute(query, params)
+            for row in cur.fetchall():
+                row = tuple("own" if v == settings.dbname else v for v in row)
+                found.add((kind, *row))
+    conn.close()
+    return found
+
+
+def relations(names: str, privileges: str) -> set[tuple[str, ...]]:
+    return {
+        ("relation", name, privilege) for name in names.split() for privilege in privileges.split()
+    }
+
+
+MARTS_AND_TOTALS = (
+    "analytics.customer_analytics analytics.product_sales_summary "
+    "analytics.daily_sales_summary analytics.customer_totals"
+)
+VIEWS = (
+    "analytics.top_customers analytics.category_performance analytics.regional_sales_trend "
+    "analytics.weekly_sales_summary"
+)
+
+
+def test_the_extract_login_holds_exactly_its_privileges(logins):
+    # (The source's server is the shop's: its postgres database is none of init's concern.)
+    assert privileges(logins["source"], EXTRACT_LOGIN, postgres=False) == {
+        ("attribute", "LOGIN"),
+        ("database", "own", "CONNECT"),
+        ("database", "own", "TEMPORARY"),  # dbt's incremental models stage there
+        ("schema", "public", "USAGE"),
+        ("schema", "nightly", "USAGE"),
+        ("schema", "nightly", "CREATE"),
+        ("schema", "nightly", "OWNER"),
+        ("relation", "nightly.*", "OWNER"),
+        *relations("public.customers public.orders public.order_items public.products", "SELECT"),
+        # The source is the shop's server: its defaults for everyone are the shop's.
+        *(("function", f, "EXECUTE") for f in LARGE_OBJECTS),
+    }
+
+
+def test_the_load_login_holds_exactly_its_privileges(logins):
+    assert privileges(logins["target"], LOAD_LOGIN) == {
+        ("attribute", "LOGIN"),
+        ("member of", LOADER_ROLE),
+        ("member of", READER_ROLE),
+        ("database", "own", "CONNECT"),
+        ("database", "own", "TEMPORARY"),  # the load's incoming tables
+        ("schema", "public", "USAGE"),
+        ("schema", "analytics", "USAGE"),
+        ("schema", "ledger", "USAGE"),
+        *relations(MARTS_AND_TOTALS, "SELECT INSERT UPDATE DELETE"),
+        *relations(VIEWS, "SELECT"),
+        *relations("ledger.load_ledger ledger.run_reports", "SELECT INSERT UPDATE"),
+        *relations("ledger.removed_customers", "SELECT INSERT UPDATE"),
+        # a full refresh deletes the days the history no longer has
+        *relations("ledger.day_versions", "SELECT INSERT UPDATE DELETE"),
+    }
+
+
+def test_the_reader_holds_exactly_its_privileges(logins):
+    assert privileges(logins["target"], READER_ROLE) == {
+        ("database", "own", "CONNECT"),
+        ("schema", "public", "USAGE"),
+        ("schema", "analytics", "USAGE"),
+        *relations(f"{MARTS_AND_TOTALS} {VIEWS}", "SELECT"),
+    }
