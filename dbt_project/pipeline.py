@@ -38,6 +38,9 @@ ANALYTICS_SELECTOR = "analytics_side"
 # constraint of the loaded tables (selectors.yml).
 NIGHTLY_ANALYTICS_SELECTOR = "analytics_nightly"
 SOURCE_HAS_ROWS = "the source tables already hold rows: no sample data was added"
+# What `init` says of code it removed from the build schema, where dbt makes none: only
+# someone with etl_extract's rights can have put it there.
+REMOVED_FROM_BUILD_SCHEMA = "removed code from the build schema that only etl_extract could add"
 
 
 @dataclass
@@ -62,6 +65,8 @@ class InitResult:
     views_built: int
     # Why no sample rows were added, when they were asked for.
     sample_note: str | None = None
+    # Code found in the build schema and removed (logins.remove_planted_code).
+    removed: list[str] = field(default_factory=list)
 
 
 def _tested_window(loads: Sequence[LoadResult]) -> dict[str, object] | None:
@@ -194,7 +199,7 @@ class Pipeline:
                 inserted = load_sample_data(conn, source_schema, end_date=sample_end_date)
             elif sample_data:
                 note = SOURCE_HAS_ROWS
-            create_extract_login(conn, source.settings.dbname, source_schema)
+            removed = create_extract_login(conn, source.settings.dbname, source_schema)
         conn = analytics.connection()
         with conn:
             create_analytics_tables(conn)
@@ -209,4 +214,4 @@ class Pipeline:
             target=ANALYTICS_TARGET,
         )
         raise_for_failures(run, "building the analytic views")
-        return InitResult(inserted, run.models, note)
+        return InitResult(inserted, run.models, note, removed)

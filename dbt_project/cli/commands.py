@@ -128,6 +128,13 @@ def cmd_init(args) -> int:
         print("sample data: " + ", ".join(f"{t} +{n}" for t, n in result.sample_rows.items()))
     if result.sample_note:
         print(result.sample_note)
+    if result.removed:
+        from dbt_project.pipeline import REMOVED_FROM_BUILD_SCHEMA
+
+        print(
+            f"etl: warning: {REMOVED_FROM_BUILD_SCHEMA}: {'; '.join(result.removed)}",
+            file=sys.stderr,
+        )
     print(
         f"source tables ready; analytics tables, ledger, roles and {result.views_built} views ready"
     )

@@ -207,7 +207,8 @@ class DbtProject:
         target_path, options = self._paths_and_options(target, dbt_vars)
         flags = self._flags()
         env = settings.dbt_env()
-        env["PGOPTIONS"] = self.settings.limits.options() or ""
+        # The session limits, and the role the pipeline's own sessions set.
+        env["PGOPTIONS"] = settings.options(self.settings.limits) or ""
         # What the parsed project depends on, as for the shipped parse: the target, the
         # database name and the vars other than the runtime ones. Another login, host or
         # port (a test's own role, a rotated user) reuses the parse.

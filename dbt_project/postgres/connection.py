@@ -68,6 +68,8 @@ class PgSettings:
     sslmode: str = LOCAL_SSLMODE
     # The CA bundle that verify-ca / verify-full check the server's certificate against.
     sslrootcert: str | None = None
+    # A role every session sets at its start (``-c role=...``), dbt's too.
+    role: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> PgSettings:
@@ -97,6 +99,13 @@ class PgSettings:
 
     def with_credentials(self, user: str, password: str) -> PgSettings:
         return replace(self, user=user, password=password)
+
+    def options(self, limits: SessionLimits) -> str | None:
+        """The ``-c`` options a session starts with (libpq's ``options``, PGOPTIONS)."""
+        parts = [limits.options() or ""]
+        if self.role:
+            parts.append("-c role=" + self.role.replace("\\", "\\\\").replace(" ", "\\ "))
+        return " ".join(p for p in parts if p) or None
 
     @property
     def url(self) -> str:
@@ -171,7 +180,7 @@ def connect(
                 sslrootcert=settings.sslrootcert,
                 connect_timeout=connect_timeout,
                 application_name=application_name,
-                options=limits.options(),
+                options=settings.options(limits),
             )
         except psycopg2.OperationalError as exc:
             _raise_if_refused(settings, exc)
@@ -250,6 +259,7 @@ class Database:
         self._settings: PgSettings | None = None
         self._resolved_at = 0.0
         self._conn = None
+        self._role: str | None = None
         self.limits = limits or SessionLimits()
         self.connect_wait_seconds = connect_wait_seconds
         self.refresh_after_seconds = refresh_after_seconds
@@ -267,7 +277,7 @@ class Database:
         if self._settings is None or stale:
             self._settings = self._resolve(False)
             self._resolved_at = time.monotonic()
-        return self._settings
+        return replace(self._settings, role=self._role) if self._role else self._settings
 
     def refresh_credentials(self) -> bool:
         """Re-read the credentials past any cache; True if they changed."""
@@ -275,6 +285,15 @@ class Database:
         changed = fresh != self._settings
         self._settings, self._resolved_at = fresh, time.monotonic()
         return changed
+
+    def act_as(self, role: str) -> None:
+        """Every session from now on runs as ``role``: the open one at once, new ones
+        (this handle's and dbt's) from their start."""
+        self._role = role
+        if self._conn is not None and not self._conn.closed:
+            with self._conn.cursor() as cur:
+                cur.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+            self._conn.commit()  # a session setting, kept by later transactions
 
     def _connect(self, settings: PgSettings):
         return connect(settings, wait_seconds=self.connect_wait_seconds, limits=self.limits)
@@ -293,7 +312,7 @@ class Database:
         except CredentialsError:
             if not self.refresh_credentials():
                 raise
-            self._conn = self._connect(self._settings)
+            self._conn = self._connect(self.settings)
         return self._conn
 
     def close(self) -> None:

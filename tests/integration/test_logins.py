@@ -1,16 +1,20 @@
 """The functions' logins on real PostgreSQL: each does its whole job, holds exactly the
 privileges it needs (read from the catalog, as sets), and is refused everything outside
-it, with the server's own error."""
+it, with the server's own error. The source side of a night runs as etl_extract or not
+at all: what etl_extract owns never runs with a stronger login's rights."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, timedelta
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 
+from dbt_project.cli.main import main
 from dbt_project.dbt_runner.runner import DbtProject
-from dbt_project.errors import CredentialsError
+from dbt_project.errors import ConfigError, CredentialsError
 from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN, LOADER_ROLE, READER_ROLE
 from dbt_project.pipeline import Pipeline
 from dbt_project.postgres.connection import Database, PgSettings, connect
@@ -315,3 +319,184 @@ def test_the_reader_holds_exactly_its_privileges(logins):
         ("schema", "analytics", "USAGE"),
         *relations(f"{MARTS_AND_TOTALS} {VIEWS}", "SELECT"),
     }
+
+
+# -- the source side runs as etl_extract, or not at all --------------------------------
+
+# What someone with etl_extract's rights could plant: a statement trigger on the
+# incremental state that, run by anyone else, goes back to that login and takes a
+# role that runs programs on the server.
+TAKEOVER = """
+create function nightly.takeover() returns trigger language plpgsql as $$
+begin
+    set role none;
+    if current_user <> 'etl_extract' then
+        grant pg_execute_server_program to etl_extract;
+    end if;
+    return null;
+end $$;
+create trigger takeover after insert or update or delete on nightly.int_customer_days
+for each statement execute function nightly.takeover();
+"""
+
+
+def _execute(settings: PgSettings, statement: str, params=None) -> list[tuple]:
+    conn = connect(settings)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(statement, params)
+        rows = cur.fetchall() if cur.description else []
+    conn.close()
+    return rows
+
+
+def built(logins, tmp_path) -> None:
+    """The nightly build exists, whichever test ran first: a night as etl_extract."""
+    (row,) = _execute(logins["source"], "select to_regclass('nightly.int_customer_days')")
+    if row[0] is None:
+        Pipeline(
+            dbt=logins["dbt"],
+            source=Database.from_settings(logins["extract"]),
+            stage=LocalStage(tmp_path / "built"),
+        ).extract(NightRequest(LAST, lookback_days=(LAST - FIRST).days + 1))
+
+
+def _extract_took_over(settings: PgSettings) -> bool:
+    (row,) = _execute(
+        settings,
+        "select pg_has_role(%s, 'pg_execute_server_program', 'MEMBER')",
+        (EXTRACT_LOGIN,),
+    )
+    return row[0]
+
+
+def test_a_superuser_never_runs_the_source_side_and_init_removes_planted_code(
+    logins, tmp_path, capsys
+):
+    # given a trigger etl_extract planted on the incremental state
+    built(logins, tmp_path)
+    _execute(logins["extract"], TAKEOVER)
+    try:
+        # when an operator runs the night with the superuser's URL
+        stage = tmp_path / "stage"
+        args = ["extract", "--date", str(LAST), "--lookback-days", "2"]
+        code = main([*args, "--source-url", logins["source"].url, "--stage", str(stage)])
+
+        # then what etl_extract planted did not run with the superuser's rights
+        assert not _extract_took_over(logins["source"])
+        # and one line says to log in as etl_extract, and nothing was staged
+        lines = capsys.readouterr().err.splitlines()
+        assert (code, len(lines)) == (2, 1), lines
+        assert lines[0].startswith(
+            "etl: error: the source side of a night runs only as etl_extract, and postgres "
+            "is a superuser"
+        )
+        assert "--source-url postgresql://etl_extract@" in lines[0]
+        assert "aws rds generate-db-auth-token" in lines[0] and "PGPASSWORD" in lines[0]
+        assert not stage.exists() or not list(stage.rglob("*"))
+
+        # and init, run by the administrator, removes the planted code and says so
+        result = Pipeline(
+            dbt=logins["dbt"],
+            source=Database.from_settings(logins["source"]),
+            analytics=Database.from_settings(logins["target"]),
+        ).init()
+        assert result.removed == [
+            "routine nightly.takeover()",
+            "trigger takeover on nightly.int_customer_days",
+        ]
+        assert not _extract_took_over(logins["source"])
+    finally:
+        _execute(logins["source"], "revoke pg_execute_server_program from etl_extract")
+        _execute(logins["source"], "drop function if exists nightly.takeover() cascade")
+
+
+@pytest.fixture
+def operator(logins):
+    """A login of an operator that may act as etl_extract and holds nothing more."""
+    name = sql.Identifier(f"operator_{uuid.uuid4().hex[:6]}")
+    _execute(
+        logins["source"],
+        sql.SQL("create role {} login password 'operator' in role {}").format(
+            name, sql.Identifier(EXTRACT_LOGIN)
+        ),
+    )
+    yield logins["source"].with_credentials(name.string, "operator")
+    _execute(logins["source"], sql.SQL("drop role {}").format(name))
+
+
+# Who runs code on the incremental state, as etl_extract can see it.
+WITNESS = """
+create table nightly.witnessed (who text, session text);
+create function nightly.witness() returns trigger language plpgsql as $$
+begin
+    insert into nightly.witnessed values (current_user, session_user);
+    return null;
+end $$;
+create trigger witness after insert on nightly.int_customer_days
+for each statement execute function nightly.witness();
+"""
+
+
+def test_a_login_that_may_act_as_etl_extract_runs_the_source_side_as_it(logins, operator, tmp_path):
+    # given an operator's login that is a member of etl_extract, and a witness on the
+    # incremental state
+    built(logins, tmp_path)
+    _execute(logins["extract"], WITNESS)
+    try:
+        # when the night's source side runs with that login
+        result = Pipeline(
+            dbt=logins["dbt"],
+            source=Database.from_settings(operator),
+            stage=LocalStage(tmp_path / "stage"),
+        ).extract(NightRequest(LAST, lookback_days=2))
+
+        # then dbt and the unload ran as etl_extract, which owns all they built
+        assert result.rows["daily_sales_summary"] > 0
+        assert set(_execute(logins["source"], "select * from nightly.witnessed")) == {
+            (EXTRACT_LOGIN, operator.user)
+        }
+        owners = _execute(
+            logins["source"],
+            "select distinct pg_get_userbyid(relowner) from pg_class "
+            "where relnamespace = 'nightly'::regnamespace",
+        )
+        assert owners == [(EXTRACT_LOGIN,)]
+    finally:
+        _execute(logins["source"], "drop function nightly.witness() cascade")
+        _execute(logins["source"], "drop table nightly.witnessed")
+
+
+@pytest.mark.parametrize(
+    ("grant", "held"),
+    [
+        ("createrole", "holds CREATEROLE"),
+        ("in role rds_superuser", "is a member of rds_superuser"),
+        (f"in role {EXTRACT_LOGIN}, {READER_ROLE}", f"holds role {READER_ROLE}"),
+        ("", "may not act as etl_extract"),
+    ],
+)
+def test_a_login_with_more_rights_than_etl_extract_is_refused(logins, tmp_path, grant, held):
+    # given a login with a right beyond etl_extract's, or none of its own (RDS's
+    # master user is a member of rds_superuser)
+    _execute(
+        logins["source"],
+        "do $$ begin if not exists (select from pg_roles where rolname = 'rds_superuser') "
+        "then create role rds_superuser; end if; end $$",
+    )
+    name = f"strong_{uuid.uuid4().hex[:6]}"
+    _execute(logins["source"], f"create role {name} login password 'strong' {grant}")
+    try:
+        # when it runs the source side, it is refused before anything is built
+        stage = LocalStage(tmp_path / "stage")
+        with pytest.raises(ConfigError) as refused:
+            Pipeline(
+                dbt=logins["dbt"],
+                source=Database.from_settings(logins["source"].with_credentials(name, "strong")),
+                stage=stage,
+            ).extract(NightRequest(LAST, lookback_days=2))
+        assert held in str(refused.value) and "log in as etl_extract" in str(refused.value)
+        assert "\n" not in str(refused.value)
+        assert stage.list("etl-data/") == []
+    finally:
+        _execute(logins["source"], f"drop role {name}")

@@ -18,7 +18,7 @@ from dbt_project.load import run_history
 from dbt_project.postgres.connection import connect
 from tests import reference
 from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
-from tests.pipeline_helpers import initialised_shop
+from tests.pipeline_helpers import as_extract_login, initialised_shop
 
 LATEST = previous_business_day(utc_now())
 
@@ -48,6 +48,7 @@ def etl(*args, capsys) -> tuple[int, str, list[str]]:
 
 def test_a_stale_source_stops_the_latest_night_and_says_why(new_database, tmp_path, capsys):
     source, _ = shop_until(new_database, newest_change_hours_ago=60)
+    source = as_extract_login(source)
     stage = tmp_path / "stage"
     code, _, err = etl("extract", "--source-url", source.url, "--stage", str(stage), capsys=capsys)
     assert code == 4 and len(err) == 1, err
@@ -79,7 +80,7 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
         "run",
         "--json",
         "--source-url",
-        source.url,
+        as_extract_login(source).url,
         "--analytics-url",
         target.url,
         "--stage",
@@ -189,7 +190,8 @@ def test_a_full_refresh_repairs_corrupted_state_and_equals_a_fresh_build(
 ):
     source, target = shop_until(new_database, newest_change_hours_ago=2)
     stage = str(tmp_path / "stage")
-    common = ("--source-url", source.url, "--analytics-url", target.url, "--stage", stage)
+    source_url = as_extract_login(source).url
+    common = ("--source-url", source_url, "--analytics-url", target.url, "--stage", stage)
     assert etl("run", *common, capsys=capsys)[0] == 0
     # given corrupted incremental state on the source and strays on the analytics side
     conn = connect(source)
@@ -232,7 +234,7 @@ def test_a_full_refresh_refuses_while_another_night_runs(new_database, tmp_path,
             "run",
             "--full-refresh",
             "--source-url",
-            source.url,
+            as_extract_login(source).url,
             "--analytics-url",
             target.url,
             "--stage",

@@ -8,7 +8,7 @@ import pytest
 from dbt_project.aws import resources
 from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from dbt_project.postgres.connection import PgSettings
-from dbt_project.settings import Settings
+from dbt_project.settings import SessionLimits, Settings
 from infra import lambda_defaults as defaults
 from tests.lambda_helpers import StandInTokens, deployed_environments
 
@@ -65,6 +65,7 @@ def test_each_function_connects_as_its_login_over_verify_full(
     dbt = settings.dbt_env()
     assert dbt["ETL_PG_SSLMODE"] == "verify-full"
     assert dbt["ETL_PG_SSLROOTCERT"] == defaults.RDS_CA_BUNDLE_PATH
+    assert "role=" not in (settings.options(SessionLimits()) or "")
 
 
 def test_only_the_initializer_reads_a_secret(function_settings):
