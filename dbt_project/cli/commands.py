@@ -263,8 +263,12 @@ def cmd_docs(args) -> int:
 
 def cmd_ci(args) -> int:
     from dbt_project.dbt_runner import raise_for_failures, slim_ci
+    from dbt_project.facts.names import SOURCE_TARGET
+    from dbt_project.postgres.logins import run_as_extract_login
 
     parts = pipeline(args)
+    if args.dbt_target == SOURCE_TARGET:  # the build schema: etl_extract's alone
+        run_as_extract_login(parts.source)
     result = slim_ci.build_changed(
         parts.dbt,
         parts.source.settings,
