@@ -235,10 +235,27 @@ def run_as_extract_login(source: Database) -> None:
     conn = source.connection()
     try:
         role = extract_role(conn)
+        _require_build_schema(conn)
     finally:
         conn.rollback()
     if role is not None:
         source.act_as(role)
+
+
+def _require_build_schema(conn) -> None:
+    """The schema dbt builds in exists and is etl_extract's: `etl init` made it so."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select pg_get_userbyid(nspowner) from pg_namespace where nspname = %s",
+            (BUILD_SCHEMA,),
+        )
+        found = cur.fetchone()
+    if found is None or found[0] != EXTRACT_LOGIN:
+        whose = "does not exist" if found is None else f"belongs to {found[0]}"
+        raise ConfigError(
+            f"the schema {BUILD_SCHEMA}, which only {EXTRACT_LOGIN} builds in, {whose}; run "
+            "`etl init` (the db_initializer) first, then the night again"
+        )
 
 
 # -- passwords sent as SCRAM verifiers ---------------------------------------------------

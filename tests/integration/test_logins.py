@@ -19,6 +19,7 @@ from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN, LOADER_ROLE, READ
 from dbt_project.pipeline import Pipeline
 from dbt_project.postgres.connection import Database, PgSettings, connect
 from dbt_project.postgres.logins import create_extract_login
+from dbt_project.postgres.source_schema import create_source_tables
 from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests import reference
@@ -500,3 +501,23 @@ def test_a_login_with_more_rights_than_etl_extract_is_refused(logins, tmp_path, 
         assert stage.list("etl-data/") == []
     finally:
         _execute(logins["source"], f"drop role {name}")
+
+
+def test_a_source_init_has_not_prepared_is_refused_before_anything_runs(
+    new_database, logins, tmp_path
+):
+    # given a source with the shop's tables, where `etl init` never ran
+    source = new_database("bare")
+    conn = connect(source)
+    with conn:
+        create_source_tables(conn)
+    conn.close()
+    stage = LocalStage(tmp_path / "stage")
+    # when the night runs as etl_extract, it says what to do, and nothing is staged
+    with pytest.raises(ConfigError, match="the schema nightly, which only etl_extract builds in"):
+        Pipeline(
+            dbt=logins["dbt"],
+            source=Database.from_settings(logins["extract"].with_database(source.dbname)),
+            stage=stage,
+        ).extract(NightRequest(LAST, lookback_days=2))
+    assert stage.list("etl-data/") == []
