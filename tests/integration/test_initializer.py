@@ -190,8 +190,8 @@ def test_the_reader_login_runs_the_example_queries_with_its_secret(aws, monkeypa
     )
     # The server, which logs every DDL statement, saw the password's verifier only.
     statements = aws["server"].log_since(log)
-    assert "ALTER ROLE" in statements.upper() and "SCRAM-SHA-256$4096:" in statements
     assert password not in statements
+    assert "SCRAM-SHA-256$4096:" in statements
     conn = psycopg2.connect(
         host=aws["target"].host,
         port=aws["target"].port,

@@ -277,7 +277,8 @@ VIEWS = (
 )
 
 
-def test_the_extract_login_holds_exactly_its_privileges(logins):
+def test_the_extract_login_holds_exactly_its_privileges(logins, tmp_path):
+    built(logins, tmp_path)
     # (The source's server is the shop's: its postgres database is none of init's concern.)
     assert privileges(logins["source"], EXTRACT_LOGIN, postgres=False) == {
         ("attribute", "LOGIN"),
