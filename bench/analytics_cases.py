@@ -50,6 +50,7 @@ def case_night(ctx) -> Iterator[Row]:
         measured[days] = child.run(
             "nights",
             source=source.url,
+            extract_source=ctx.databases.extract_login(source).url,
             target=targets[days].url,
             stage=str(ctx.scratch / f"night-{days}"),
             day=shop.last_day.isoformat(),
@@ -208,7 +209,7 @@ def case_cold(ctx) -> Iterator[Row]:
     measured = child.run(
         "cold_night",
         child_env={"ETL_DBT_PROJECT_DIR": layer.extra["project"]},
-        source=source.url,
+        source=ctx.databases.extract_login(source).url,
         stage=str(ctx.scratch / "cold"),
         day=(last_day - timedelta(days=1)).isoformat(),
         warm=max(1, ctx.sizes.warm_extracts),

@@ -80,10 +80,13 @@ def analytics_side(target: str, run_date: str, repeats: int) -> dict:
     return {"rows": 0, "seconds": warm, "tests_seconds": warm, "queries": queries}
 
 
-def nights(source: str, target: str, stage: str, day: str, repeats: int) -> dict:
+def nights(
+    source: str, extract_source: str, target: str, stage: str, day: str, repeats: int
+) -> dict:
     """The whole history in one full-refresh night and one settling night, then
     ``repeats`` nights of ``day`` (extract, load, analytics tests) in the same process;
-    reports each warm night."""
+    reports each warm night. `init` runs as ``source``, the nights' source side as
+    ``extract_source``."""
     from dbt_project.dbt_runner.runner import DbtProject
     from dbt_project.pipeline import Pipeline
     from dbt_project.request import NightRequest, parse_date
@@ -96,6 +99,8 @@ def nights(source: str, target: str, stage: str, day: str, repeats: int) -> dict
         stage=LocalStage(Path(stage)),
     )
     parts.init()
+    parts.source.close()
+    parts.source = _database(extract_source)
     run_date = parse_date(day)
     parts.run_night(NightRequest(run_date, full_refresh=True), run_tests=False)
     # The first night after a full refresh sums its customers' history once to settle

@@ -8,6 +8,7 @@ afterwards, so it can share an existing server with other work.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -17,8 +18,10 @@ from pathlib import Path
 
 from psycopg2 import sql
 
+from dbt_project.facts.roles import EXTRACT_LOGIN
 from dbt_project.local import server as local_pg
 from dbt_project.postgres.connection import PgSettings, connect
+from dbt_project.postgres.logins import create_extract_login, scram_sha_256
 
 
 @contextmanager
@@ -45,6 +48,7 @@ class Databases:
         self.server = server
         self.run = uuid.uuid4().hex[:8]
         self.created: list[str] = []
+        self._extract_login: tuple[str, str] | None = None
 
     def new(self, purpose: str) -> PgSettings:
         name = f"bench_{purpose}_{self.run}"
@@ -52,12 +56,37 @@ class Databases:
         self.created.append(name)
         return self.server.with_database(name)
 
+    def extract_login(self, source: PgSettings) -> PgSettings:
+        """``source`` as a login of this run that may only act as etl_extract: the source
+        side of a night runs as etl_extract, and etl_extract's own password belongs to
+        whoever else uses the server."""
+        conn = connect(source)
+        try:
+            with conn:
+                create_extract_login(conn, source.dbname)
+        finally:
+            conn.close()
+        if self._extract_login is None:
+            name, password = f"bench_extract_{self.run}", secrets.token_urlsafe(18)
+            self._admin(
+                sql.SQL("create role {} login password {} in role {}").format(
+                    sql.Identifier(name),
+                    sql.Literal(scram_sha_256(password)),
+                    sql.Identifier(EXTRACT_LOGIN),
+                )
+            )
+            self._extract_login = (name, password)
+        return source.with_credentials(*self._extract_login)
+
     def drop_all(self) -> None:
         for name in reversed(self.created):
             self._admin(
                 sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
             )
         self.created.clear()
+        if self._extract_login is not None:
+            self._admin(sql.SQL("drop role {}").format(sql.Identifier(self._extract_login[0])))
+            self._extract_login = None
 
     def _admin(self, statement: sql.Composable) -> None:
         conn = connect(self.server)

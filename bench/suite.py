@@ -413,7 +413,7 @@ def case_history(ctx: Context) -> Iterator[Row]:
             day = shop.last_day.isoformat()
             measured = child.run(
                 "extract_calls",
-                source=source.url,
+                source=ctx.databases.extract_login(source).url,
                 stage=str(ctx.scratch / f"history-{days}"),
                 days=[day] * (1 + ctx.sizes.warm_extracts),
                 lookback_days=2,
@@ -461,7 +461,7 @@ def case_dbt(ctx: Context) -> Iterator[Row]:
     following_days = [last_day.isoformat(), (last_day + timedelta(days=1)).isoformat()]
     measured = child.run(
         "extract_calls",
-        source=source.url,
+        source=ctx.databases.extract_login(source).url,
         stage=str(ctx.scratch / "sample"),
         days=[day.isoformat()] * 3 + following_days,
         lookback_days=1,

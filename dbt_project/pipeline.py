@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from dbt_project.dbt_runner import DbtProject, credentials_refused, invoke_dbt, raise_for_failures
+from dbt_project.dbt_runner import DbtProject, connection_failed, invoke_dbt, raise_for_failures
 from dbt_project.errors import ConfigError, DataTestsFailed
 from dbt_project.extract import ExtractResult, extract
 from dbt_project.facts.names import ANALYTICS_TARGET
@@ -47,6 +47,9 @@ ANALYTICS_SELECTOR = "analytics_side"
 # constraint of the loaded tables (selectors.yml).
 NIGHTLY_ANALYTICS_SELECTOR = "analytics_nightly"
 SOURCE_HAS_ROWS = "the source tables already hold rows: no sample data was added"
+# What `init` says of code it removed from the build schema, where dbt makes none: only
+# someone with etl_extract's rights can have put it there.
+REMOVED_FROM_BUILD_SCHEMA = "removed code from the build schema that only etl_extract could add"
 
 
 # The analytics-side test whose rows are volume anomalies (models/analytics).
@@ -92,6 +95,8 @@ class PlannedUpgrade:
     plan: UpgradePlan
     document: dict
     lines: list[str]
+    # Code found in the build schema and removed (logins.remove_planted_code).
+    removed: list[str] = field(default_factory=list)
 
 
 def _tested_window(loads: Sequence[LoadResult]) -> dict[str, object] | None:
@@ -162,7 +167,7 @@ class Pipeline:
             target=ANALYTICS_TARGET,
             dbt_vars=window,
         )
-        if credentials_refused(run):  # not the data's fault: say what it is
+        if connection_failed(run):  # not the data's fault: say what it is
             raise_for_failures(run, "the analytics-side dbt tests")
         return AnalyticsTests(
             passed=run.success,
@@ -231,8 +236,8 @@ class Pipeline:
                 inserted = load_sample_data(conn, source_schema, end_date=sample_end_date)
             elif sample_data:
                 note = SOURCE_HAS_ROWS
-            create_extract_login(conn, source.settings.dbname, source_schema)
-        return inserted, note
+            removed = create_extract_login(conn, source.settings.dbname, source_schema)
+        return inserted, note, removed
 
     def init(
         self,
@@ -260,7 +265,7 @@ class Pipeline:
                 plan_upgrade(cur).raise_if_refused()
         finally:
             conn.rollback()
-        inserted, note = self._init_source(sample_data, sample_end_date, source_schema)
+        inserted, note, removed = self._init_source(sample_data, sample_end_date, source_schema)
         with conn:
             upgrade = create_analytics_tables(conn)
             create_roles(conn, analytics.settings.dbname)
@@ -277,4 +282,4 @@ class Pipeline:
         manifest = self._parsed()
         with conn, conn.cursor() as cur:
             models = record_deployment(cur, manifest, started=reprocess_started)
-        return InitResult(inserted, run.models, note, upgrade, models)
+        return InitResult(inserted, run.models, note, upgrade, models, removed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -82,6 +82,8 @@ class Settings:
     source_url: str | None = None
     analytics_url: str | None = None
     stage: str | None = None
+    # libpq's PGPASSWORD, for URLs without a password: dbt gets it too.
+    pg_password: str | None = field(default=None, repr=False)
     # The local development server.
     local_pg_url: str | None = None
     local_pg_port: int = DEFAULT_LOCAL_PG_PORT
@@ -140,6 +142,7 @@ class Settings:
             # ETL_TARGET_URL: the name before "target" was left to dbt's targets.
             analytics_url=env.text("ETL_ANALYTICS_URL") or env.text("ETL_TARGET_URL"),
             stage=env.text("ETL_STAGE"),
+            pg_password=env.text("PGPASSWORD"),
             local_pg_url=env.text("ETL_PG_URL"),
             local_pg_port=env.integer(
                 "ETL_PG_PORT", DEFAULT_LOCAL_PG_PORT, minimum=1, maximum=65535

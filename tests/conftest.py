@@ -201,6 +201,36 @@ def new_database(pg_server):
     databases.drop_all()
 
 
+@pytest.fixture(scope="session")
+def tls_server():
+    """A server with TLS on, for verify-full against the suite's test CA; the functions'
+    logins exist on it with the password that stands in for their IAM tokens. One per
+    worker, started by the first test that asks."""
+    from tests.tls_server import start_tls_server
+
+    server = start_tls_server(Path(tempfile.mkdtemp(prefix="etltls-")), local_pg.free_port())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def tls_database(tls_server):
+    """A factory of empty databases on the TLS server, dropped after the test."""
+    databases = _Databases(tls_server.admin)
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture(scope="module")
+def module_tls_database(tls_server):
+    """The same, for state shared by the tests of one module."""
+    databases = _Databases(tls_server.admin)
+    yield databases
+    databases.drop_all()
+
+
 @pytest.fixture(scope="module")
 def module_database(pg_server):
     """The same, for state shared by the tests of one module."""
@@ -259,39 +289,59 @@ def s3_bucket(moto_endpoint):
 
 
 @pytest.fixture
-def aws(new_database, s3_bucket, monkeypatch, tmp_path, pg_server):
-    """The Lambda functions' environment: two databases whose login is in moto's Secrets
-    Manager, a stage bucket, Powertools configured, and no object cached from before."""
+def aws(tls_database, tls_server, s3_bucket, monkeypatch, tmp_path):
+    """The Lambda functions as the stack deploys them, on real PostgreSQL and moto.
+
+    Two databases on the TLS server, reached with verify-full against the test CA (in
+    place of the RDS bundle); each function's logins as the stack wires them: the
+    initializer with the master login, whose password is in moto's Secrets Manager,
+    extract and load as etl_extract and etl_load with IAM tokens from a stand-in
+    generator. A stage bucket, Powertools configured, and no object cached from before.
+    """
     import boto3
 
     from dbt_project.aws import handlers as lambda_app
     from dbt_project.aws import observability
-    from tests.lambda_helpers import login_role
+    from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
+    from tests import lambda_helpers
+    from tests.tls_server import LOGIN_PASSWORD
 
-    source, target = new_database("src"), new_database("tgt")
-    user = login_role(pg_server, "first-password")
+    source, target = tls_database("src"), tls_database("tgt")
+    user = lambda_helpers.login_role(tls_server.admin, "first-password")
     secrets = boto3.client("secretsmanager")
     arns = {}
-    for prefix, settings in (("SOURCE", source), ("ANALYTICS", target)):
+    databases = {"SOURCE": source, "ANALYTICS": target}
+    for prefix in databases:
         arns[prefix] = secrets.create_secret(
             Name=f"{prefix.lower()}-{uuid.uuid4().hex[:6]}",
             SecretString=json.dumps({"username": user, "password": "first-password"}),
         )["ARN"]
-        monkeypatch.setenv(f"{prefix}_DB_HOST", settings.host)
-        monkeypatch.setenv(f"{prefix}_DB_PORT", str(settings.port))
-        monkeypatch.setenv(f"{prefix}_DB_NAME", settings.dbname)
-        monkeypatch.setenv(f"{prefix}_DB_SECRET_ARN", arns[prefix])
+    functions = lambda_helpers.deployed_environments(databases, arns, s3_bucket)
+    # What the functions share: where the databases are and how TLS is checked.
+    shared = {
+        key: value
+        for environment in functions.values()
+        for key, value in environment.items()
+        if key.startswith(("SOURCE_DB_", "ANALYTICS_DB_", "ETL_PG_SSL", "S3_BUCKET"))
+        and not key.endswith(lambda_helpers.LOGIN_VARIABLES)
+    }
     for key, value in {
-        "S3_BUCKET": s3_bucket,
+        **shared,
+        "ETL_PG_SSLROOTCERT": tls_server.ca,  # the test CA in place of the RDS bundle
         "POWERTOOLS_SERVICE_NAME": "shop-etl",
         "POWERTOOLS_METRICS_NAMESPACE": "ShopEtl",
         "POWERTOOLS_TRACE_DISABLED": "true",
-        "ETL_PG_SSLMODE": "prefer",
         "ETL_WORK_DIR": str(tmp_path / "work"),
         "ETL_CONNECT_WAIT_SECONDS": "3",
         "ETL_STATEMENT_TIMEOUT_MS": "120000",
     }.items():
         monkeypatch.setenv(key, value)
+    logins = {name: lambda_helpers.login_variables(env) for name, env in functions.items()}
+    monkeypatch.setattr(lambda_helpers, "DEPLOYED_LOGINS", logins)
+    tokens = lambda_helpers.StandInTokens(
+        {EXTRACT_LOGIN: LOGIN_PASSWORD, LOAD_LOGIN: LOGIN_PASSWORD}
+    )
+    tokens.install(monkeypatch)
     # The Powertools objects were made when this module was imported; in Lambda the
     # environment is set before any import.
     monkeypatch.setattr(observability.metrics, "namespace", "ShopEtl")
@@ -314,5 +364,8 @@ def aws(new_database, s3_bucket, monkeypatch, tmp_path, pg_server):
         "arns": arns,
         "bucket": s3_bucket,
         "secrets": secrets,
+        "logins": logins,
+        "tokens": tokens,
+        "server": tls_server,
     }
     lambda_app.reset()

@@ -13,10 +13,12 @@ from dbt_project.contract.tables import TableContract, contract
 from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.extract.unload import Relation, unload_night
 from dbt_project.facts.names import ANALYTICS_SCHEMA, BUILD_SCHEMA, LEDGER_SCHEMA
+from dbt_project.facts.roles import EXTRACT_LOGIN
 from dbt_project.pipeline import Pipeline
 from dbt_project.postgres.connection import Database, PgSettings, connect
 from dbt_project.postgres.source_schema import create_source_tables
 from tests.datagen import Shop
+from tests.tls_server import LOGIN_PASSWORD
 
 
 def generated_shop(
@@ -77,6 +79,24 @@ def full_row(table: TableContract, values: dict) -> list:
     if unknown:
         raise KeyError(f"{table.name} has no column {', '.join(sorted(unknown))}")
     return row
+
+
+def as_login(admin: PgSettings, login: str) -> PgSettings:
+    """``admin``'s database as ``login`` (a login `etl init` made), whose password is set
+    to the one that stands in for its IAM token on AWS."""
+    conn = connect(admin)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("alter role {} password %s").format(sql.Identifier(login)), (LOGIN_PASSWORD,)
+        )
+    conn.close()
+    return admin.with_credentials(login, LOGIN_PASSWORD)
+
+
+def as_extract_login(admin: PgSettings) -> PgSettings:
+    """The source as etl_extract: the source side of a night runs as nothing else."""
+    return as_login(admin, EXTRACT_LOGIN)
 
 
 def write_night(

@@ -34,7 +34,7 @@ from dbt_project.facts import business_calendar, metric_names
 from dbt_project.facts.stage_layout import RUNS_PAGE_KEY
 from dbt_project.load import LoadStatus, run_history
 from dbt_project.load import report as reports
-from dbt_project.pipeline import raise_for_analytics
+from dbt_project.pipeline import REMOVED_FROM_BUILD_SCHEMA, raise_for_analytics
 from dbt_project.postgres.analytics_schema import last_upgrade, record_upgrade, upgraded_to
 from dbt_project.settings import Settings
 from dbt_project.upgrade import REPROCESS_PAYLOAD
@@ -242,6 +242,8 @@ def handle_init(event, context=None) -> dict:
         )
         history = _start_history_load(settings) if result.sample_rows else None
         reprocess = _start_reprocess(settings, wanted, result.models)
+    if result.removed:
+        logger.warning(REMOVED_FROM_BUILD_SCHEMA, extra={"removed": result.removed})
     _metric(metric_names.INIT_TIME, MetricUnit.Seconds, time.perf_counter() - started)
     if deployment is not None:
         _record_upgrade(settings, deployment)

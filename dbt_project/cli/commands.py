@@ -27,8 +27,13 @@ def _database(settings: Settings, url: str | None, flag: str, env: str):
         raise ConfigError(
             f"no database given: pass {flag} postgresql://user:pass@host/db or set {env}"
         )
+    given = PgSettings.from_url(url)
+    if not given.password and settings.pg_password:
+        # libpq reads PGPASSWORD for the pipeline's own sessions, but dbt's profile
+        # passes a password, empty or not: both get this one.
+        given = given.with_credentials(given.user, settings.pg_password)
     return Database.from_settings(
-        PgSettings.from_url(url),
+        given,
         limits=settings.limits,
         connect_wait_seconds=settings.connect_wait_seconds,
     )
@@ -130,6 +135,13 @@ def cmd_init(args) -> int:
     for change in result.upgrade.changes if result.upgrade else ():
         where = ".".join(p for p in (result.upgrade.schema, change.table, change.column) if p)
         print(f"analytics table upgraded: {where}: {change.summary}")
+    if result.removed:
+        from dbt_project.pipeline import REMOVED_FROM_BUILD_SCHEMA
+
+        print(
+            f"etl: warning: {REMOVED_FROM_BUILD_SCHEMA}: {'; '.join(result.removed)}",
+            file=sys.stderr,
+        )
     print(
         f"source tables ready; analytics tables, ledger, roles and {result.views_built} views ready"
     )
@@ -279,8 +291,12 @@ def cmd_docs(args) -> int:
 
 def cmd_ci(args) -> int:
     from dbt_project.dbt_runner import raise_for_failures, slim_ci
+    from dbt_project.facts.names import SOURCE_TARGET
+    from dbt_project.postgres.logins import run_as_extract_login
 
     parts = pipeline(args)
+    if args.dbt_target == SOURCE_TARGET:  # the build schema: etl_extract's alone
+        run_as_extract_login(parts.source)
     result = slim_ci.build_changed(
         parts.dbt,
         parts.source.settings,

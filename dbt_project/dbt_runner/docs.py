@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dbt_project.dbt_runner.runner import (
     DbtProject,
-    credentials_refused,
+    connection_failed,
     invoke_dbt,
     raise_for_failures,
 )
@@ -47,10 +47,12 @@ LOCAL_PAGE = Path("docs", "index.html")
 
 def generate_docs(*, analytics: Database, dbt: DbtProject) -> Path:
     """Write dbt's ``static_index.html`` for the whole project; return its path."""
+    # A login or TLS refusal is said by the pipeline's own connection, before dbt runs.
+    analytics.connection()
     run = invoke_dbt(
         dbt, analytics, ["docs", "generate", "--static", "--no-compile"], target=DOCS_TARGET
     )
-    if credentials_refused(run):
+    if connection_failed(run):
         raise_for_failures(run, "dbt docs generate")
     page = run.target_path / STATIC_PAGE
     if not run.success or not page.is_file():

@@ -24,7 +24,13 @@ from dbt_project.errors import (
     brief,
 )
 from dbt_project.files import private_folder
-from dbt_project.postgres.connection import CREDENTIALS_REFUSED, Database, PgSettings
+from dbt_project.postgres.connection import (
+    CREDENTIALS_REFUSED,
+    TLS_FIX,
+    TLS_REFUSED,
+    Database,
+    PgSettings,
+)
 from dbt_project.request import parse_date
 from dbt_project.settings import Settings, current, quiet_dbt_tracking, scoped_environ
 
@@ -202,7 +208,8 @@ class DbtProject:
 
     def _env_and_key(self, settings: PgSettings, target: str, dbt_vars) -> tuple[dict, tuple]:
         env = settings.dbt_env()
-        env["PGOPTIONS"] = self.settings.limits.options() or ""
+        # The session limits, and the role the pipeline's own sessions set.
+        env["PGOPTIONS"] = settings.options(self.settings.limits) or ""
         # What the parsed project depends on, as for the shipped parse: the target, the
         # database name and the vars other than the runtime ones. Another login, host or
         # port (a test's own role, a rotated user) reuses the parse.
@@ -236,23 +243,30 @@ class DbtProject:
         target_path, options = self._paths_and_options(target, dbt_vars)
         flags = self._flags()
         env, parse_key = self._env_and_key(settings, target, dbt_vars)
+        # A parse this process or the layer already held made no target folder here, and
+        # dbt given a parsed project writes into it without making it (docs generate).
+        target_path.mkdir(parents=True, exist_ok=True)
         with _DBT_LOCK, scoped_environ(env):
             parsed, failed = self._manifest(parse_key, env, dbt_vars, [*flags, "parse", *options])
             if parsed is None:
                 return _summarise(failed, target_path)
             from dbt.cli.main import dbtRunner
 
-            runner = dbtRunner(manifest=parsed)
+            errors = _ErrorEvents()
+            runner = dbtRunner(manifest=parsed, callbacks=[errors])
             if command[0] in _OWN_ARTIFACTS:
                 (target_path / "run_results.json").unlink(missing_ok=True)
                 result = runner.invoke([*flags, *command, "--no-write-json", *options])
                 self._write_artifacts(result, parsed, target, parse_key)
             else:
+                # docs generate reads the manifest.json of the folder it writes to: this
+                # parse's, not one an earlier parse left there.
+                manifest_json = target_path / "manifest.json"
+                if _manifests_written.get(target_path) != parse_key or not manifest_json.exists():
+                    parsed.write(str(manifest_json))
                 result = runner.invoke([*flags, *command, *options])
                 _manifests_written.pop(target_path, None)  # dbt wrote, or left, its own
-                if not (target_path / "manifest.json").exists():
-                    parsed.write(str(target_path / "manifest.json"))
-        return _summarise(result, target_path)
+        return _summarise(result, target_path, errors.messages)
 
     def _write_artifacts(self, result, manifest, target: str, parse_key: tuple) -> None:
         """run_results.json from the results, and manifest.json once per target folder
@@ -281,12 +295,31 @@ def invoke_dbt(dbt: DbtProject, database: Database, command: list[str], **kwargs
     return run
 
 
-def _summarise(result, target_path: Path) -> DbtRun:
-    failures: list[NodeFailure] = []
+class _ErrorEvents:
+    """dbt's own error lines, which --quiet keeps from the console: the reason of a
+    failure that no node result carries (a catalog that could not be read)."""
+
+    # Logged as a warning, yet the command fails because of it.
+    _FAILING_WARNINGS = frozenset({"CatalogGenerationError"})
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    # The exception the invocation returns anyway.
+    _REPEATS_THE_EXCEPTION = frozenset({"MainEncounteredError", "MainStackTrace"})
+
+    def __call__(self, event) -> None:
+        info = event.info
+        if info.name in self._REPEATS_THE_EXCEPTION:
+            return
+        if info.level == "error" or info.name in self._FAILING_WARNINGS:
+            self.messages.append(info.msg)
+
+
+def _summarise(result, target_path: Path, errors: list[str] = ()) -> DbtRun:
+    nodes: list[NodeFailure] = []
     warnings: list[NodeFailure] = []
     models = 0
-    if result.exception is not None:
-        failures.append(NodeFailure("dbt", "error", brief(str(result.exception))))
     for node_result in getattr(result.result, "results", None) or []:
         models += node_result.node.unique_id.startswith("model.")
         status = str(getattr(node_result.status, "value", node_result.status))
@@ -297,9 +330,16 @@ def _summarise(result, target_path: Path) -> DbtRun:
             getattr(node_result, "failures", None),
         )
         if status in ("error", "fail", "runtime error"):
-            failures.append(found)
+            nodes.append(found)
         elif status == "warn":
             warnings.append(found)
+    failures: list[NodeFailure] = []
+    # The first reason dbt logged, when no node carries one: it comes before what it caused.
+    if not nodes and not result.success and errors:
+        failures.append(NodeFailure("dbt", "error", brief(errors[0])))
+    if result.exception is not None:
+        failures.append(NodeFailure("dbt", "error", brief(str(result.exception))))
+    failures += nodes
     invocation_id = None
     run_results = target_path / "run_results.json"
     if run_results.exists():
@@ -326,10 +366,20 @@ _CONNECTION_LOST = (
 )
 
 
+def _any_failure(run: DbtRun, patterns) -> bool:
+    return any(p in f.message.lower() for f in run.failures for p in patterns)
+
+
 def credentials_refused(run: DbtRun) -> bool:
     """One of dbt's connections had its credentials refused (a password rotated while
     the pipeline's own session stayed open, an expired IAM token)."""
-    return any(p in f.message.lower() for f in run.failures for p in CREDENTIALS_REFUSED)
+    return _any_failure(run, CREDENTIALS_REFUSED)
+
+
+def connection_failed(run: DbtRun) -> bool:
+    """dbt could not log in, was refused by TLS, or lost its connection: not the data's
+    fault, nor the project's."""
+    return _any_failure(run, (*CREDENTIALS_REFUSED, *TLS_REFUSED, *_CONNECTION_LOST))
 
 
 def raise_for_failures(run: DbtRun, what: str) -> None:
@@ -341,7 +391,11 @@ def raise_for_failures(run: DbtRun, what: str) -> None:
             f"{what} could not log in, nothing was unloaded or loaded: {names}. Check the "
             "login's password or secret (it may have been rotated), then re-run the same day"
         )
-    if any(p in f.message.lower() for f in run.failures for p in _CONNECTION_LOST):
+    if _any_failure(run, TLS_REFUSED):
+        raise LoginRefused(
+            f"{what} failed the TLS check, nothing was unloaded or loaded: {names}; {TLS_FIX}"
+        )
+    if _any_failure(run, _CONNECTION_LOST):
         raise DatabaseUnavailable(
             f"{what} lost its database connection, nothing was unloaded or loaded: {names}. "
             "Re-run the same day once the database is reachable"

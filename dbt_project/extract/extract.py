@@ -24,6 +24,7 @@ from dbt_project.extract.unload import built_relations, unload_night
 from dbt_project.facts.names import SOURCE_TARGET
 from dbt_project.facts.stage_layout import DBT_ARTIFACTS_FOLDER, day_prefix, manifest_key
 from dbt_project.postgres.connection import Database
+from dbt_project.postgres.logins import run_as_extract_login
 from dbt_project.postgres.source_schema import history_bounds
 from dbt_project.request import NightRequest
 from dbt_project.settings import DEFAULT_GZIP_LEVEL
@@ -138,8 +139,10 @@ def extract(
     Its freshness gate first checks that the source still receives orders (the latest
     night only). A full refresh rebuilds the incremental state from the whole history
     and owns every day and customer; it refuses at once if another extract is running.
+    It runs as etl_extract or not at all (``run_as_extract_login``), before anything else.
     """
     started = time.perf_counter()
+    run_as_extract_login(source)
     with extract_lock(source, wait=not request.full_refresh):
         # A column a model reads, dropped or renamed in the source, stops the night first.
         source_columns.check(

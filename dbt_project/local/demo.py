@@ -87,6 +87,8 @@ def run_demo(settings: Settings | None = None) -> int:
     )
     with console.status("creating the analytics tables, ledger, roles and views"):
         parts.init(sample_data=True)
+    # The source side of a night runs as etl_extract, which init has just made.
+    parts.source = Database.from_settings(devdb.extract_login(dev))
     first, last = history_bounds(parts.source.connection())
     # `etl dev-db` fills the sample up to today, a day that is not over yet.
     last = min(last, previous_business_day(business_calendar.utc_now()))

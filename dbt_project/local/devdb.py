@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import date
+
+from psycopg2 import sql
 
 from dbt_project.facts import business_calendar
 from dbt_project.facts.business_calendar import business_date
 from dbt_project.facts.names import ANALYTICS_DATABASE, SOURCE_DATABASE
+from dbt_project.facts.roles import EXTRACT_LOGIN
 from dbt_project.local import server as local_pg
 from dbt_project.postgres.connection import PgSettings, connect, ensure_database
+from dbt_project.postgres.logins import scram_sha_256
 from dbt_project.postgres.source_schema import create_source_tables, load_sample_data
 from dbt_project.settings import Settings, current
 
@@ -48,6 +53,26 @@ def prepare(
     finally:
         conn.close()
     return DevDatabases(server, source, base.with_database(ANALYTICS_DATABASE), inserted)
+
+
+def extract_login(dev: DevDatabases) -> PgSettings:
+    """The source as etl_extract, which runs the source side of a night (``etl init``
+    creates it). The embedded server trusts its loopback logins; another server gets a
+    password for it, new each time."""
+    source = dev.source.with_credentials(EXTRACT_LOGIN, "")
+    if dev.server.embedded:
+        return source
+    password = secrets.token_urlsafe(24)
+    conn = connect(dev.source)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("alter role {} password %s").format(sql.Identifier(EXTRACT_LOGIN)),
+                (scram_sha_256(password),),
+            )
+    finally:
+        conn.close()
+    return source.with_credentials(EXTRACT_LOGIN, password)
 
 
 def stop(settings: Settings | None = None) -> bool:

@@ -21,6 +21,7 @@ from dbt_project.facts.roles import LOADER_ROLE, READER_ROLE
 from dbt_project.postgres import schema_plan
 from dbt_project.postgres.connection import adopt_legacy_schema
 from dbt_project.postgres.deployments import deployments_ddl
+from dbt_project.postgres.logins import scram_sha_256
 from dbt_project.settings import current
 
 # Loads run one at a time: versions are read and written by each, so two loads of
@@ -43,6 +44,18 @@ CUSTOMERS_FILLFACTOR = 70
 # as_of_date) come from one row that the load rewrites in its transaction.
 REVENUE_RANK_INDEX = "customer_analytics_revenue_rank_idx"
 CUSTOMER_TOTALS = "customer_totals"
+# What the loader may do to each ledger table, and no more: a DELETE on the ledger or
+# the reports would let a replay of an old run in, or erase what happened.
+LEDGER_GRANTS = {
+    "load_ledger": "select, insert, update",  # claim the run, then record its counts
+    "day_versions": "select, insert, update, delete",  # a full refresh drops lost days
+    "removed_customers": "select, insert, update",
+    "run_reports": "select, insert, update",  # a retried report replaces its own row
+    # A full refresh's load settles the reprocessing a deployment asked for.
+    "reprocess_requests": "select, update",
+}
+# Large objects: nothing here uses them, and any role may otherwise create them.
+LARGE_OBJECT_CREATORS = ("lo_creat(integer)", "lo_create(oid)", "lo_from_bytea(oid, bytea)")
 
 
 def extra_columns(mart: str) -> tuple[Column, ...]:
@@ -240,52 +253,77 @@ def _ensure_role(cur, role: str) -> None:
 
 def create_roles(conn, database: str) -> None:
     """A loader that may read and upsert but create or drop nothing; a read-only reader."""
-    analytics, meta = sql.Identifier(ANALYTICS_SCHEMA), sql.Identifier(LEDGER_SCHEMA)
-    loader, reader = sql.Identifier(LOADER_ROLE), sql.Identifier(READER_ROLE)
+    names = {
+        "db": sql.Identifier(database),
+        "loader": sql.Identifier(LOADER_ROLE),
+        "reader": sql.Identifier(READER_ROLE),
+        "analytics": sql.Identifier(ANALYTICS_SCHEMA),
+        "meta": sql.Identifier(LEDGER_SCHEMA),
+        "marts": sql.SQL(", ").join(
+            sql.Identifier(ANALYTICS_SCHEMA, m) for m in (*marts(), CUSTOMER_TOTALS)
+        ),
+    }
     with conn.cursor() as cur:
         for role in (LOADER_ROLE, READER_ROLE):
             _ensure_role(cur, role)
-        statements = [
-            # Temporary tables are where the loader stages each file before the upsert.
-            "grant connect, temporary on database {db} to {loader}",
-            "grant connect on database {db} to {reader}",
-            "revoke create on schema {analytics} from public",
-            "grant usage on schema {analytics} to {loader}, {reader}",
-            "grant usage on schema {meta} to {loader}",
-            "grant select, insert, update, delete on {marts} to {loader}",
-            "grant select, insert, update, delete on all tables in schema {meta} to {loader}",
-            # Deployments alone record their upgrades: a row there decides whether the
-            # next one runs.
-            "revoke all on {meta}.upgrades from {loader}",
-            "grant select on all tables in schema {analytics} to {reader}",
-            # Views that dbt re-creates later keep the grants.
-            "alter default privileges in schema {analytics} grant select on tables to {reader}",
-            "alter role {reader} set search_path = {analytics}",
-            "alter role {loader} set search_path = {analytics}",
-            # Any login sees the views unqualified, as the example queries are written.
-            "alter database {db} set search_path = {analytics}, public",
-        ]
-        for statement in statements:
+        for statement in _ROLE_STATEMENTS:
+            cur.execute(sql.SQL(statement).format(**names))
+        # Per table, whatever an earlier version granted on the whole schema.
+        cur.execute(
+            sql.SQL("revoke all on all tables in schema {meta} from {loader}").format(**names)
+        )
+        for table, privileges in LEDGER_GRANTS.items():
             cur.execute(
-                sql.SQL(statement).format(
-                    db=sql.Identifier(database),
-                    loader=loader,
-                    reader=reader,
-                    analytics=analytics,
-                    meta=meta,
-                    marts=sql.SQL(", ").join(
-                        sql.Identifier(ANALYTICS_SCHEMA, m) for m in (*marts(), CUSTOMER_TOTALS)
-                    ),
+                sql.SQL("grant {} on {} to {}").format(
+                    sql.SQL(privileges), sql.Identifier(LEDGER_SCHEMA, table), names["loader"]
                 )
             )
+        _revoke_from_public(cur, database)
+
+
+_ROLE_STATEMENTS = (
+    # Temporary tables are where the loader stages each file before the upsert.
+    "grant connect, temporary on database {db} to {loader}",
+    "grant connect on database {db} to {reader}",
+    "revoke create on schema {analytics} from public",
+    "grant usage on schema {analytics} to {loader}, {reader}",
+    "grant usage on schema {meta} to {loader}",
+    "grant select, insert, update, delete on {marts} to {loader}",
+    "grant select on all tables in schema {analytics} to {reader}",
+    # Views that dbt re-creates later keep the grants.
+    "alter default privileges in schema {analytics} grant select on tables to {reader}",
+    "alter role {reader} set search_path = {analytics}",
+    "alter role {loader} set search_path = {analytics}",
+    # Any login sees the views unqualified, as the example queries are written.
+    "alter database {db} set search_path = {analytics}, public",
+)
+
+
+def _revoke_from_public(cur, database: str) -> None:
+    """What every role has by default and none of the pipeline's needs beyond its own
+    grants: temporary tables and large objects in the analytics database, and a
+    connection to the server's postgres database. The analytics server serves this
+    pipeline alone."""
+    cur.execute(
+        sql.SQL("revoke temporary on database {} from public").format(sql.Identifier(database))
+    )
+    for function in LARGE_OBJECT_CREATORS:
+        cur.execute(sql.SQL("revoke execute on function {} from public").format(sql.SQL(function)))
+    cur.execute(
+        "select 1 from pg_database where datname = 'postgres' and datname <> %s", (database,)
+    )
+    if cur.fetchone():
+        cur.execute("revoke connect, temporary on database postgres from public")
 
 
 def set_reader_password(conn, password: str) -> None:
-    """Let the read-only role log in (the RDS Data API needs a login with a secret)."""
+    """Let the read-only role log in (the RDS Data API needs a login with a secret).
+
+    The server receives the password's SCRAM verifier, never the password."""
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL("alter role {} login password %s").format(sql.Identifier(READER_ROLE)),
-            (password,),
+            (scram_sha_256(password),),
         )
 
 

@@ -3,6 +3,7 @@ and the reusable database handle the pipeline and the Lambda functions share."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -23,15 +24,37 @@ from dbt_project.settings import SessionLimits, current, redact
 CREDENTIALS_REFUSED = (
     "password authentication failed",
     "pam authentication failed",  # an RDS IAM token that is wrong or expired
+    "no password supplied",
     "no pg_hba.conf entry",
 )
+# TLS refused: an unknown CA, a wrong host name, an expired certificate, a missing
+# bundle file, a server without TLS where TLS is required.
+TLS_REFUSED = ("certificate", "server does not support ssl")
 _REFUSED = (
     "does not exist",  # role or database
-    "certificate",  # TLS: unknown CA, wrong host name, expired, missing bundle file
-    "server does not support ssl",
+    *TLS_REFUSED,
     "is not permitted to log in",
     "permission denied for database",
 )
+# What a URL without sslmode gets: a server on this machine may have no TLS at all (the
+# local one has none); any other must prove who it is. ``sslmode=require`` (or
+# ``prefer``) in the URL is the escape hatch for a server that cannot.
+LOCAL_SSLMODE = "prefer"
+REMOTE_SSLMODE = "verify-full"
+TLS_FIX = (
+    "give the server's CA bundle in sslrootcert and its own host name in the URL "
+    "(sslmode=verify-full checks both; sslmode=require skips them)"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """A Unix socket folder, localhost or a loopback address."""
+    if host.startswith("/") or host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -42,13 +65,16 @@ class PgSettings:
     user: str
     # Never printed: not in repr, not in display, redacted from URLs in messages.
     password: str = field(default="", repr=False)
-    sslmode: str = "prefer"
+    sslmode: str = LOCAL_SSLMODE
     # The CA bundle that verify-ca / verify-full check the server's certificate against.
     sslrootcert: str | None = None
+    # A role every session sets at its start (``-c role=...``), dbt's too.
+    role: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> PgSettings:
-        """``postgresql://user:password@host:port/db?sslmode=...&sslrootcert=...``."""
+        """``postgresql://user:password@host:port/db?sslmode=...&sslrootcert=...``;
+        without sslmode, ``verify-full`` unless the host is this machine's."""
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigError(
@@ -56,6 +82,7 @@ class PgSettings:
             )
         query = parse_qs(parts.query)
         host = query.get("host", [parts.hostname or "127.0.0.1"])[0]
+        sslmode = LOCAL_SSLMODE if is_loopback(host) else REMOTE_SSLMODE
         dbname = unquote(parts.path.lstrip("/")) or "postgres"
         return cls(
             host=host,
@@ -63,7 +90,7 @@ class PgSettings:
             dbname=dbname,
             user=unquote(parts.username or "postgres"),
             password=unquote(parts.password or ""),
-            sslmode=query.get("sslmode", ["prefer"])[0],
+            sslmode=query.get("sslmode", [sslmode])[0],
             sslrootcert=query.get("sslrootcert", [None])[0],
         )
 
@@ -72,6 +99,13 @@ class PgSettings:
 
     def with_credentials(self, user: str, password: str) -> PgSettings:
         return replace(self, user=user, password=password)
+
+    def options(self, limits: SessionLimits) -> str | None:
+        """The ``-c`` options a session starts with (libpq's ``options``, PGOPTIONS)."""
+        parts = [limits.options() or ""]
+        if self.role:
+            parts.append("-c role=" + self.role.replace("\\", "\\\\").replace(" ", "\\ "))
+        return " ".join(p for p in parts if p) or None
 
     @property
     def url(self) -> str:
@@ -138,7 +172,7 @@ def connect(
                 sslrootcert=settings.sslrootcert,
                 connect_timeout=connect_timeout,
                 application_name=application_name,
-                options=limits.options(),
+                options=settings.options(limits),
             )
         except psycopg2.OperationalError as exc:
             _raise_if_refused(settings, exc)
@@ -166,6 +200,10 @@ def _raise_if_refused(settings: PgSettings, exc: psycopg2.OperationalError) -> N
     if "database" in lowered and "does not exist" in lowered:
         raise ConfigError(
             f"{message} on {settings.host}:{settings.port}; create it or run `etl init` first"
+        ) from exc
+    if any(p in lowered for p in TLS_REFUSED):
+        raise LoginRefused(
+            f"{settings.display} failed the TLS check ({message}); {TLS_FIX}"
         ) from exc
     if any(p in lowered for p in _REFUSED):
         raise LoginRefused(
@@ -213,6 +251,7 @@ class Database:
         self._settings: PgSettings | None = None
         self._resolved_at = 0.0
         self._conn = None
+        self._role: str | None = None
         self.limits = limits or SessionLimits()
         self.connect_wait_seconds = connect_wait_seconds
         self.refresh_after_seconds = refresh_after_seconds
@@ -230,7 +269,7 @@ class Database:
         if self._settings is None or stale:
             self._settings = self._resolve(False)
             self._resolved_at = time.monotonic()
-        return self._settings
+        return replace(self._settings, role=self._role) if self._role else self._settings
 
     def refresh_credentials(self) -> bool:
         """Re-read the credentials past any cache; True if they changed."""
@@ -238,6 +277,15 @@ class Database:
         changed = fresh != self._settings
         self._settings, self._resolved_at = fresh, time.monotonic()
         return changed
+
+    def act_as(self, role: str) -> None:
+        """Every session from now on runs as ``role``: the open one at once, new ones
+        (this handle's and dbt's) from their start."""
+        self._role = role
+        if self._conn is not None and not self._conn.closed:
+            with self._conn.cursor() as cur:
+                cur.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+            self._conn.commit()  # a session setting, kept by later transactions
 
     def _connect(self, settings: PgSettings):
         return connect(settings, wait_seconds=self.connect_wait_seconds, limits=self.limits)
@@ -256,7 +304,7 @@ class Database:
         except CredentialsError:
             if not self.refresh_credentials():
                 raise
-            self._conn = self._connect(self._settings)
+            self._conn = self._connect(self.settings)
         return self._conn
 
     def close(self) -> None:

@@ -23,7 +23,8 @@ from psycopg2 import sql
 from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.facts.stage_layout import day_prefix
 from dbt_project.pipeline import Pipeline
-from dbt_project.postgres.connection import Database, PgSettings, connect
+from dbt_project.postgres.connection import PgSettings, connect
+from dbt_project.postgres.logins import create_extract_login
 from dbt_project.postgres.source_schema import create_source_tables
 from dbt_project.request import NightRequest
 from tests import reference
@@ -231,11 +232,12 @@ def nights(pg_server, moto_endpoint, dbt, private_work_dir) -> Nights:
     conn = connect(source)
     with conn:
         create_source_tables(conn)
+        create_extract_login(conn, source.dbname)
     shop = Shop(conn, seed=20260510)
     shop.history(FIRST, HISTORY_END)
     bucket = harness.new_bucket()
     stage = harness.stage_for(bucket)
-    database = Database.from_settings(source)
+    database = harness.extract_database(source)
     days, keys, run_ids, lookbacks, late_cancelled = [], [], [], [], []
     for index in range(max(harness.soak_nights(), FAULT_NIGHTS) + 1):
         day = HISTORY_END + timedelta(days=index)

@@ -15,8 +15,9 @@ from psycopg2 import sql
 
 from dbt_project.load.load import load_manifest
 from dbt_project.postgres.analytics_schema import create_analytics_tables, create_roles
-from dbt_project.postgres.connection import PgSettings, connect
+from dbt_project.postgres.connection import Database, PgSettings, connect
 from dbt_project.stage import S3Stage, s3_client
+from tests.pipeline_helpers import as_extract_login
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADER_APPLICATION = "shop-etl"
@@ -87,6 +88,11 @@ def admin(settings: PgSettings, autocommit: bool = True):
     conn = connect(settings, wait_seconds=10)
     conn.autocommit = autocommit
     return conn
+
+
+def extract_database(source: PgSettings) -> Database:
+    """The source as etl_extract, which the source side of a night runs as."""
+    return Database.from_settings(as_extract_login(source))
 
 
 def create_database(server: PgSettings, prefix: str) -> PgSettings:

@@ -22,7 +22,8 @@ import pytest
 from dbt_project.errors import DatabaseUnavailable
 from dbt_project.local import server as local_pg
 from dbt_project.pipeline import Pipeline
-from dbt_project.postgres.connection import Database, PgSettings, connect
+from dbt_project.postgres.connection import PgSettings, connect
+from dbt_project.postgres.logins import create_extract_login
 from dbt_project.postgres.source_schema import create_source_tables
 from dbt_project.request import NightRequest
 from tests import reference
@@ -64,6 +65,7 @@ def source_server():
     conn = connect(settings)
     with conn:
         create_source_tables(conn)
+        create_extract_login(conn, settings.dbname)
     Shop(conn, seed=4).history(FIRST, DAY, per_day=10)
     conn.close()
     yield server, settings
@@ -113,7 +115,7 @@ def test_a_source_restart_during_the_dbt_build(fault, source_server, dbt, moto_e
     )
     bucket = harness.new_bucket()
     stage = harness.stage_for(bucket)
-    source = Database.from_settings(settings)
+    source = harness.extract_database(settings)
     ready, errors = threading.Event(), []
     injector = threading.Thread(
         target=_restart_when_dbt_waits, args=(server, settings, ready, errors), daemon=True
@@ -146,7 +148,7 @@ def test_a_source_restart_during_the_unload(fault, source_server, dbt, proxy, mo
     )
     bucket = harness.new_bucket()
     stage = harness.stage_for(bucket, proxy.url)
-    source = Database.from_settings(settings)
+    source = harness.extract_database(settings)
     proxy.add("hook", method="PUT", path=r"/customer_analytics\.tsv\.gz$", hook=server.restart)
     restarts = server.restarts
     with pytest.raises(psycopg2.OperationalError) as failed:

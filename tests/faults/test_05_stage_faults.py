@@ -10,7 +10,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from dbt_project.pipeline import Pipeline
-from dbt_project.postgres.connection import Database
 from dbt_project.request import NightRequest
 from tests.faults import harness
 from tests.pipeline_helpers import snapshot
@@ -64,7 +63,7 @@ def _bucket_objects(bucket: str) -> dict[str, bytes]:
 
 @pytest.fixture
 def source(nights):
-    database = Database.from_settings(nights.source)
+    database = harness.extract_database(nights.source)
     yield database
     database.close()
 

@@ -11,7 +11,7 @@ import pytest
 
 from dbt_project.errors import DataTestsFailed
 from dbt_project.pipeline import Pipeline
-from dbt_project.postgres.connection import Database, connect
+from dbt_project.postgres.connection import connect
 from dbt_project.request import NightRequest
 from tests.faults import harness
 
@@ -57,7 +57,7 @@ def test_bad_source_rows_stop_the_night_before_the_stage(fault, nights, dbt, sou
         )
     bucket = harness.new_bucket()
     stage = harness.stage_for(bucket)
-    source = Database.from_settings(settings)
+    source = harness.extract_database(settings)
 
     with pytest.raises(DataTestsFailed) as failed:
         Pipeline(dbt=dbt, source=source, stage=stage).extract(NightRequest(day))
@@ -106,7 +106,7 @@ def test_bad_rows_outside_the_window_wait_for_the_night_that_reads_them(
             "where o.order_id = (select min(order_id) from orders))"
         )
     conn.close()
-    source = Database.from_settings(settings)
+    source = harness.extract_database(settings)
     stage = harness.stage_for(harness.new_bucket())
     # The night reads none of that order's numbers: it extracts as a clean night does.
     result = Pipeline(dbt=dbt, source=source, stage=stage).extract(NightRequest(day))

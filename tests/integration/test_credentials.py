@@ -12,6 +12,7 @@ from psycopg2 import sql
 
 from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.errors import CredentialsError
+from dbt_project.facts.roles import EXTRACT_LOGIN
 from dbt_project.pipeline import Pipeline
 from dbt_project.postgres.connection import Database, PgSettings, connect
 from dbt_project.request import NightRequest
@@ -47,18 +48,22 @@ def set_password(admin: PgSettings, user: str, password: str) -> None:
 @pytest.fixture
 def rotating(new_database, pg_server, tmp_path):
     source, target = new_database("src"), new_database("tgt")
+    dbt = DbtProject()
+    Pipeline(
+        dbt=dbt, source=Database.from_settings(source), analytics=Database.from_settings(target)
+    ).init()
+    # A login of its own to rotate (etl_extract is the server's, shared by other tests)
+    # that may only act as etl_extract: the extract runs it as etl_extract.
     user = f"etl_{uuid.uuid4().hex[:8]}"
     conn = connect(pg_server)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(
-            sql.SQL("create role {} login superuser password 'first'").format(sql.Identifier(user))
+            sql.SQL("create role {} login password 'first' in role {}").format(
+                sql.Identifier(user), sql.Identifier(EXTRACT_LOGIN)
+            )
         )
     conn.close()
-    dbt = DbtProject()
-    Pipeline(
-        dbt=dbt, source=Database.from_settings(source), analytics=Database.from_settings(target)
-    ).init()
     conn = connect(source)
     Shop(conn, seed=7).history(date(2026, 3, 1), DAY)
     conn.close()

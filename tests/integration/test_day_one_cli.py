@@ -15,6 +15,7 @@ from dbt_project.facts.roles import READER_ROLE
 from dbt_project.local import server as local_pg
 from dbt_project.local.demo import EXAMPLE_QUERIES
 from dbt_project.postgres.connection import connect
+from tests.pipeline_helpers import as_extract_login
 
 
 def test_the_example_queries_run_verbatim_as_a_fresh_login(new_database, pg_server, tmp_path):
@@ -43,7 +44,7 @@ def test_the_example_queries_run_verbatim_as_a_fresh_login(new_database, pg_serv
                 "--lookback-days",
                 "90",
                 "--source-url",
-                source.url,
+                as_extract_login(source).url,
                 "--analytics-url",
                 target.url,
                 "--stage",

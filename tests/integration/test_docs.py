@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from psycopg2 import sql
 
 from dbt_project.aws import observability
 from dbt_project.cli.main import main
 from dbt_project.dbt_runner import docs
-from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.errors import StageError
 from dbt_project.facts import metric_names as names
+from dbt_project.facts.roles import READER_ROLE
 from dbt_project.facts.stage_layout import DOCS_KEY, RUNS_PAGE_KEY
 from dbt_project.load import report as reports
-from dbt_project.pipeline import Pipeline
-from dbt_project.postgres.connection import Database, connect
-from dbt_project.settings import Settings
+from dbt_project.postgres.connection import connect
 from dbt_project.stage import LocalStage, S3Stage
 from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
 
@@ -74,18 +74,21 @@ GRAPH_READY = """() => {
 
 
 @pytest.fixture(scope="module")
-def page(module_database, tmp_path_factory) -> Path:
-    """`etl docs` against an analytics database made by `etl init`."""
-    source, target = module_database("src"), module_database("tgt")
+def databases(module_database):
+    return module_database("src"), module_database("tgt")
+
+
+@pytest.fixture(scope="module")
+def page(databases, tmp_path_factory) -> Path:
+    """`etl docs` against an analytics database made by `etl init`, both given URLs
+    without a password and the password in PGPASSWORD, as libpq takes it (dbt too)."""
+    source, target = (d.with_credentials(d.user, "") for d in databases)
     work = tmp_path_factory.mktemp("work")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ETL_WORK_DIR", str(work))
-        Pipeline(
-            dbt=DbtProject(settings=Settings.from_env()),
-            source=Database.from_settings(source),
-            analytics=Database.from_settings(target),
-        ).init()
-        conn = connect(target)
+        patch.setenv("PGPASSWORD", databases[0].password)
+        assert main(["init", "--source-url", source.url, "--analytics-url", target.url]) == 0
+        conn = connect(databases[1])
         for report in HISTORY:
             reports.record(conn, report)
         conn.close()
@@ -156,6 +159,47 @@ def test_the_run_history_page_shows_the_failures_first_in_a_real_browser(page):
     assert rows[0]["cells"][3] == "daily_sales_summary +1 ~2 -0"
     assert rows[0]["cells"][4] == "source 40 pass; analytics 0 failed"
     assert rows[0]["cells"][6] == "3.0" and link == "index.html"
+
+
+def test_etl_docs_says_dbt_s_own_reason_when_only_dbt_is_refused(
+    databases, page, pg_server, tmp_path, monkeypatch, capsys
+):
+    # given a reader login that may hold one session: the pipeline's, then none for dbt
+    name = f"one_{uuid.uuid4().hex[:6]}"
+    conn = connect(pg_server)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "create role {} login password 'single-session' connection limit 1 in role {}"
+            ).format(sql.Identifier(name), sql.Identifier(READER_ROLE))
+        )
+    try:
+        monkeypatch.setenv("ETL_WORK_DIR", str(tmp_path))
+        out = tmp_path / "page.html"
+        url = databases[1].with_credentials(name, "single-session").url
+        # when `etl docs` runs
+        code = main(["docs", "--analytics-url", url, "--out", str(out)])
+        # then one line quotes dbt's own error, and no page was written
+        lines = capsys.readouterr().err.splitlines()
+        assert (code, len(lines)) == (3, 1), lines
+        assert f'too many connections for role "{name}"' in lines[0], lines
+        assert "dbt reported failure" not in lines[0] and not out.exists()
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("drop role {}").format(sql.Identifier(name)))
+        conn.close()
+
+
+def test_a_wrong_pgpassword_is_one_line_before_dbt_starts(databases, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ETL_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("PGPASSWORD", "not-the-password")
+    target = databases[1].with_credentials(databases[1].user, "")
+    assert main(["docs", "--analytics-url", target.url]) == 3
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "rejected the credentials" in lines[0], lines
+    assert "not-the-password" not in lines[0]
+    assert not (tmp_path / "work" / "dbt").exists()  # dbt never started
 
 
 def test_etl_docs_without_a_database_says_what_to_pass(monkeypatch, capsys):

@@ -235,9 +235,14 @@ def test_the_reader_login_runs_the_example_queries_with_its_secret(aws, monkeypa
         SecretString=json.dumps({"username": READER_ROLE, "password": password}),
     )["ARN"]
     monkeypatch.setenv("READER_SECRET_ARN", arn)
+    log = aws["server"].log_size()
     load_handler("db_initializer")(
         {"sample_data": True, "sample_end_date": "2026-11-25"}, Context("db_initializer")
     )
+    # The server, which logs every DDL statement, saw the password's verifier only.
+    statements = aws["server"].log_since(log)
+    assert password not in statements
+    assert "SCRAM-SHA-256$4096:" in statements
     conn = psycopg2.connect(
         host=aws["target"].host,
         port=aws["target"].port,

@@ -11,7 +11,7 @@ import pytest
 
 from dbt_project.aws import handlers as lambda_app
 from dbt_project.aws import observability
-from dbt_project.errors import CredentialsError, DatabaseUnavailable, LoadTimedOut
+from dbt_project.errors import CredentialsError, DatabaseUnavailable, LoadTimedOut, LoginRefused
 from dbt_project.local.server import free_port
 from dbt_project.postgres.analytics_schema import LOAD_LOCK
 from dbt_project.postgres.connection import connect
@@ -104,9 +104,33 @@ def test_an_unreachable_database_is_counted_as_a_connection_error(aws, monkeypat
     assert "SecretRetrievalError" not in emitted_metrics(out)
 
 
-def test_an_unreadable_secret_is_counted_as_a_secret_error(aws, monkeypatch, capsys):
-    monkeypatch.setenv("SOURCE_DB_SECRET_ARN", aws["arns"]["SOURCE"] + "-gone")
+def test_a_database_that_cannot_prove_its_name_is_refused_at_once(aws, monkeypatch, capsys):
+    # given the source reached by a name its certificate does not carry
+    monkeypatch.setenv("SOURCE_DB_HOST", "localhost")
+    started = time.monotonic()
+    with pytest.raises(LoginRefused, match='does not match host name "localhost"') as refused:
+        load_handler("extract")({"run_date": "2026-11-25"}, Context("extract"))
+    # then the function refused it, an answer rather than an outage: no retries
+    assert "failed the TLS check" in str(refused.value)
+    assert time.monotonic() - started < 10
+    assert "DBConnectionError" in emitted_metrics(capsys.readouterr().out)
+
+
+def test_an_unreadable_secret_is_counted_as_a_secret_error(aws, capsys):
+    # the initializer alone reads secrets
+    aws["logins"]["db_initializer"]["SOURCE_DB_SECRET_ARN"] += "-gone"
     with pytest.raises(CredentialsError, match="cannot read the source database secret"):
+        load_handler("db_initializer")({"sample_data": False}, Context("db_initializer"))
+    out = capsys.readouterr().out
+    assert "SecretRetrievalError" in emitted_metrics(out)
+    assert "DBConnectionError" not in emitted_metrics(out)
+
+
+def test_a_token_that_cannot_be_made_is_counted_as_a_secret_error(aws, monkeypatch, capsys):
+    # without a region no IAM token can be signed
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    with pytest.raises(CredentialsError, match="cannot make an IAM authentication token for"):
         load_handler("extract")({"run_date": "2026-11-25"}, Context("extract"))
     out = capsys.readouterr().out
     assert "SecretRetrievalError" in emitted_metrics(out)

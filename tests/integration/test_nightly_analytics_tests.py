@@ -21,6 +21,7 @@ from dbt_project.postgres.source_schema import create_source_tables
 from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests.datagen import Shop
+from tests.pipeline_helpers import as_extract_login
 
 FIRST = date(2026, 3, 1)
 LAST = date(2026, 3, 10)
@@ -49,6 +50,7 @@ def loaded(module_database, tmp_path_factory):
     target = Database.from_settings(target_settings)
     dbt = DbtProject()
     Pipeline(dbt=dbt, source=source, analytics=target).init()
+    source = Database.from_settings(as_extract_login(source_settings))
     stage = LocalStage(tmp_path_factory.mktemp("stage"))
     # The history up to the day before, then the night of LAST.
     Pipeline(dbt=dbt, source=source, analytics=target, stage=stage).run_night(

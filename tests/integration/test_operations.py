@@ -18,7 +18,7 @@ from dbt_project.load import run_history
 from dbt_project.postgres.connection import connect
 from tests import reference
 from tests.lambda_helpers import Context, emitted_metrics, load_handler, s3_event
-from tests.pipeline_helpers import initialised_shop
+from tests.pipeline_helpers import as_extract_login, initialised_shop
 
 
 @pytest.fixture
@@ -67,6 +67,7 @@ def test_a_stale_source_stops_the_latest_night_and_says_why(new_database, tmp_pa
     source, _ = shop_until(new_database, latest, newest_change_hours_ago=60)
     # one change dated 2099 (a clock ahead, or a forged row) does not make it look fresh
     change_order(source, 1, "timestamptz '2099-01-01 00:00:00+00'")
+    source = as_extract_login(source)
     stage = tmp_path / "stage"
     code, _, err = etl("extract", "--source-url", source.url, "--stage", str(stage), capsys=capsys)
     assert code == 4 and len(err) == 1, err
@@ -110,7 +111,7 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
         "run",
         "--json",
         "--source-url",
-        source.url,
+        as_extract_login(source).url,
         "--analytics-url",
         target.url,
         "--stage",
@@ -244,7 +245,8 @@ def test_a_full_refresh_repairs_corrupted_state_and_equals_a_fresh_build(
 ):
     source, target = shop_until(new_database, latest, newest_change_hours_ago=2)
     stage = str(tmp_path / "stage")
-    common = ("--source-url", source.url, "--analytics-url", target.url, "--stage", stage)
+    source_url = as_extract_login(source).url
+    common = ("--source-url", source_url, "--analytics-url", target.url, "--stage", stage)
     assert etl("run", *common, capsys=capsys)[0] == 0
     # given corrupted incremental state on the source and strays on the analytics side
     conn = connect(source)
@@ -295,7 +297,7 @@ def test_a_full_refresh_refuses_while_another_night_runs(new_database, tmp_path,
             "run",
             "--full-refresh",
             "--source-url",
-            source.url,
+            as_extract_login(source).url,
             "--analytics-url",
             target.url,
             "--stage",

@@ -16,7 +16,7 @@ from dbt_project.pipeline import Pipeline
 from dbt_project.postgres.connection import Database, connect
 from dbt_project.stage import LocalStage
 from tests import reference
-from tests.pipeline_helpers import initialised_shop
+from tests.pipeline_helpers import as_extract_login, initialised_shop
 
 DAY = date(2026, 4, 10)
 
@@ -42,7 +42,7 @@ def etl_extract(source, stage, tmp_path, name, **env) -> subprocess.Popen:
         ],
         env={
             **os.environ,
-            "ETL_SOURCE_URL": source.url,
+            "ETL_SOURCE_URL": as_extract_login(source).url,
             "ETL_WORK_DIR": str(tmp_path / name),  # each process its own dbt folders
             **env,
         },

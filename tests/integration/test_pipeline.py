@@ -16,7 +16,7 @@ from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests import reference
 from tests.datagen import Shop
-from tests.pipeline_helpers import snapshot
+from tests.pipeline_helpers import as_extract_login, snapshot
 
 FIRST = date(2026, 3, 1)
 HISTORY_END = date(2026, 3, 15)
@@ -49,6 +49,7 @@ def prepare_shop(databases, tmp_path, dbt, first: date = FIRST):
     )
     Pipeline(dbt=dbt, source=source, analytics=target).init()
     stage = LocalStage(tmp_path / "stage")
+    source = Database.from_settings(as_extract_login(source_settings))
 
     parts = Pipeline(dbt=dbt, source=source, analytics=target, stage=stage)
 

@@ -22,10 +22,12 @@ from dbt_project.dbt_runner import parse_cache as dbt_parse
 from dbt_project.dbt_runner.parse_cache import load_shipped_parse, ship_parse
 from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.postgres.connection import connect
+from dbt_project.postgres.logins import create_extract_login
 from dbt_project.postgres.source_schema import create_source_tables, load_sample_data
 from infra.packaging.layers import REPO_ROOT, common_sources
 from tests.integration._dbt_helpers import query
 from tests.lambda_helpers import login_role
+from tests.pipeline_helpers import as_extract_login
 
 PROBE = "shipped_parse_probe"
 STAGING_MODEL = "models/staging/stg_shop__customers.sql"
@@ -38,10 +40,11 @@ def source(module_database):
     with conn, conn.cursor() as cur:
         create_source_tables(conn)
         load_sample_data(conn)
+        create_extract_login(conn, settings.dbname)
         cur.execute("select max((ordered_at at time zone 'Asia/Tokyo')::date) from orders")
         (last_day,) = cur.fetchone()
     conn.close()
-    return settings, last_day - timedelta(days=1)
+    return as_extract_login(settings), last_day - timedelta(days=1)
 
 
 def _copy_project(folder):

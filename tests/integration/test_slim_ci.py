@@ -11,10 +11,12 @@ from dbt_project.cli.main import main
 from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.pipeline import Pipeline
 from dbt_project.postgres.connection import Database, connect
+from dbt_project.postgres.logins import create_extract_login
 from dbt_project.postgres.source_schema import create_source_tables, load_sample_data
 from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from infra.packaging.layers import REPO_ROOT, common_sources
+from tests.pipeline_helpers import as_extract_login
 
 CHANGED = "model.shop.daily_sales_summary"
 
@@ -46,11 +48,14 @@ def test_a_changed_model_builds_only_itself_and_its_children(
     with conn, conn.cursor() as cur:
         create_source_tables(conn)
         load_sample_data(conn)
+        create_extract_login(conn, source.dbname)
         cur.execute("select max((ordered_at at time zone 'Asia/Tokyo')::date) from orders")
         (last_day,) = cur.fetchone()
     conn.close()
     stage = LocalStage(tmp_path / "stage")
-    night = Pipeline(dbt=DbtProject(), source=Database.from_settings(source), stage=stage)
+    night = Pipeline(
+        dbt=DbtProject(), source=Database.from_settings(as_extract_login(source)), stage=stage
+    )
     night.extract(NightRequest(last_day - timedelta(days=1)))
     # and a pull request that changes one mart's SQL
     project = _project_copy(tmp_path / "pr")

@@ -490,15 +490,19 @@ def invoke(
     handler: str = "handler.handler",
     timeout: float = 300,
     network: NetworkNamespace | None = None,
+    setup: str = "",
 ) -> Invocation:
-    """Call ``handler(event, context)`` once inside the sandbox, as a cold start."""
+    """Call ``handler(event, context)`` once inside the sandbox, as a cold start.
+
+    ``setup`` is code run first, in the same interpreter: what the test stands in for
+    (an AWS service that the sandbox cannot reach, say)."""
     prelude = (
         f"HANDLER = {handler!r}\nNAME = {function.name!r}\nTIMEOUT = {timeout!r}\n"
         f"REGION = {DEFAULT_REGION!r}\nMARKER = {RESULT_MARKER!r}\n"
     )
     completed = run_python(
         function,
-        prelude + _INVOKE,
+        prelude + setup + "\n" + _INVOKE,
         env=env,
         stdin=json.dumps(event),
         timeout=timeout + 30,

@@ -3,16 +3,18 @@
 Each function is assembled as its CDK assets are made (the handler folder and the
 common layer without what ``ASSET_EXCLUDE`` leaves out, the dependencies layer
 whole, boto3 from the runtime) and runs read-only, without /dev/shm, with the
-environment the stack gives it. Only the endpoints differ: the functions' network is
-a loopback-only namespace in which two PostgreSQL servers (the source and the
-analytics database, password authentication over TCP) and a moto S3 / Secrets
-Manager server listen, and ``ETL_PG_SSLMODE=prefer`` because the embedded server is
-built without TLS.
+environment the stack gives it: extract and load log in as etl_extract and etl_load
+with IAM tokens, the initializer alone with the master secrets, every session over
+verify-full. What differs is what the sandbox cannot have: the functions' network is a
+loopback-only namespace in which two PostgreSQL servers with TLS (the source and the
+analytics database) and a moto S3 / Secrets Manager server listen; the layer's CA
+bundle is the test CA that signed the servers' certificates; and a stand-in signs
+each IAM token (botocore's own signer runs first) and returns the password that
+stands in for it.
 """
 
 from __future__ import annotations
 
-import ast
 import csv
 import json
 import secrets
@@ -30,11 +32,10 @@ from urllib.parse import quote_plus
 import pytest
 
 from dbt_project.facts.names import MARTS
-from dbt_project.local import server as local_pg
+from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from dbt_project.local.demo import EXAMPLE_QUERIES, run_example_queries
 from dbt_project.postgres.connection import Database, PgSettings, ensure_database
 from infra import lambda_defaults as defaults  # noqa: E402
-from infra.constructs import functions as functions_module  # noqa: E402
 from infra.constructs.functions import (  # noqa: E402
     ASSET_EXCLUDE,
     DB_INITIALIZER,
@@ -44,6 +45,8 @@ from infra.constructs.functions import (  # noqa: E402
 )
 from infra.packaging.layers import RUNTIME_PROVIDED, common_sources  # noqa: E402
 from tests import reference
+from tests.lambda_helpers import deployed_environments
+from tests.tls_server import LOGIN_PASSWORD, TlsServer, make_ca, pem, start_tls_server
 
 from .lambda_sandbox import (
     DEFAULT_REGION,
@@ -55,13 +58,25 @@ from .lambda_sandbox import (
 
 LAST_SAMPLE_DAY = date(2026, 11, 25)
 HISTORY_NIGHT = date(2026, 11, 24)
-# What each function's environment names (infra/constructs/functions.py).
-USES = {
-    EXTRACT.name: ("SOURCE", "bucket"),
-    LOAD.name: ("ANALYTICS", "bucket"),
-    DB_INITIALIZER.name: ("SOURCE", "ANALYTICS"),
-}
 MOTO_PORT = 4566
+# Each database's server, as the stack makes them (infra/constructs/databases.py): one
+# loopback address, so the second server takes the next port; each server knows the
+# login of the function that uses it.
+SERVERS = {
+    "SOURCE": (5432, "shop", EXTRACT_LOGIN),
+    "ANALYTICS": (5433, "analytics", LOAD_LOGIN),
+}
+# Run in each function before its handler: botocore signs the IAM token as on AWS, the
+# login's password comes back in its place.
+STAND_IN_TOKENS = f"""
+import botocore.signers
+_sign = botocore.signers.generate_db_auth_token
+def _stand_in_token(client, DBHostname, Port, DBUsername, Region=None):
+    token = _sign(client, DBHostname, Port, DBUsername, Region)
+    assert "X-Amz-Signature=" in token and "DBUser=" + DBUsername in token, token
+    return {LOGIN_PASSWORD!r}
+botocore.signers.generate_db_auth_token = _stand_in_token
+"""
 
 
 @dataclass
@@ -69,7 +84,8 @@ class Vpc:
     """What the functions reach, and how this process reaches it (``network.call``)."""
 
     network: NetworkNamespace
-    databases: dict[str, PgSettings]  # SOURCE / TARGET, as the master user
+    servers: dict[str, TlsServer]
+    databases: dict[str, PgSettings]  # SOURCE / ANALYTICS, as the master user
     secret_arns: dict[str, str]
     endpoint: str
     bucket: str
@@ -86,31 +102,26 @@ class Vpc:
         )
 
 
-def start_database(data_dir: Path, port: int, name: str) -> PgSettings:
-    """A server of its own, as RDS and Aurora are, holding one database ``name``."""
-    server = local_pg.start_embedded(data_dir, port, password=secrets.token_urlsafe(16))
-    settings = PgSettings.from_url(server.url)
-    ensure_database(settings, name)
-    return settings.with_database(name)
-
-
 def start_services(network: NetworkNamespace, stack: ExitStack) -> Vpc:
     """Runs inside ``network``: the two databases, moto, the secrets and the bucket."""
     from moto.server import ThreadedMotoServer
 
     root = Path(tempfile.mkdtemp(prefix="etlsbx-"))  # short: the sockets live there
+    root.chmod(0o755)  # the servers run as another user, in folders of their own below
     stack.callback(shutil.rmtree, root, ignore_errors=True)
-    databases = {}
-    # Database names as the stack makes them (infra/constructs/databases.py); one
-    # loopback address, so the second server takes the next port.
-    for prefix, port, name in (("SOURCE", 5432, "shop"), ("ANALYTICS", 5433, "analytics")):
-        stack.callback(local_pg.stop_embedded, root / prefix.lower())
-        databases[prefix] = start_database(root / prefix.lower(), port, name)
+    ca = make_ca("sandbox test CA")
+    servers, databases = {}, {}
+    for prefix, (port, name, login) in SERVERS.items():
+        servers[prefix] = start_tls_server(root / prefix.lower(), port, ca=ca, logins=(login,))
+        stack.callback(servers[prefix].stop)
+        ensure_database(servers[prefix].admin, name)
+        databases[prefix] = servers[prefix].admin.with_database(name)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=MOTO_PORT, verbose=False)
     moto.start()
     stack.callback(moto.stop)
     vpc = Vpc(
         network=network,
+        servers=servers,
         databases=databases,
         secret_arns={},
         endpoint=f"http://127.0.0.1:{MOTO_PORT}",
@@ -137,45 +148,12 @@ def vpc() -> Iterator[Vpc]:
         yield network.call(start_services, network, stack)
 
 
-def stack_environment(spec: FunctionSpec, own: dict[str, str]) -> dict[str, str]:
-    """The environment the stack gives ``spec``: the ``environment=`` argument of the
-    ``lambda_.Function`` call in ``Functions._function``, read from its source and
-    evaluated with that method's names (``own`` is its ``environment`` parameter)."""
-    tree = ast.parse(Path(functions_module.__file__).read_text())
-    calls = [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and ast.unparse(node.func) == "lambda_.Function"
-    ]
-    assert len(calls) == 1, "Functions._function should make every function"
-    (argument,) = (keyword.value for keyword in calls[0].keywords if keyword.arg == "environment")
-    names = {
-        **vars(functions_module),  # the module's helpers the argument may call
-        "defaults": defaults,
-        "spec": spec,
-        "statement_timeout": spec.timeout.minus(defaults.STATEMENT_TIMEOUT_MARGIN),
-        "environment": own,
-    }
-    code = compile(ast.Expression(argument), functions_module.__file__, "eval")
-    return eval(code, names)  # noqa: S307 - the project's own infra source
-
-
 def deployed_environment(spec: FunctionSpec, vpc: Vpc) -> dict[str, str]:
     """The stack's environment for ``spec`` with the sandbox's endpoints, and what the
     Lambda runtime adds (credentials, active tracing)."""
-    environment = {}
-    for use in USES[spec.name]:
-        if use == "bucket":
-            environment["S3_BUCKET"] = vpc.bucket
-            continue
-        database = vpc.databases[use]
-        environment[f"{use}_DB_HOST"] = database.host
-        environment[f"{use}_DB_PORT"] = str(database.port)
-        environment[f"{use}_DB_NAME"] = database.dbname
-        environment[f"{use}_DB_SECRET_ARN"] = vpc.secret_arns[use]
+    environments = deployed_environments(vpc.databases, vpc.secret_arns, vpc.bucket)
     return {
-        **stack_environment(spec, environment),
-        "ETL_PG_SSLMODE": "prefer",  # the embedded server has no TLS; RDS forces it
+        **environments[spec.name],
         "AWS_ENDPOINT_URL": vpc.endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -186,6 +164,28 @@ def deployed_environment(spec: FunctionSpec, vpc: Vpc) -> dict[str, str]:
         "_X_AMZN_TRACE_ID": f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};"
         f"Parent={secrets.token_hex(8)};Sampled=1",
     }
+
+
+def trust_the_test_ca(function, vpc: Vpc) -> None:
+    """The layer's CA bundle (ETL_PG_SSLROOTCERT) holds the CA that signed the servers'
+    certificates, where the deployed one holds Amazon RDS's."""
+    bundle = function.opt / Path(defaults.RDS_CA_BUNDLE_PATH).relative_to("/opt")
+    assert bundle.is_file(), bundle
+    bundle.unlink()  # a hard link into the layer build: replace it, never write through
+    bundle.write_bytes(pem(vpc.servers["SOURCE"].ca_cert))
+
+
+def sessions(server: TlsServer, since: int = 0) -> list[str]:
+    """The server's log of the sessions it authorized, from the offset ``since``."""
+    return [
+        line
+        for line in server.log_since(since).splitlines()
+        if "connection authorized: user=" in line
+    ]
+
+
+def logged_in(lines: list[str]) -> set[str]:
+    return {line.split("user=")[1].split()[0] for line in lines}
 
 
 def s3_created_event(vpc: Vpc, key: str) -> dict[str, Any]:
@@ -280,13 +280,23 @@ def test_the_nightly_round_trip_as_deployed(vpc, assemble):
         )
         for spec in specs
     }
+    for function in functions.values():
+        trust_the_test_ca(function, vpc)
     environments = {spec.name: deployed_environment(spec, vpc) for spec in specs}
+    assert environments[EXTRACT.name]["SOURCE_DB_IAM_USER"] == EXTRACT_LOGIN
+    assert environments[LOAD.name]["ANALYTICS_DB_IAM_USER"] == LOAD_LOGIN
     invocations: list[Invocation] = []
     seconds: list[str] = []
 
     def call(name: str, event: dict[str, Any]) -> dict[str, Any]:
         begun = time.monotonic()
-        outcome = invoke(functions[name], event, env=environments[name], network=vpc.network)
+        outcome = invoke(
+            functions[name],
+            event,
+            env=environments[name],
+            network=vpc.network,
+            setup=STAND_IN_TOKENS,
+        )
         seconds.append(f"{name} {time.monotonic() - begun:.1f}s")
         invocations.append(outcome)
         assert outcome.error is None and outcome.returncode == 0, (
@@ -296,6 +306,7 @@ def test_the_nightly_round_trip_as_deployed(vpc, assemble):
 
     initialised = call(DB_INITIALIZER.name, {"sample_data": True, "sample_end_date": "2026-11-25"})
     assert initialised["status"] == "initialised" and initialised["sample_rows"]
+    initialised_at = {prefix: server.log_size() for prefix, server in vpc.servers.items()}
 
     # The history in one manual run, loaded on the manifest's S3 event.
     history = call(EXTRACT.name, {"run_date": HISTORY_NIGHT.isoformat(), "lookback_days": 90})
@@ -317,6 +328,13 @@ def test_the_nightly_round_trip_as_deployed(vpc, assemble):
     for run_date in ("2026-11-24", "2026-11-25"):
         keys = vpc.network.call(staged_files, vpc, run_date)
         assert any(key.endswith(".tsv.gz") for key in keys), keys
+
+    # After the initializer, extract and load logged in as their own logins only; every
+    # session of the round trip was encrypted.
+    after = {p: logged_in(sessions(vpc.servers[p], at)) for p, at in initialised_at.items()}
+    assert after == {"SOURCE": {EXTRACT_LOGIN}, "ANALYTICS": {LOAD_LOGIN}}
+    for server in vpc.servers.values():
+        assert all("SSL enabled (protocol=TLS" in line for line in sessions(server))
 
     answers = vpc.network.call(check_analytics, vpc)
     assert [query for query, _, _ in answers] == list(EXAMPLE_QUERIES)

@@ -33,6 +33,25 @@ def test_a_socket_url_keeps_its_directory():
     assert PgSettings.from_url(settings.url).host == "/run/shop-pg"
 
 
+@pytest.mark.parametrize(
+    ("url", "sslmode"),
+    [
+        ("postgresql://etl@db.example/shop", "verify-full"),
+        ("postgresql://etl@10.0.3.17:5432/shop", "verify-full"),
+        ("postgresql://etl@127.0.0.1.example/shop", "verify-full"),
+        # the escape hatch, for a server that cannot be verified
+        ("postgresql://etl@db.example/shop?sslmode=require", "require"),
+        # this machine's own servers: the local one has no TLS at all
+        ("postgresql://etl@127.0.0.1:54329/shop", "prefer"),
+        ("postgresql://etl@localhost/shop", "prefer"),
+        ("postgresql://etl@[::1]:5432/shop", "prefer"),
+        ("postgresql://postgres:@/postgres?host=/run/shop-pg", "prefer"),
+    ],
+)
+def test_a_url_without_sslmode_checks_any_server_but_this_machine_s(url, sslmode):
+    assert PgSettings.from_url(url).sslmode == sslmode
+
+
 def test_a_url_that_is_not_postgresql_is_refused_without_showing_the_password():
     with pytest.raises(ConfigError, match=r"not a PostgreSQL URL: 'mysql://u:\*\*\*@h/db'"):
         PgSettings.from_url("mysql://u:secret@h/db")

@@ -1,0 +1,81 @@
+"""The connection settings each function builds from the environment the stack gives it:
+its own login, and verify-full against the bundled CA, for its sessions and dbt's."""
+
+from __future__ import annotations
+
+import pytest
+
+from dbt_project.aws import resources
+from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
+from dbt_project.postgres.connection import PgSettings
+from dbt_project.settings import SessionLimits, Settings
+from infra import lambda_defaults as defaults
+from tests.lambda_helpers import StandInTokens, deployed_environments
+
+DATABASES = {
+    "SOURCE": PgSettings("shop.abc.ap-northeast-1.rds.amazonaws.com", 5432, "shop", "x"),
+    "ANALYTICS": PgSettings("analytics.cluster-abc.rds.amazonaws.com", 5432, "analytics", "x"),
+}
+ARNS = {prefix: f"arn:aws:secretsmanager:ap-northeast-1:1:secret:{prefix}" for prefix in DATABASES}
+MASTER = {"username": "postgres", "password": "master-password"}
+
+
+@pytest.fixture
+def function_settings(monkeypatch):
+    """``settings(function, prefix)``: the PgSettings that function's pipeline connects
+    with, resolved from its stack environment (tokens and secrets stood in for)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    StandInTokens({EXTRACT_LOGIN: "token", LOAD_LOGIN: "token"}).install(monkeypatch)
+    monkeypatch.setattr(parameters, "get_secret", lambda arn, **kwargs: MASTER)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "ap-northeast-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    resources.reset()
+    environments = deployed_environments(DATABASES, ARNS, "stage-bucket")
+
+    def settings(function: str, prefix: str) -> PgSettings:
+        environment = {**environments[function], "AWS_REGION": "ap-northeast-1"}
+        return resources.database(Settings.from_env(environment), prefix).settings
+
+    yield settings
+    resources.reset()
+
+
+@pytest.mark.parametrize(
+    ("function", "prefix", "user"),
+    [
+        ("extract", "SOURCE", EXTRACT_LOGIN),
+        ("load", "ANALYTICS", LOAD_LOGIN),
+        ("db_initializer", "SOURCE", "postgres"),
+        ("db_initializer", "ANALYTICS", "postgres"),
+    ],
+)
+def test_each_function_connects_as_its_login_over_verify_full(
+    function_settings, function, prefix, user
+):
+    settings = function_settings(function, prefix)
+    assert (settings.user, settings.host) == (user, DATABASES[prefix].host)
+    assert settings.sslmode == "verify-full"
+    assert settings.sslrootcert == defaults.RDS_CA_BUNDLE_PATH
+    # dbt's sessions get the same: profiles.yml reads these
+    dbt = settings.dbt_env()
+    assert dbt["ETL_PG_SSLMODE"] == "verify-full"
+    assert dbt["ETL_PG_SSLROOTCERT"] == defaults.RDS_CA_BUNDLE_PATH
+    assert "role=" not in (settings.options(SessionLimits()) or "")
+
+
+def test_only_the_initializer_reads_a_secret(function_settings):
+    environments = deployed_environments(DATABASES, ARNS, "stage-bucket")
+    secrets = {
+        name: sorted(key for key in environment if key.endswith("_DB_SECRET_ARN"))
+        for name, environment in environments.items()
+    }
+    assert secrets == {
+        "extract": [],
+        "load": [],
+        "db_initializer": ["ANALYTICS_DB_SECRET_ARN", "SOURCE_DB_SECRET_ARN"],
+    }
