@@ -108,6 +108,7 @@ def unload_night(
     artifacts: dict[str, bytes] | None = None,
     gzip_level: int = DEFAULT_GZIP_LEVEL,
     full_refresh: bool = False,
+    every_customer: bool | None = None,
     facts: Callable[[], ExtractFacts] | None = None,
 ) -> Manifest:
     """Unload the five built relations of one night, then write its manifest, last.
@@ -134,6 +135,7 @@ def unload_night(
         created_at=datetime.now(UTC),
         dbt_artifacts=sorted(artifacts or {}),
         full_refresh=full_refresh,
+        every_customer=full_refresh if every_customer is None else every_customer,
         extract=facts() if facts else None,
     )
     stage.put_bytes(manifest_key(run_date), manifest.to_json())
