@@ -25,8 +25,7 @@ from infra.packaging.layers import LayerDirs
 # live in data-tests/, and dbt's folders named tests (test materialization, generic
 # tests) ship in the dependencies layer, whose asset takes no excludes.
 ASSET_EXCLUDE = ["__pycache__", "*.pyc", "tests"]
-# Variables that the grants below add to a function's environment.
-EXTRACT_FUNCTION_NAME_VARIABLE = "EXTRACT_FUNCTION_NAME"
+# A variable that a grant below adds to a function's environment.
 READER_SECRET_VARIABLE = "READER_SECRET_ARN"  # noqa: S105 - a variable's name
 
 
@@ -203,30 +202,6 @@ class Functions(Construct):
         function.connections.allow_to(
             self._secrets_manager_endpoint, ec2.Port.tcp(443), "Secrets Manager endpoint"
         )
-
-    def grant_start_extract(self, name: str, endpoint: ec2.InterfaceVpcEndpoint) -> None:
-        """Let function ``name`` start the extract (the history load after an initialization).
-
-        ``lambda:InvokeFunction`` on exactly the extract function (not its versions), the
-        way there through the Lambda ``endpoint``, whose policy carries that call only,
-        and ``EXTRACT_FUNCTION_NAME`` to call it by.
-        """
-        function = self.all[name]
-        iam.Grant.add_to_principal(
-            grantee=function,
-            actions=["lambda:InvokeFunction"],
-            resource_arns=[self.extract.function_arn],
-        )
-        function.connections.allow_to(endpoint, ec2.Port.tcp(443), "Lambda endpoint")
-        endpoint.add_to_policy(
-            iam.PolicyStatement(
-                sid="StartTheExtractOnly",
-                principals=[iam.AnyPrincipal()],
-                actions=["lambda:InvokeFunction"],
-                resources=[self.extract.function_arn],
-            )
-        )
-        function.add_environment(EXTRACT_FUNCTION_NAME_VARIABLE, self.extract.function_name)
 
     def _allow_network(self, name: str, database: DatabaseEndpoint) -> None:
         database.connections.allow_from(

@@ -17,6 +17,8 @@ from .conftest import build_test_app
 # A new one must be added here and to the table in infra/README.md.
 STAGE_OBJECTS = "AwsSolutions-IAM5[Resource::<StageBucket"
 INITIALIZER_VERSIONS = "AwsSolutions-IAM5[Resource::<FunctionsDbInitializer"
+EXTRACT_VERSIONS = "AwsSolutions-IAM5[Resource::<FunctionsExtract"
+LOAD_VERSIONS = "AwsSolutions-IAM5[Resource::<FunctionsLoad"
 REVIEWED = {
     ("Functions/ExtractRole", "AwsSolutions-IAM5[Resource::*]"),
     ("Functions/LoadRole", "AwsSolutions-IAM5[Resource::*]"),
@@ -39,6 +41,11 @@ REVIEWED = {
     # The provider framework's grant on the initializer and its versions.
     ("AnalyticsUpgrade/ProviderRole", INITIALIZER_VERSIONS),
     ("Databases/ReaderSecret", "AwsSolutions-SMG4"),
+    # The state machine's invoke grants on the two functions (and their versions), its
+    # log delivery and tracing.
+    ("Reprocess/StateMachine/Role", EXTRACT_VERSIONS),
+    ("Reprocess/StateMachine/Role", LOAD_VERSIONS),
+    ("Reprocess/StateMachine/Role", "AwsSolutions-IAM5[Resource::*]"),
 }
 LEARNING_ONLY = {
     ("Databases/Source", "AwsSolutions-RDS10"),
@@ -69,7 +76,8 @@ def normalized(found: dict[tuple[str, str], str]) -> set[tuple[str, str]]:
     """Rule ids with a logical id or a path hash cut to the stable part."""
     result = set()
     for path, rule in found:
-        for stable in (STAGE_OBJECTS, INITIALIZER_VERSIONS, "AwsSolutions-IAM4[Policy::"):
+        stable_prefixes = (STAGE_OBJECTS, INITIALIZER_VERSIONS, EXTRACT_VERSIONS, LOAD_VERSIONS)
+        for stable in (*stable_prefixes, "AwsSolutions-IAM4[Policy::"):
             rule = stable if rule.startswith(stable) else rule
         path = (
             "BucketNotificationsHandler" if path.startswith("BucketNotificationsHandler") else path

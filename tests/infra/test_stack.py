@@ -54,9 +54,9 @@ EXPECTED_KEYS = {
     "db_initializer": {
         *(f"SOURCE_DB_{k}" for k in (*DATABASE_KEYS, "SECRET_ARN")),
         *(f"ANALYTICS_DB_{k}" for k in (*DATABASE_KEYS, "SECRET_ARN")),
-        # the read-only login's secret, and the extract it starts after an initialization
+        # the read-only login's secret, and the state machine it starts the history load on
         "READER_SECRET_ARN",
-        "EXTRACT_FUNCTION_NAME",
+        "REPROCESS_STATE_MACHINE_ARN",
     },
 }
 IAM_USERS = {"extract": ("SOURCE", EXTRACT_LOGIN), "load": ("ANALYTICS", LOAD_LOGIN)}
@@ -68,6 +68,24 @@ STAR_RESOURCE_ACTIONS = {
 }
 # ... and the deployment-time lookup of the S3 prefix list, a read of the same kind.
 PREFIX_LIST_LOOKUP = ("NetworkS3PrefixListCustomResourcePolicy", {"ec2:DescribeManagedPrefixLists"})
+# ... and the state machine's log delivery and tracing (CDK's, for LogLevel.ALL and X-Ray).
+STATE_MACHINE_LOGS = (
+    "ReprocessStateMachineRole",
+    {
+        "logs:CreateLogDelivery",
+        "logs:DeleteLogDelivery",
+        "logs:DescribeLogGroups",
+        "logs:DescribeResourcePolicies",
+        "logs:GetLogDelivery",
+        "logs:ListLogDeliveries",
+        "logs:PutResourcePolicy",
+        "logs:UpdateLogDelivery",
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+        "xray:PutTelemetryRecords",
+        "xray:PutTraceSegments",
+    },
+)
 
 
 def resources(raw: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -328,8 +346,8 @@ def test_security_groups_admit_only_functions_to_databases_and_endpoint(learning
         ("FunctionsDbInitializer", "DatabasesTarget", 5432),
         # Only the initializer reads a secret.
         ("FunctionsDbInitializer", "NetworkSecretsManagerEndpoint", 443),
-        # Only the initializer starts a function (the extract).
-        ("FunctionsDbInitializer", "NetworkLambdaEndpoint", 443),
+        # Only the initializer starts an execution (the history load).
+        ("FunctionsDbInitializer", "NetworkStepFunctionsEndpoint", 443),
         # Only the load publishes (its run report).
         ("FunctionsLoad", "NetworkSnsEndpoint", 443),
     }
@@ -370,7 +388,7 @@ def test_function_egress_only_to_s3_prefix_list_databases_and_endpoint(learning)
             ("DatabasesSource", 5432),
             ("DatabasesTarget", 5432),
             ("NetworkSecretsManagerEndpoint", 443),
-            ("NetworkLambdaEndpoint", 443),
+            ("NetworkStepFunctionsEndpoint", 443),
         },
     }
 
@@ -657,6 +675,9 @@ def test_no_wildcard_actions_and_star_resources_only_where_acknowledged(learning
         if "*" in as_list(statement["Resource"]):
             if logical_id.startswith(PREFIX_LIST_LOOKUP[0]):
                 assert actions == PREFIX_LIST_LOOKUP[1], (logical_id, statement)
+                continue
+            if logical_id.startswith(STATE_MACHINE_LOGS[0]):
+                assert actions == STATE_MACHINE_LOGS[1], (logical_id, statement)
                 continue
             assert actions <= STAR_RESOURCE_ACTIONS, (logical_id, statement)
             assert logical_id.startswith("Functions") and "Role" in logical_id
