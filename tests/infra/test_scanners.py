@@ -59,6 +59,7 @@ REVIEWED_SKIPS = {
         "FunctionsLoadLogs",
         "FunctionsDbInitializerLogs",
         "AnalyticsUpgradeProviderLogs",
+        "ReprocessLogs",
     },
     # CDK's deployment-time helper functions: no DLQ, no VPC, no reserved concurrency
     "CKV_AWS_116": {

@@ -315,9 +315,9 @@ def test_isolated_network_without_nat_with_endpoints_and_flow_logs(learning):
         for e in endpoints
         if e["Properties"]["VpcEndpointType"] == "Interface"
     }
-    # Secrets Manager for the initializer, SNS for the load's run reports, Lambda for
-    # the initializer's start of the history load.
-    assert set(interfaces) == {"secretsmanager", "sns", "lambda"}
+    # Secrets Manager for the initializer, SNS for the load's run reports, Step Functions
+    # for the initializer's start of the history load.
+    assert set(interfaces) == {"secretsmanager", "sns", "states"}
     assert all(e["PrivateDnsEnabled"] is True for e in interfaces.values())
     # billed per AZ-hour: one AZ by default
     assert all(len(e["SubnetIds"]) == 1 for e in interfaces.values())
