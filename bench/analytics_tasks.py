@@ -80,16 +80,11 @@ def analytics_side(target: str, run_date: str, repeats: int) -> dict:
     return {"rows": 0, "seconds": warm, "tests_seconds": warm, "queries": queries}
 
 
-def nights(
-    source: str, extract_source: str, target: str, stage: str, day: str, repeats: int
-) -> dict:
-    """The whole history in one full-refresh night and one settling night, then
-    ``repeats`` nights of ``day`` (extract, load, analytics tests) in the same process;
-    reports each warm night. `init` runs as ``source``, the nights' source side as
-    ``extract_source``."""
+def pipeline(source: str, target: str, stage: str, extract_source: str | None = None):
+    """The parts of a night on these databases and a local stage, both sides ready:
+    `init` runs as ``source``, the nights' source side as ``extract_source``."""
     from dbt_project.dbt_runner.runner import DbtProject
     from dbt_project.pipeline import Pipeline
-    from dbt_project.request import NightRequest, parse_date
     from dbt_project.stage import LocalStage
 
     parts = Pipeline(
@@ -99,8 +94,22 @@ def nights(
         stage=LocalStage(Path(stage)),
     )
     parts.init()
-    parts.source.close()
-    parts.source = _database(extract_source)
+    if extract_source:
+        parts.source.close()
+        parts.source = _database(extract_source)
+    return parts
+
+
+def nights(
+    source: str, extract_source: str, target: str, stage: str, day: str, repeats: int
+) -> dict:
+    """The whole history in one full-refresh night and one settling night, then
+    ``repeats`` nights of ``day`` (extract, load, analytics tests) in the same process;
+    reports each warm night. `init` runs as ``source``, the nights' source side as
+    ``extract_source``."""
+    from dbt_project.request import NightRequest, parse_date
+
+    parts = pipeline(source, target, stage, extract_source)
     run_date = parse_date(day)
     parts.run_night(NightRequest(run_date, full_refresh=True), run_tests=False)
     # The first night after a full refresh sums its customers' history once to settle

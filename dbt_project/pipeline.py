@@ -1,4 +1,5 @@
-"""The nightly job: extract (dbt build + unload) and load, for one night or a range.
+"""The nightly job: extract (dbt build + unload) and load, for one night or a plan of
+chunks (a backfill, a full refresh).
 
 A ``Pipeline`` is what a night runs on: the source and analytics databases, the stage
 between them and the dbt project. The CLI, the demo and the Lambda handlers build one
@@ -17,6 +18,7 @@ from dbt_project.errors import ConfigError, DataTestsFailed
 from dbt_project.extract import ExtractResult, extract
 from dbt_project.facts.names import ANALYTICS_TARGET
 from dbt_project.load import LoadResult, load_manifest
+from dbt_project.plan import COST, Chunk, CostModel, DayCount, Plan, plan_chunks
 from dbt_project.postgres import Database
 from dbt_project.postgres.analytics_schema import (
     create_analytics_tables,
@@ -28,6 +30,8 @@ from dbt_project.postgres.logins import create_extract_login, create_load_login
 from dbt_project.postgres.schema_plan import SchemaPlan
 from dbt_project.postgres.source_schema import (
     create_source_tables,
+    day_counts,
+    history_bounds,
     load_sample_data,
     source_is_empty,
 )
@@ -198,24 +202,41 @@ class Pipeline:
             extracted.run_date, extracted, loaded, tests, time.perf_counter() - started
         )
 
-    def backfill(
-        self, request: BackfillRequest, *, run_tests: bool = True
-    ) -> Iterator[NightResult]:
-        """Every night in order; the analytics tests run once, after the last one."""
-        nights = request.nights()
+    def plan(self, request: BackfillRequest, cost: CostModel | None = None) -> Plan:
+        """The chunks of ``request``, sized by the orders each day of the source holds
+        (``cost``: the measured model unless given). A full refresh starts at the
+        source's first business day with an order."""
+        conn = self._part("source").connection()
+        first = request.first
+        if first is None:
+            first, _ = history_bounds(conn)
+            if first is None or first > request.last:
+                raise ConfigError(
+                    f"the source has no order on or before {request.last}: nothing to refresh"
+                )
+        counts, customers = day_counts(conn, first, request.last)
+        days = {day: DayCount(*count) for day, count in counts.items()}
+        return plan_chunks(request, first, days, customers, cost or COST)
+
+    def run_plan(
+        self, plan: Plan, *, run_tests: bool = True, start: int = 0
+    ) -> Iterator[tuple[Chunk, NightResult]]:
+        """Each chunk from ``start`` on, in order: extract, then load. The analytics tests
+        run once, after the last chunk, over what every chunk wrote."""
         loads: list[LoadResult] = []
-        for index, night_request in enumerate(nights):
-            last = index == len(nights) - 1
-            night = self.run_night(night_request, run_tests=run_tests and last, earlier_loads=loads)
+        for index in range(start, len(plan.chunks)):
+            chunk = plan.chunks[index]
+            last = index == len(plan.chunks) - 1
+            night = self.run_night(chunk.night(), run_tests=run_tests and last, earlier_loads=loads)
             loads.append(night.load)
-            yield night
+            yield chunk, night
 
     def _parsed(self):
         return self._part("dbt").parsed_project(
             settings=self._part("analytics").settings, target=ANALYTICS_TARGET
         )
 
-    def plan(self) -> PlannedUpgrade:
+    def upgrade_plan(self) -> PlannedUpgrade:
         """What `init` (or a deployment) would do to the analytics database; changes nothing."""
         manifest = self._parsed()
         conn = self._part("analytics").connection()

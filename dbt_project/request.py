@@ -5,7 +5,8 @@ extract function's events both build these objects, so the rules live here only.
   or earlier. Without a date, it is the latest one, as the schedule runs it.
 - The freshness gate guards the latest night only, unless it is skipped or the night
   is a full refresh (which owns the whole history).
-- A backfill runs every day of a range in order; the range is bounded.
+- A backfill (a range, or a full refresh of the whole history) runs in windowed chunks
+  that a plan sizes to a time budget (``dbt_project.plan``); any range will do.
 
 Every date that reaches dbt's ``--vars`` passes ``parse_date`` first: dbt renders vars
 into SQL unescaped.
@@ -14,7 +15,7 @@ into SQL unescaped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from enum import StrEnum
 
 from dbt_project.errors import ConfigError
@@ -26,9 +27,22 @@ from dbt_project.facts.business_calendar import (
     previous_business_day,
 )
 
-# A Lambda invocation must end within 15 minutes. The CLI keeps the same bound: a
-# mistyped year in --start would otherwise queue thousands of nights.
-MAX_BACKFILL_DAYS = 31
+# What one chunk of a backfill may take, by default: a Lambda invocation ends at 15
+# minutes, less a margin for a cold start, the unload and the estimate's error.
+DEFAULT_BUDGET_MINUTES = 13.0
+# A week: a budget beyond it is a typo, not a plan.
+MAX_BUDGET_MINUTES = 7 * 24 * 60
+
+
+class CustomerScope(StrEnum):
+    """Which customers a night owns (dbt var ``owned_customers``): those of the orders its
+    window touches, as every night; none, as the chunks of a history rebuilt in chunks
+    before the last, which build the state and the days only; or every customer, as that
+    last chunk, which then counts each one once over the whole rebuilt history."""
+
+    WINDOW = "window"
+    NONE = "none"
+    ALL = "all"
 
 
 class Trigger(StrEnum):
@@ -37,6 +51,7 @@ class Trigger(StrEnum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
     BACKFILL = "backfill"
+    FULL_REFRESH = "full_refresh"
 
 
 def parse_date(value: date | str, what: str = "date") -> date:
@@ -81,17 +96,12 @@ def check_run_date(day: date, what: str = "run_date", *, now: datetime | None = 
     return day
 
 
-def date_range(start: date | str, end: date | str, *, limit: int | None = None) -> list[date]:
+def date_range(start: date | str, end: date | str) -> tuple[date, date]:
+    """The first and last day of a range, checked: real dates, in order."""
     first, last = parse_date(start, "start date"), parse_date(end, "end date")
     if last < first:
         raise ConfigError(f"the range ends ({last}) before it starts ({first}); swap the dates")
-    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    if limit is not None and len(days) > limit:
-        raise ConfigError(
-            f"a backfill of {len(days)} days ({first}..{last}) is over the limit of {limit}; "
-            f"split it into ranges of at most {limit} days"
-        )
-    return days
+    return first, last
 
 
 def check_lookback(value: object) -> int:
@@ -101,6 +111,17 @@ def check_lookback(value: object) -> int:
             f"lookback_days must be a whole number from 1 to {MAX_LOOKBACK_DAYS}, not {value!r}"
         )
     return value
+
+
+def check_budget(value: object, what: str = "budget_minutes") -> float:
+    """A chunk's time budget in minutes, from a flag or an event."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not 0 < value <= MAX_BUDGET_MINUTES:
+        raise ConfigError(
+            f"{what} must be a number of minutes above 0 and at most {MAX_BUDGET_MINUTES}, "
+            f"not {value!r}"
+        )
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -115,6 +136,7 @@ class NightRequest:
     # Rebuild the incremental state from the whole history and own every day and
     # customer (the lookback is then the whole history's, found at extract time).
     full_refresh: bool = False
+    customers: CustomerScope = CustomerScope.WINDOW
 
     @classmethod
     def of(
@@ -140,17 +162,26 @@ class NightRequest:
     def days(self) -> tuple[date, ...]:
         return (self.run_date,)
 
-    def nights(self) -> tuple[NightRequest, ...]:
-        return (self,)
+    @property
+    def owns_every_customer(self) -> bool:
+        """A full refresh in one night owns every customer of its history; a chunk of a
+        history rebuilt in chunks, every customer (the last) or none."""
+        if self.customers is CustomerScope.WINDOW:
+            return self.full_refresh
+        return self.customers is CustomerScope.ALL
 
 
 @dataclass(frozen=True)
 class BackfillRequest:
-    """Every business day of a range, in order, each one night of ``lookback_days``."""
+    """Business days to reprocess, in windowed chunks (``dbt_project.plan``): every day from
+    ``first`` to ``last``; or, as a full refresh, the source's whole history up to
+    ``last`` rebuilt from nothing (``first`` is then the source's first day, which the
+    plan reads)."""
 
-    days: tuple[date, ...]
-    lookback_days: int = DEFAULT_LOOKBACK_DAYS
-    trigger: Trigger = Trigger.BACKFILL
+    last: date
+    first: date | None = None
+    full_refresh: bool = False
+    budget_minutes: float = DEFAULT_BUDGET_MINUTES
 
     @classmethod
     def of(
@@ -158,13 +189,28 @@ class BackfillRequest:
         start: date | str,
         end: date | str,
         *,
-        lookback_days: object = DEFAULT_LOOKBACK_DAYS,
-        what: str = "end_date",
+        budget_minutes: object = DEFAULT_BUDGET_MINUTES,
+        what: str = "end",
         now: datetime | None = None,
     ) -> BackfillRequest:
-        days = date_range(start, end, limit=MAX_BACKFILL_DAYS)
-        check_run_date(days[-1], what, now=now)
-        return cls(tuple(days), check_lookback(lookback_days))
+        first, last = date_range(start, end)
+        check_run_date(last, what, now=now)
+        return cls(last, first, budget_minutes=check_budget(budget_minutes))
 
-    def nights(self) -> tuple[NightRequest, ...]:
-        return tuple(NightRequest(day, self.lookback_days, self.trigger) for day in self.days)
+    @classmethod
+    def refresh(
+        cls,
+        end: date | str | None = None,
+        *,
+        budget_minutes: object = DEFAULT_BUDGET_MINUTES,
+        what: str = "end",
+        now: datetime | None = None,
+    ) -> BackfillRequest:
+        """The whole history up to ``end`` (default: the latest finished business day)."""
+        last = latest_night(now) if end is None else parse_date(end, what)
+        check_run_date(last, what, now=now)
+        return cls(last, full_refresh=True, budget_minutes=check_budget(budget_minutes))
+
+    @property
+    def trigger(self) -> Trigger:
+        return Trigger.FULL_REFRESH if self.full_refresh else Trigger.BACKFILL

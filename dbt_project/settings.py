@@ -94,9 +94,9 @@ class Settings:
     sslrootcert: Path | None = None
     region: str | None = None
     endpoints: tuple[tuple[str, DbEndpoint | str], ...] = ()
-    # The initializer: the extract function it starts the history load with, and the
+    # The initializer: the state machine it starts the history load on, and the
     # secret of the read-only login it gives a password (for the RDS Data API).
-    extract_function: str | None = None
+    reprocess_state_machine: str | None = None
     reader_secret_arn: str | None = None
     # The load: where each night's run report is sent.
     run_reports_topic: str | None = None
@@ -152,7 +152,7 @@ class Settings:
             sslrootcert=env.path("ETL_PG_SSLROOTCERT"),
             region=env.text("AWS_REGION") or env.text("AWS_DEFAULT_REGION"),
             endpoints=tuple((prefix, env.endpoint(prefix)) for prefix in ("SOURCE", "ANALYTICS")),
-            extract_function=env.text("EXTRACT_FUNCTION_NAME"),
+            reprocess_state_machine=env.text("REPROCESS_STATE_MACHINE_ARN"),
             reader_secret_arn=env.text("READER_SECRET_ARN"),
             run_reports_topic=env.text("RUN_REPORTS_TOPIC_ARN"),
         )

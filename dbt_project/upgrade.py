@@ -9,8 +9,9 @@ deployment before it applies anything:
 * the logic: the marts whose SQL, or a model or macro they read from, changed since
   the models recorded at the last deployment (``dbt_runner/lineage.py``). Their whole
   loaded history must be computed again. The deployment records a request and starts
-  ``REPROCESS_PAYLOAD`` on the extract function; the load of that night settles the
-  request and its run report names the marts and why.
+  ``REPROCESS_PAYLOAD`` on the reprocess state machine (a full refresh in chunks); the
+  load that restates every customer settles the request and its run report names the
+  marts and why.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from dbt_project.dbt_runner import lineage
 from dbt_project.postgres import deployments
 from dbt_project.postgres.schema_plan import SchemaPlan
 
-# How a deployment reprocesses the history: one night that rebuilds the incremental
-# state and owns every day and customer (a full refresh). Range reprocessing in
-# chunks (issue 24) replaces it with a run over REPROCESS's first..last days.
+# How a deployment reprocesses the history: a full refresh, in chunks, that rebuilds
+# the incremental state and restates every day and customer.
 REPROCESS_PAYLOAD = {"full_refresh": True}
-REPROCESS_BY_HAND = "etl run --full-refresh"
+REPROCESS_BY_HAND = "etl backfill --full-refresh"
 
 
 @dataclass(frozen=True)

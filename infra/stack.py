@@ -14,6 +14,7 @@ from infra.constructs.databases import Databases
 from infra.constructs.functions import Functions
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
+from infra.constructs.reprocess import Reprocess
 from infra.constructs.run_reports import RunReports
 from infra.constructs.schedule import NightlySchedule
 from infra.constructs.stage_bucket import StageBucket
@@ -94,6 +95,7 @@ class EtlStack(Stack):
             on_failure=reports.on_failure,
         )
         self._grant(network, databases, stage, functions)
+        self._reprocess(network, functions, removal_policy)
         self._upgrade_on_deploy(network, databases, functions, removal_policy, settings)
         reports.grant_publish(functions.load, network.sns_endpoint)
         reports.deliver_invocation_records(functions.failure_queue)
@@ -118,7 +120,7 @@ class EtlStack(Stack):
 
         Only the initializer, which creates the extract's and load's logins, holds the
         master secrets; those two log in as their own logins with IAM tokens. The
-        initializer also sets the reader login's password and starts the history load.
+        initializer also sets the reader login's password.
         """
         extract, load, initializer = functions.extract, functions.load, functions.db_initializer
         secrets_endpoint = network.secrets_manager_endpoint
@@ -127,11 +129,25 @@ class EtlStack(Stack):
         databases.source.grant_master_login(initializer, secrets_endpoint)
         databases.target.grant_master_login(initializer, secrets_endpoint)
         databases.grant_reader_secret(initializer, secrets_endpoint)
-        functions.grant_start_extract(initializer, network.lambda_endpoint)
         stage.grant_write(extract)
         stage.grant_read(load)
         stage.notify_on_manifest(load)
         stage.grant_publish_docs(load)
+
+    def _reprocess(
+        self, network: Network, functions: Functions, removal_policy: RemovalPolicy
+    ) -> None:
+        """Backfills and full refreshes in chunks, past one invocation; the initializer
+        starts the history load on it."""
+        reprocess = Reprocess(
+            self,
+            "Reprocess",
+            extract=functions.extract,
+            load=functions.load,
+            removal_policy=removal_policy,
+        )
+        reprocess.grant_start(functions.db_initializer, network.states_endpoint)
+        CfnOutput(self, "ReprocessStateMachineArn", value=reprocess.state_machine.state_machine_arn)
 
     def _upgrade_on_deploy(
         self,

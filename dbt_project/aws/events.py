@@ -20,23 +20,33 @@ from dbt_project.facts.business_calendar import (
 )
 from dbt_project.facts.names import DEPLOY_STAMP_PROPERTY, REPROCESS_PROPERTY
 from dbt_project.facts.stage_layout import DATA_PREFIX, MANIFEST_NAME
+from dbt_project.plan import Chunk
 from dbt_project.request import (
-    MAX_BACKFILL_DAYS,
+    DEFAULT_BUDGET_MINUTES,
     BackfillRequest,
     NightRequest,
     Trigger,
+    check_run_date,
     parse_date,
 )
 
 EXTRACT_SHAPES = (
     "{} (the previous business day, as the schedule runs it), "
     'a schedule ({"scheduled_time": "<ISO time>"} or an EventBridge "Scheduled Event"), '
-    '{"run_date": "YYYY-MM-DD"}, {"start_date": "YYYY-MM-DD", "end_date": "YYYY-MM-DD"} '
-    f'spanning at most {MAX_BACKFILL_DAYS} days, or {{"full_refresh": true}}; '
-    'any of them may add "skip_freshness": true, and a day "lookback_days"'
+    'or {"run_date": "YYYY-MM-DD"}, which may add "lookback_days" and "skip_freshness": true '
+    "(the reprocess state machine sends its own plan and chunk events)"
+)
+# What the reprocess state machine is started with (its execution input).
+REPROCESS_SHAPES = (
+    '{"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"} (a backfill) or {"full_refresh": true} '
+    '(the whole history, rebuilt; "end" is optional), either with an optional '
+    f'"budget_minutes" (default {DEFAULT_BUDGET_MINUTES:g}) a chunk must fit'
+)
+_STATE_MACHINE = (
+    "aws stepfunctions start-execution --state-machine-arn <ReprocessStateMachineArn> --input "
 )
 _OPTIONS = {"lookback_days", "skip_freshness"}
-# What the extract function is asked to run: one night, or a range of them.
+# What the extract function is asked to run: one night (a chunk is one), or a plan.
 ExtractRequest = NightRequest | BackfillRequest
 
 
@@ -61,6 +71,41 @@ def _scheduled(event: dict, moment, now: datetime | None) -> NightRequest:
     )
 
 
+def parse_reprocess_input(event, *, now: datetime | None = None) -> BackfillRequest:
+    """The reprocess state machine's input: a range, or the whole history."""
+    if not isinstance(event, dict):
+        raise ConfigError(f"the execution input must be a JSON object: {REPROCESS_SHAPES}")
+    keys = set(event)
+    budget = event.get("budget_minutes", DEFAULT_BUDGET_MINUTES)
+    if keys <= {"full_refresh", "end", "budget_minutes"} and _flag(event, "full_refresh"):
+        return BackfillRequest.refresh(event.get("end"), budget_minutes=budget, now=now)
+    if keys <= {"start", "end", "budget_minutes"} and {"start", "end"} <= keys:
+        return BackfillRequest.of(event["start"], event["end"], budget_minutes=budget, now=now)
+    raise ConfigError(
+        f"unrecognised execution input with keys {sorted(keys)}; send {REPROCESS_SHAPES}"
+    )
+
+
+def _moved_to_the_state_machine(event: dict) -> ConfigError:
+    example = (
+        "'{\"full_refresh\": true}'"
+        if "full_refresh" in event
+        else '\'{"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}\''
+    )
+    return ConfigError(
+        "a range or a full refresh runs in chunks on the reprocess state machine, not in "
+        f"one invocation of this function: {_STATE_MACHINE}{example}"
+    )
+
+
+def _chunk(event: dict, now: datetime | None) -> NightRequest:
+    if set(event) != {"chunk"}:
+        raise ConfigError('a chunk event is {"chunk": {...}}, as the state machine sends it')
+    night = Chunk.from_event(event["chunk"]).night()
+    check_run_date(night.run_date, now=now)
+    return night
+
+
 def parse_extract_event(event, *, now: datetime | None = None) -> ExtractRequest:
     """``now`` (the clock by default) bounds every day: none after the previous business day."""
     if not isinstance(event, dict):
@@ -70,20 +115,22 @@ def parse_extract_event(event, *, now: datetime | None = None) -> ExtractRequest
         return _scheduled(event, event["scheduled_time"], now)
     if event.get("detail-type") == "Scheduled Event" and "time" in event:
         return _scheduled(event, event["time"], now)
+    if "plan" in keys:
+        if keys != {"plan"}:
+            raise ConfigError('a plan event is {"plan": <the execution input>}')
+        return parse_reprocess_input(event["plan"], now=now)
+    if "chunk" in keys:
+        return _chunk(event, now)
+    if keys & {"start_date", "end_date", "full_refresh"}:
+        raise _moved_to_the_state_machine(event)
     skip = _flag(event, "skip_freshness") if "skip_freshness" in event else False
     if keys <= {"skip_freshness"}:
         # `aws lambda invoke` with no payload: the night a schedule would run now.
         return NightRequest.of(skip_freshness=skip, now=now)
-    if keys <= {"full_refresh", "run_date"} and _flag(event, "full_refresh"):
-        return NightRequest.of(event.get("run_date"), full_refresh=True, now=now)
     lookback = event.get("lookback_days", DEFAULT_LOOKBACK_DAYS)
     if keys <= {"run_date"} | _OPTIONS and "run_date" in keys:
         return NightRequest.of(
             event["run_date"], lookback_days=lookback, skip_freshness=skip, now=now
-        )
-    if keys <= {"start_date", "end_date"} | _OPTIONS and {"start_date", "end_date"} <= keys:
-        return BackfillRequest.of(
-            event["start_date"], event["end_date"], lookback_days=lookback, now=now
         )
     raise ConfigError(f"unrecognised extract event with keys {sorted(keys)}; send {EXTRACT_SHAPES}")
 
@@ -94,9 +141,39 @@ class LoadRequest:
     ignored: tuple[str, ...] = ()
 
 
-def parse_load_event(event, bucket: str) -> LoadRequest:
+@dataclass(frozen=True)
+class ReportRequest:
+    """The reprocess state machine's last step: what its run came to, to report."""
+
+    plan: dict
+    rows: int
+    execution: dict
+
+
+def _report(event: dict) -> ReportRequest:
+    body = event["report"]
+    if (
+        set(event) != {"report"}
+        or not isinstance(body, dict)
+        or set(body)
+        != {
+            "plan",
+            "rows",
+            "execution",
+        }
+    ):
+        raise ConfigError(
+            'a report event is {"report": {"plan": ..., "rows": ..., "execution": ...}}, '
+            "as the reprocess state machine sends it"
+        )
+    return ReportRequest(body["plan"], body["rows"], body["execution"])
+
+
+def parse_load_event(event, bucket: str) -> LoadRequest | ReportRequest:
     if not isinstance(event, dict):
         raise ConfigError('the load event must be an S3 event or {"manifest_key": "..."}')
+    if "report" in event:
+        return _report(event)
     if "manifest_key" in event:
         key = str(event["manifest_key"])
         if not (key.startswith(DATA_PREFIX) and key.endswith("/" + MANIFEST_NAME)):

@@ -15,6 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from dbt_project.aws import history_load
 from dbt_project.aws.events import (
     Deployment,
+    ReportRequest,
     parse_extract_event,
     parse_init_event,
     parse_load_event,
@@ -36,6 +37,7 @@ from dbt_project.load import LoadStatus, run_history
 from dbt_project.load import report as reports
 from dbt_project.pipeline import REMOVED_FROM_BUILD_SCHEMA, raise_for_analytics
 from dbt_project.postgres.analytics_schema import last_upgrade, record_upgrade, upgraded_to
+from dbt_project.request import BackfillRequest
 from dbt_project.settings import Settings
 from dbt_project.upgrade import REPROCESS_PAYLOAD
 
@@ -58,42 +60,54 @@ def _count_connection_errors():
 def handle_extract(event, context=None) -> dict:
     request = parse_extract_event(event)
     settings = Settings.from_env()
-    results = []
     with _count_connection_errors():
         parts = pipeline(settings, "SOURCE")
-        for night in request.nights():
-            day = night.run_date
-            logger.append_keys(run_date=day.isoformat())
-            try:
-                result = parts.extract(night)
-            except SourceStale:
-                _metric(metric_names.SOURCE_STALE, MetricUnit.Count, 1)
-                raise
-            except SourceClockAhead:
-                _metric(metric_names.SOURCE_CLOCK_AHEAD, MetricUnit.Count, 1)
-                raise
-            _metric(metric_names.EXTRACTION_TIME, MetricUnit.Seconds, result.seconds)
-            _metric(metric_names.RECORDS_EXTRACTED, MetricUnit.Count, result.rows_extracted)
-            logger.info(
-                "extracted",
-                extra={
-                    "run_id": result.run_id,
-                    "rows": result.rows,
-                    "manifest": result.manifest_key,
-                    "freshness": result.freshness.state,
-                },
-            )
-            results.append(
-                {
-                    "run_date": day.isoformat(),
-                    "run_id": result.run_id,
-                    "manifest_key": result.manifest_key,
-                    "rows": result.rows,
-                    "freshness": result.freshness.as_report(),
-                    "seconds": round(result.seconds, 3),
-                }
-            )
-    return {"status": "extracted", "trigger": request.trigger, "runs": results}
+        if isinstance(request, BackfillRequest):
+            plan = parts.plan(request)
+            logger.info("planned", extra={"plan": plan.describe()})
+            return plan.as_json()
+        run = _extract(parts, request)
+    return {
+        "status": "extracted",
+        "trigger": request.trigger,
+        "runs": [run],
+        # What the reprocess state machine reads: its paths take no array index.
+        "manifest_key": run["manifest_key"],
+        "rows_extracted": run["rows_extracted"],
+    }
+
+
+def _extract(parts, night) -> dict:
+    """One night's extract: its metrics, a log line, and what the load needs."""
+    logger.append_keys(run_date=night.run_date.isoformat())
+    try:
+        result = parts.extract(night)
+    except SourceStale:
+        _metric(metric_names.SOURCE_STALE, MetricUnit.Count, 1)
+        raise
+    except SourceClockAhead:
+        _metric(metric_names.SOURCE_CLOCK_AHEAD, MetricUnit.Count, 1)
+        raise
+    _metric(metric_names.EXTRACTION_TIME, MetricUnit.Seconds, result.seconds)
+    _metric(metric_names.RECORDS_EXTRACTED, MetricUnit.Count, result.rows_extracted)
+    logger.info(
+        "extracted",
+        extra={
+            "run_id": result.run_id,
+            "rows": result.rows,
+            "manifest": result.manifest_key,
+            "freshness": result.freshness.state,
+        },
+    )
+    return {
+        "run_date": night.run_date.isoformat(),
+        "run_id": result.run_id,
+        "manifest_key": result.manifest_key,
+        "rows": result.rows,
+        "rows_extracted": result.rows_extracted,
+        "freshness": result.freshness.as_report(),
+        "seconds": round(result.seconds, 3),
+    }
 
 
 def _loaded(key: str, result) -> dict:
@@ -124,6 +138,8 @@ def _loaded(key: str, result) -> dict:
 def handle_load(event, context=None) -> dict:
     settings = Settings.from_env()
     request = parse_load_event(event, settings.require_bucket())
+    if isinstance(request, ReportRequest):
+        return _reprocess_report(settings, request)
     for key in request.ignored:
         logger.info("ignored an object that is not a manifest", extra={"key": key})
     parts = pipeline(settings, "ANALYTICS")
@@ -213,6 +229,17 @@ def _best_effort(what: str, step) -> None:
         _metric(metric_names.RUN_REPORT_ERROR, MetricUnit.Count, 1)
 
 
+def _reprocess_report(settings: Settings, request: ReportRequest) -> dict:
+    """The reprocess state machine's run report, sent once every chunk is loaded."""
+    report = reports.build_reprocess(
+        request.plan, request.rows, request.execution, now=business_calendar.utc_now()
+    )
+    if settings.run_reports_topic:
+        reports.publish(settings.run_reports_topic, report)
+    logger.info("reprocess report", extra={"report": report})
+    return report
+
+
 @tracer.capture_method
 def handle_init(event, context=None) -> dict:
     """Manual runs create and fill; a deployment (a CloudFormation custom resource)
@@ -233,7 +260,7 @@ def handle_init(event, context=None) -> dict:
     with _count_connection_errors():
         parts = pipeline(settings, "SOURCE", "ANALYTICS", with_stage=False)
         if deployment is not None:  # what it is about to do, before it does it
-            logger.info("analytics upgrade plan", extra={"plan": parts.plan().document})
+            logger.info("analytics upgrade plan", extra={"plan": parts.upgrade_plan().document})
         result = parts.init(
             sample_data=request.sample_data,
             sample_end_date=request.sample_end_date,
@@ -264,12 +291,12 @@ def handle_init(event, context=None) -> dict:
 def _reprocess_note(settings: Settings, wanted: bool) -> str:
     """How a reprocessing this deployment asks for is started, as its request records it."""
     payload = json.dumps(REPROCESS_PAYLOAD)
-    if wanted and settings.extract_function:
-        return f"started: {payload} on {settings.extract_function}"
+    if wanted and settings.reprocess_state_machine:
+        return f"started: {payload} on {settings.reprocess_state_machine}"
     why = "turned off (context reprocess_changed_models=false)"
     if wanted:
-        why = "no extract function is configured"
-    return f"not started, {why}: invoke the extract function with {payload} to run it"
+        why = "no reprocess state machine is configured"
+    return f"not started, {why}: start the reprocess state machine with {payload} to run it"
 
 
 def _start_reprocess(settings: Settings, wanted: bool, models) -> dict | None:
@@ -283,11 +310,11 @@ def _start_reprocess(settings: Settings, wanted: bool, models) -> dict | None:
     if needed is None:
         return None
     answer: dict = {"needed": needed.line(), "marts": needed.marts, "started": None}
-    if not (wanted and settings.extract_function):
+    if not (wanted and settings.reprocess_state_machine):
         logger.warning(needed.line(), extra={"reprocess": _reprocess_note(settings, wanted)})
         return answer
     try:
-        answer["started"] = history_load.start(settings.extract_function, dict(REPROCESS_PAYLOAD))
+        answer["started"] = history_load.start(settings.reprocess_state_machine)
     except Exception as exc:
         logger.warning(
             "the reprocessing night could not be started",
@@ -326,14 +353,13 @@ def _record_upgrade(settings: Settings, deployment: Deployment) -> None:
 
 
 def _start_history_load(settings: Settings) -> dict | None:
-    """The sample history in one night, started now; the schedule goes on from there."""
-    if not settings.extract_function:
+    """The sample history loaded in chunks, started now; the schedule goes on from there."""
+    if not settings.reprocess_state_machine:
         return None
     source = database(settings, "SOURCE")
-    payload = history_load.history_request(source.connection())
-    if payload is None:
+    if not history_load.has_history(source.connection()):
         return None
-    started = history_load.start(settings.extract_function, payload)
+    started = history_load.start(settings.reprocess_state_machine)
     logger.info("history load started", extra=started)
     return started
 

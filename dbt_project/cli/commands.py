@@ -8,10 +8,11 @@ import sys
 
 import psycopg2
 
+from dbt_project.cli.lines import night_line
 from dbt_project.errors import ConfigError, brief
 from dbt_project.facts import business_calendar
 from dbt_project.facts.stage_layout import DATA_PREFIX, MANIFEST_NAME
-from dbt_project.request import BackfillRequest, NightRequest, parse_date
+from dbt_project.request import BackfillRequest, NightRequest, check_budget, parse_date
 from dbt_project.settings import Settings
 
 # Which parts of the pipeline a command reaches (flags and variables name them).
@@ -153,7 +154,7 @@ def cmd_init(args) -> int:
 
 def cmd_plan(args) -> int:
     """What `etl init` (or the next deployment) would change; exits non-zero on a refusal."""
-    planned = pipeline(args).plan()
+    planned = pipeline(args).upgrade_plan()
     if args.json:
         emit_json(planned.document)
     else:
@@ -237,40 +238,39 @@ def cmd_runs(args) -> int:
     return 0
 
 
-def cmd_backfill(args) -> int:
-    from rich.progress import Progress
+def backfill_request(args) -> BackfillRequest:
+    """The checked range of ``--start``/``--end`` or ``--full-refresh``, before any
+    connection: the same rules as the state machine's input."""
+    budget = check_budget(args.budget_minutes, "--budget-minutes")
+    if args.full_refresh:
+        if args.start:
+            raise ConfigError(
+                "--full-refresh rebuilds the whole history from its first day: drop --start"
+            )
+        return BackfillRequest.refresh(args.end, budget_minutes=budget, what="--end")
+    if not (args.start and args.end):
+        raise ConfigError(
+            "give --start and --end (YYYY-MM-DD), or --full-refresh for the whole history"
+        )
+    return BackfillRequest.of(args.start, args.end, budget_minutes=budget, what="--end")
 
+
+def cmd_backfill(args) -> int:
+    from dbt_project.cli.progress import ChunkProgress
     from dbt_project.pipeline import raise_for_analytics
 
-    request = BackfillRequest.of(
-        args.start, args.end, lookback_days=args.lookback_days, what="--end"
-    )
+    request = backfill_request(args)
     parts = pipeline(args)
+    plan = parts.plan(request)
+    print(plan.describe())
     last = None
-    with Progress(transient=True) as progress:
-        task = progress.add_task("backfill", total=len(request.days))
-        for night in parts.backfill(request, run_tests=not args.skip_tests):
-            progress.console.print(night_line(night), soft_wrap=True, highlight=False)
-            progress.advance(task)
+    with ChunkProgress(plan) as progress:
+        for chunk, night in parts.run_plan(plan, run_tests=not args.skip_tests):
+            progress.done(chunk, night)
             last = night
     raise_for_analytics(last.tests if last else None)
-    print(f"backfilled {len(request.days)} days, {request.days[0]}..{request.days[-1]}")
+    print(f"backfilled {plan.days} days, {plan.first}..{plan.last}, in {len(plan.chunks)} chunks")
     return 0
-
-
-def night_line(night) -> str:
-    """One line per night: rows extracted, rows changed per table, seconds, tests."""
-    load = night.load
-    changes = ", ".join(
-        f"{name} +{t.inserted} ~{t.updated} -{t.deleted}" for name, t in load.tables.items()
-    )
-    tests = ""
-    if night.tests is not None:
-        tests = "  analytics tests passed" if night.tests.passed else "  ANALYTICS TESTS FAILED"
-    return (
-        f"{night.run_date}  extracted {night.extract.rows_extracted:>6} rows  {load.status}: "
-        f"{changes}  {night.seconds:.1f}s{tests}"
-    )
 
 
 def cmd_docs(args) -> int:

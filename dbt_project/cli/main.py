@@ -69,8 +69,8 @@ _COMMANDS = (
     (
         "backfill",
         cmd_backfill,
-        "run every business day of a range, in order",
-        ("start", "end", "source", "analytics", "stage", "window", "skip_tests"),
+        "reprocess a range of business days (or the whole history) in windowed chunks",
+        ("start", "end", "refresh_all", "budget", "source", "analytics", "stage", "skip_tests"),
     ),
     ("docs", cmd_docs, "write the lineage site (dbt docs) as one HTML file", ("analytics", "out")),
     (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dbt_project.facts.business_calendar import DEFAULT_LOOKBACK_DAYS
 from dbt_project.facts.stage_layout import DATA_PREFIX, MANIFEST_NAME
+from dbt_project.request import DEFAULT_BUDGET_MINUTES
 from dbt_project.settings import Settings
 
 
@@ -45,8 +46,20 @@ _DAYS = {
         ("--date",),
         {"help": "business day, YYYY-MM-DD (default: the latest finished one, as scheduled)"},
     ),
-    "start": (("--start",), {"required": True, "help": "first business day, YYYY-MM-DD"}),
-    "end": (("--end",), {"required": True, "help": "last business day, YYYY-MM-DD"}),
+    "start": (("--start",), {"help": "first business day, YYYY-MM-DD"}),
+    "end": (
+        ("--end",),
+        {"help": "last business day, YYYY-MM-DD (with --full-refresh: default the latest)"},
+    ),
+    "budget": (
+        ("--budget-minutes",),
+        {
+            "type": float,
+            "default": DEFAULT_BUDGET_MINUTES,
+            "help": "what one chunk may take, by the cost model's estimate "
+            f"(default {DEFAULT_BUDGET_MINUTES:g}, as on Lambda)",
+        },
+    ),
     "window": (
         ("--lookback-days",),
         {
@@ -67,6 +80,15 @@ _NIGHT = {
         "--full-refresh",
         "rebuild the incremental state from the whole history and re-state every day and "
         "customer (deleting what the history no longer has)",
+    ),
+    "refresh_all": (
+        ("--full-refresh",),
+        {
+            "action": "store_true",
+            "dest": "full_refresh",
+            "help": "rebuild the whole history from its first day, in chunks, deleting what "
+            "the history no longer has (instead of --start)",
+        },
     ),
     "json": _flag("--json", "print one JSON document on stdout (human lines go to stderr)"),
     "since": (("--since",), {"metavar": "YYYY-MM-DD", "help": "only nights from this day on"}),

@@ -118,10 +118,18 @@ class Manifest(_Strict):
     created_at: AwareDatetime
     dbt_artifacts: list[str] = []
     format_version: int = FORMAT_VERSION
-    # A full refresh owns the whole history: the load also deletes every day and
-    # customer the files no longer have.
+    # A full refresh owns the whole history up to run_date: the load also deletes every
+    # day the files no longer have.
     full_refresh: bool = False
+    # The night owns every customer (a full refresh in one night, or the last chunk of a
+    # history rebuilt in chunks): the load also deletes every customer the files lack.
+    # Absent (an earlier extract): as full_refresh.
+    every_customer: bool | None = None
     extract: ExtractFacts | None = None
+
+    @property
+    def owns_every_customer(self) -> bool:
+        return self.full_refresh if self.every_customer is None else self.every_customer
 
     def file(self, table: str) -> FileEntry:
         for entry in self.files:

@@ -26,7 +26,7 @@ from dbt_project.settings import scoped_environ
 
 # Vars that only macros read while a node runs. Any other var may shape the parsed
 # project (the sources' schema does), so a change to it means a new parse.
-RUNTIME_VARS = frozenset({"run_date", "lookback_days"})
+RUNTIME_VARS = frozenset({"run_date", "lookback_days", "owned_customers"})
 # What dbt parses: a change to any of these files means a new parse.
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml")
 _PROJECT_FOLDERS = ("models", "macros", "data-tests", "seeds")

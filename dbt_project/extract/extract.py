@@ -19,14 +19,14 @@ from dbt_project.contract.ownership import marts
 from dbt_project.dbt_runner import freshness
 from dbt_project.dbt_runner.runner import DbtProject, invoke_dbt, raise_for_failures, run_vars
 from dbt_project.errors import ConfigError, ExtractBusy
-from dbt_project.extract import source_columns
+from dbt_project.extract import history_build, source_columns
 from dbt_project.extract.unload import built_relations, unload_night
 from dbt_project.facts.names import SOURCE_TARGET
 from dbt_project.facts.stage_layout import DBT_ARTIFACTS_FOLDER, day_prefix, manifest_key
 from dbt_project.postgres.connection import Database
 from dbt_project.postgres.logins import run_as_extract_login
 from dbt_project.postgres.source_schema import history_bounds
-from dbt_project.request import NightRequest
+from dbt_project.request import NightRequest, latest_night
 from dbt_project.settings import DEFAULT_GZIP_LEVEL
 from dbt_project.stage import Stage
 
@@ -137,9 +137,11 @@ def extract(
     manifest last.
 
     Its freshness gate first checks that the source still receives orders (the latest
-    night only). A full refresh rebuilds the incremental state from the whole history
-    and owns every day and customer; it refuses at once if another extract is running.
-    It runs as etl_extract or not at all (``run_as_extract_login``), before anything else.
+    night only). A full refresh rebuilds the incremental state from the whole history up
+    to its run date and owns every day and customer; it refuses at once if another
+    extract is running. A night that would leave a hole in a history still being
+    rebuilt (``history_build``) is refused. It runs as etl_extract or not at all
+    (``run_as_extract_login``), before anything else.
     """
     started = time.perf_counter()
     run_as_extract_login(source)
@@ -154,7 +156,9 @@ def extract(
             lookback = full_history_lookback(source, request.run_date)
             request = replace(request, lookback_days=lookback)
         run_vars(request.run_date, request.lookback_days)  # checked before anything is built
+        history_build.check(source.connection(), request, latest=latest_night())
         result = _build_and_unload(request, fresh, source, stage, dbt, gzip_level)
+        history_build.record(source.connection(), request)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -171,7 +175,7 @@ def _build_and_unload(request, fresh, source, stage, dbt, gzip_level) -> Extract
         source,
         command + (["--full-refresh"] if request.full_refresh else []),
         target=SOURCE_TARGET,
-        dbt_vars=run_vars(day, lookback_days),
+        dbt_vars=run_vars(day, lookback_days, owned_customers=str(request.customers)),
     )
     source_columns.raise_for_missing_column(run.failures)
     raise_for_failures(run, f"the dbt build for {day}")
@@ -193,6 +197,7 @@ def _build_and_unload(request, fresh, source, stage, dbt, gzip_level) -> Extract
         artifacts=artifacts,
         gzip_level=gzip_level,
         full_refresh=request.full_refresh,
+        every_customer=request.owns_every_customer,
         facts=lambda: ExtractFacts(
             trigger=str(request.trigger),
             extract_seconds=round(time.perf_counter() - started, 3),

@@ -109,6 +109,7 @@ def unload_night(
     artifacts: dict[str, bytes] | None = None,
     gzip_level: int = DEFAULT_GZIP_LEVEL,
     full_refresh: bool = False,
+    every_customer: bool | None = None,
     facts: Callable[[], ExtractFacts] | None = None,
 ) -> Manifest:
     """Unload the five built relations of one night, then write its manifest, last.
@@ -135,6 +136,7 @@ def unload_night(
         created_at=business_calendar.utc_now(),
         dbt_artifacts=sorted(artifacts or {}),
         full_refresh=full_refresh,
+        every_customer=full_refresh if every_customer is None else every_customer,
         extract=facts() if facts else None,
     )
     stage.put_bytes(manifest_key(run_date), manifest.to_json())

@@ -159,7 +159,7 @@ def _apply_ownership(cur, ownership: Ownership, manifest: Manifest, result: Load
                 "the files do not belong together: re-run the extract for that day"
             )
         cur.execute(load_sql.delete_owned_rows_not_staged(ownership, table))
-        load.deleted = cur.rowcount
+        load.deleted += cur.rowcount  # after a full refresh's own deletes
         cur.execute(
             load_sql.upsert_owned_rows(ownership, table, some_stale=bool(load.skipped_stale))
         )
@@ -213,28 +213,31 @@ def _remove_customers(cur, manifest: Manifest, load: TableLoad, version: dict, m
             "belong together: re-run the extract for that day"
         )
     cur.execute(load_sql.remove_customers(mart), {**version, "run_id": manifest.run_id})
-    load.deleted = cur.rowcount
+    load.deleted += cur.rowcount
 
 
-def _delete_what_the_history_lacks(cur, result: LoadResult) -> None:
-    """A full refresh owns everything: rows of days and customers its files do not
-    have are gone from the source's history, so they go from the analytics side."""
-    for ownership in ownerships():
-        for mart in ownership.marts:
-            cur.execute(load_sql.delete_outside_keys(ownership, mart))
-            result.tables[mart].deleted += cur.rowcount
-        cur.execute(load_sql.delete_versions_outside_keys(ownership))
+def _delete_what_the_history_lacks(cur, manifest: Manifest, result: LoadResult) -> None:
+    """A full refresh owns every day up to its run date, and a night that owns every
+    customer owns them all: rows its files do not have are gone from the source's
+    history (or, in a history rebuilt in chunks, come back with the chunks after the
+    first), so they go from the analytics side."""
+    if manifest.full_refresh:
+        for ownership in ownerships():
+            for mart in ownership.marts:
+                cur.execute(load_sql.delete_outside_keys(ownership, mart))
+                result.tables[mart].deleted += cur.rowcount
+            cur.execute(load_sql.delete_versions_outside_keys(ownership))
     customers = customer_mart()
-    if customers:
-        cur.execute(load_sql.delete_customers_not_staged(customers))
+    if customers and manifest.owns_every_customer:
+        cur.execute(load_sql.delete_customers_not_restated(customers), (manifest.run_date,))
         result.tables[customers].deleted += cur.rowcount
+        cur.execute(load_sql.delete_later_removals(), (manifest.run_date,))
 
 
 def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
     """Both kinds of ownership; a row the analytics tables refuse is the file's fault."""
     try:
-        if manifest.full_refresh:
-            _delete_what_the_history_lacks(cur, result)
+        _delete_what_the_history_lacks(cur, manifest, result)
         for ownership in ownerships():
             _apply_ownership(cur, ownership, manifest, result)
         customers = customer_mart()
@@ -242,7 +245,9 @@ def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
             _load_customers(cur, manifest, result, customers)
         if customers == "customer_analytics":
             cur.execute(refresh_customer_totals())
-        if manifest.full_refresh:
+        # The whole history is restated once the night owning every customer is in (a
+        # full refresh in one night, or the last chunk of one rebuilt in chunks).
+        if manifest.full_refresh or manifest.owns_every_customer:
             cur.execute(deployments.settle_requests(), (manifest.run_id,))
             result.reprocessed = deployments.reprocessed(cur.fetchall())
     except (psycopg2.errors.CheckViolation, psycopg2.errors.NotNullViolation) as exc:

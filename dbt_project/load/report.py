@@ -1,4 +1,5 @@
-"""The run report: one record per loaded night, what a data team reads instead of logs.
+"""The run report: one record per loaded night (and one per reprocessing run), what a
+data team reads instead of logs.
 
 The same report is kept in ``ledger.run_reports`` (so "what happened last week" is
 answered after the stage files expired), returned by the load function, printed last
@@ -8,7 +9,7 @@ by ``etl run`` (``--json`` for machines), and published to the RunReports topic.
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime
 
 from psycopg2 import sql
 from psycopg2.extras import Json
@@ -86,13 +87,45 @@ def record(conn, report: dict) -> None:
         )
 
 
+def build_reprocess(plan: dict, rows: int, execution: dict, *, now: datetime) -> dict:
+    """The report of a reprocessing run (a backfill, a full refresh) that loaded every
+    chunk; each chunk's own night report was sent when it loaded."""
+    started = datetime.fromisoformat(str(execution["StartTime"]).replace("Z", "+00:00"))
+    return {
+        "report": "reprocess",
+        "status": "done",
+        "kind": plan["kind"],
+        "first_day": plan["first_day"],
+        "last_day": plan["last_day"],
+        "chunks": plan["count"],
+        "days": plan["days"],
+        "orders": plan["orders"],
+        "rows": rows,
+        "seconds": round((now - started).total_seconds(), 1),
+        # Attempts of the execution that failed and were redriven (a retried throttle or
+        # timeout within a chunk is not one).
+        "failures": execution.get("RedriveCount", 0),
+        "execution": execution.get("Id"),
+        "started_at": started.isoformat(),
+        "finished_at": now.isoformat(),
+    }
+
+
+def _subject(report: dict) -> str:
+    if report.get("report") == "reprocess":
+        what = f"{report['kind']} {report['first_day']}..{report['last_day']}"
+    else:
+        what = report["run_date"]
+    return f"shop-etl {what}: {report['status']}"[:100]
+
+
 def publish(topic_arn: str, report: dict, client=None) -> None:
     import boto3
 
     client = client or boto3.client("sns")
     client.publish(
         TopicArn=topic_arn,
-        Subject=f"shop-etl {report['run_date']}: {report['status']}"[:100],
+        Subject=_subject(report),
         Message=json.dumps(report, ensure_ascii=False, indent=2),
     )
 

@@ -367,8 +367,17 @@ def delete_versions_outside_keys(ownership: Ownership) -> sql.Composed:
     )
 
 
-def delete_customers_not_staged(mart: str) -> sql.Composed:
+def delete_customers_not_restated(mart: str) -> sql.Composed:
+    """Rows the refresh's file lacks, and rows as of a day after its run date: a chunked
+    refresh re-runs the nights that wrote those after its first chunk, whose older rows
+    they would otherwise hold off. Parameter: the run date."""
     return sql.SQL(
-        "delete from {target} t where not exists "
+        "delete from {target} t where t.as_of_date > %s or not exists "
         "(select from {staged} s where s.customer_id = t.customer_id)"
     ).format(target=analytics_table(mart), staged=incoming_table(mart))
+
+
+def delete_later_removals() -> sql.Composed:
+    """Removals as of a day after the refresh's run date, for the same reason.
+    Parameter: the run date."""
+    return sql.SQL("delete from {} where as_of_date > %s").format(_REMOVED)

@@ -179,3 +179,28 @@ def history_bounds(conn, schema: str = "public") -> tuple[date | None, date | No
         first, last = cur.fetchone()
     conn.rollback()
     return first, last
+
+
+def day_counts(
+    conn, first: date, last: date, schema: str = "public"
+) -> tuple[dict[date, tuple[int, int]], int]:
+    """Orders placed on each business day from ``first`` to ``last`` and their customers
+    (days without any are absent), and the source's number of customers: what a
+    reprocessing plan sizes its chunks by. One range scan of the ordered_at index; ends
+    the connection's transaction, as ``history_bounds`` does."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "select (ordered_at at time zone %(tz)s)::date as day, count(*), "
+                "count(distinct customer_id) from {} "
+                "where ordered_at >= %(first)s::timestamp at time zone %(tz)s "
+                "and ordered_at < (%(last)s::date + 1)::timestamp at time zone %(tz)s "
+                "group by 1"
+            ).format(sql.Identifier(schema, "orders")),
+            {"tz": BUSINESS_TIMEZONE, "first": first, "last": last},
+        )
+        found = {day: (orders, customers) for day, orders, customers in cur.fetchall()}
+        cur.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, "customers")))
+        (customers,) = cur.fetchone()
+    conn.rollback()
+    return found, customers

@@ -12,7 +12,7 @@ from constructs import Construct
 from dbt_project.facts import metric_names
 from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from infra import lambda_defaults as defaults
-from infra.constructs.common import allow_through_endpoint, dead_letter_queue
+from infra.constructs.common import dead_letter_queue
 from infra.constructs.databases import DatabaseEndpoint
 from infra.constructs.function_role import accept_findings, function_role
 from infra.constructs.stage_bucket import StageBucket
@@ -24,8 +24,6 @@ from infra.packaging.layers import LayerDirs
 # live in data-tests/, and dbt's folders named tests (test materialization, generic
 # tests) ship in the dependencies layer, whose asset takes no excludes.
 ASSET_EXCLUDE = ["__pycache__", "*.pyc", "tests"]
-# The variable that the extract's invoke grant adds to the grantee's environment.
-EXTRACT_FUNCTION_NAME_VARIABLE = "EXTRACT_FUNCTION_NAME"
 
 
 class Functions(Construct):
@@ -146,30 +144,6 @@ class Functions(Construct):
             removal_policy=self._removal_policy,
         )
         return dependencies, common
-
-    def grant_start_extract(
-        self, function: lambda_.Function, lambda_endpoint: ec2.InterfaceVpcEndpoint
-    ) -> iam.Grant:
-        """Let ``function`` start the extract (the history load after an initialization).
-
-        ``lambda:InvokeFunction`` on exactly the extract function (not its versions), the
-        way there through ``lambda_endpoint``, whose policy carries that call only, and
-        ``EXTRACT_FUNCTION_NAME`` to call it by.
-        """
-        grant = iam.Grant.add_to_principal(
-            grantee=function,
-            actions=["lambda:InvokeFunction"],
-            resource_arns=[self.extract.function_arn],
-        )
-        function.connections.allow_to(lambda_endpoint, ec2.Port.tcp(443), "Lambda endpoint")
-        allow_through_endpoint(
-            lambda_endpoint,
-            sid="StartTheExtractOnly",
-            actions=["lambda:InvokeFunction"],
-            resources=[self.extract.function_arn],
-        )
-        function.add_environment(EXTRACT_FUNCTION_NAME_VARIABLE, self.extract.function_name)
-        return grant
 
     def _function(
         self, spec: FunctionSpec, construct_id: str, *, environment: dict[str, str]

@@ -19,9 +19,9 @@ DEFAULT_SG_PROVIDER = "Custom::VpcRestrictDefaultSGCustomResourceProvider"
 class Network(Construct):
     """A VPC over two availability zones whose subnets have no route to the internet.
 
-    The functions reach S3 through a gateway endpoint (free), Secrets Manager and SNS
-    through interface endpoints; nothing else leaves the VPC, so there is no NAT
-    gateway to pay for or to secure, and with ``dns_firewall`` the VPC's resolver
+    The functions reach S3 through a gateway endpoint (free), Secrets Manager, SNS and
+    Step Functions through interface endpoints; nothing else leaves the VPC, so there is
+    no NAT gateway to pay for or to secure, and with ``dns_firewall`` the VPC's resolver
     answers only the region's AWS names. Flow logs record every accepted and rejected flow.
     ``s3`` is the S3 prefix list, the one destination a security group may name for the
     gateway endpoint; the stage bucket limits the endpoint's policy to itself.
@@ -66,11 +66,12 @@ class Network(Construct):
         self.sns_endpoint = self._interface_endpoint(
             "Sns", ec2.InterfaceVpcEndpointAwsService.SNS, "SNS endpoint: HTTPS from the load only"
         )
-        # The initializer starts the history load (an asynchronous invocation of the extract).
-        self.lambda_endpoint = self._interface_endpoint(
-            "Lambda",
-            ec2.InterfaceVpcEndpointAwsService.LAMBDA_,
-            "Lambda endpoint: HTTPS from the db_initializer only",
+        # The initializer starts the history load (an execution of the reprocess state
+        # machine).
+        self.states_endpoint = self._interface_endpoint(
+            "StepFunctions",
+            ec2.InterfaceVpcEndpointAwsService.STEP_FUNCTIONS,
+            "Step Functions endpoint: HTTPS from the db_initializer only",
         )
         # The resolver answers only the region's AWS names (dns_firewall.py).
         self.dns_firewall = DnsFirewall(self, "DnsFirewall", vpc=self.vpc) if dns_firewall else None

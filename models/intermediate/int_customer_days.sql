@@ -15,10 +15,10 @@
 -- What each customer bought on each business day. A night recomputes only the days
 -- it owns (run_window_days), so customer_analytics sums a customer's days instead of
 -- re-reading every order line of that customer's history. A first build, or
--- --full-refresh, reads the whole history. A measure added to customer_measures gets
--- its column on the next night (on_schema_change), empty in the days kept from before:
--- the reprocessing that the deployment of the change starts (a full refresh) fills it,
--- and nights go on meanwhile.
+-- --full-refresh, reads the whole history up to run_date. A measure added to
+-- customer_measures gets its column on the next night (on_schema_change), empty in the
+-- days kept from before: the reprocessing that the deployment of the change starts (a
+-- full refresh) fills it, and nights go on meanwhile.
 with
 
 orders as (
@@ -32,7 +32,8 @@ order_items as (
 -- Extending the table: the orders of the owned days (int_owned_day_orders, read only
 -- then, so referenced in place; the depends_on line above declares it to dbt, which
 -- parses with is_incremental() false, and run_window_days, which the pre-hook reads).
--- Building it whole: every non-cancelled order.
+-- Building it whole: every non-cancelled order up to run_date (a history rebuilt in
+-- chunks builds its first chunk from nothing, and the chunks after it extend the table).
 counted_orders as (
     {%- if is_incremental() %}
         select
@@ -46,7 +47,9 @@ counted_orders as (
             customer_id,
             {{ business_date('ordered_at') }} as sales_date
         from orders
-        where status != 'cancelled'
+        where
+            status != 'cancelled'
+            and {{ ordered_through_run_date('ordered_at') }}
     {%- endif %}
 ),
 

@@ -1,3 +1,6 @@
+-- depends_on: {{ ref('int_customer_days') }}
+-- The customers this build owns: those its window touches, none, or every customer of the
+-- history int_customer_days holds up to run_date (select_owned_customers).
 with
 
 touched_orders as (
@@ -5,8 +8,7 @@ touched_orders as (
 ),
 
 final as (
-    select distinct customer_id
-    from touched_orders
+    {{ select_owned_customers('touched_orders') }}
 )
 
 select * from final

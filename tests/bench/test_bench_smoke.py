@@ -7,6 +7,8 @@ each judged row has the ratio (or figure) its target is checked on.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bench.report import COLUMNS, table
@@ -21,16 +23,25 @@ CASE_NUMBERS = {
     "night": "6 ",
     "queries": "7 ",
     "cold": "8 ",
+    "reprocess": "9 ",
 }
 # The dbt case times calls only, the tests row of the queries case runs tests.
-MOVES_ROWS = ("load", "unload", "memory", "history", "night", "queries", "cold")
+MOVES_ROWS = ("load", "unload", "memory", "history", "night", "queries", "cold", "reprocess")
+# Rows that are an extrapolation, not a run of their own.
+EXTRAPOLATED = "night by night (extrapolated)"
 # The cold case measures, it judges nothing.
 UNJUDGED = ("cold",)
 
 
 # Two or three cases per test, each test a unit of its own under xdist, so that the
 # two workers share the suite's children (each imports dbt and parses the project).
-BATCHES = (("history", "load", "unload"), ("night", "memory"), ("queries",), ("dbt", "cold"))
+BATCHES = (
+    ("history", "load", "unload"),
+    ("night", "memory"),
+    ("queries",),
+    ("dbt", "cold"),
+    ("reprocess",),
+)
 
 
 def test_the_batches_cover_every_case():
@@ -55,13 +66,23 @@ def test_every_case_runs_and_reports_its_ratios(pg_server, cases):
         if case not in UNJUDGED:
             assert any(row.target is not None for row in mine), f"the {case} case judges nothing"
         if case in MOVES_ROWS:
-            moving = [row for row in mine if "tests alone" not in row.case]
+            moving = [
+                row
+                for row in mine
+                if "tests alone" not in row.case and EXTRAPOLATED not in row.case
+            ]
             assert all(row.rows and row.rows > 0 for row in moving), (
                 f"the {case} case moved no rows"
             )
     if "queries" in cases:  # each example query at both sizes, with the plan's top nodes
         queries = [row for row in rows if row.case.startswith("7 query")]
         assert len(queries) == 8 and all("plan: " in row.note for row in queries)
+    if "reprocess" in cases:  # the history load in chunks, none over a quarter of it
+        (chunked,) = [
+            row for row in rows if row.case.startswith("9 history") and "chunks" in row.case
+        ]
+        largest = re.search(r"(\d+) chunks, the largest (\d+)% of the orders", chunked.note)
+        assert int(largest[1]) >= 4 and int(largest[2]) <= 25, chunked.note
     if "cold" in cases:
         cold = [row for row in rows if row.case.startswith("8 ")]
         assert "import" in cold[0].note and "parse" in cold[0].note

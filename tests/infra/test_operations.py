@@ -1,6 +1,6 @@
 """What a user drives on AWS, in the template: the log groups they tail, a first deployment
-on a new account, the upgrade each deployment runs, the history load, the example queries
-through the Data API, and the lineage site."""
+on a new account, the upgrade each deployment runs, the example queries through the Data
+API, and the lineage site (the history load: tests/infra/test_reprocess.py)."""
 
 from __future__ import annotations
 
@@ -192,31 +192,6 @@ def test_a_code_change_changes_the_properties_so_the_upgrade_runs_again(
         assert after_properties[unchanged] == before_properties[unchanged]
     # (The layers' keys follow the layers' content the same way: the previous test.)
     assert {k: after_properties[k] for k in code_keys(after.raw)} == code_keys(after.raw)
-
-
-# --- the history load after an initialization ----------------------------------------
-
-
-def test_the_initializer_may_start_exactly_the_extract(learning):
-    raw = learning.raw
-    functions = etl_functions(raw)
-    extract_arn = {"Fn::GetAtt": [logical_id_of(raw, functions["extract"]), "Arn"]}
-    assert grants_of(raw, "FunctionsDbInitializerRole")["lambda:InvokeFunction"] == [extract_arn]
-    for other in ("FunctionsExtractRole", "FunctionsLoadRole"):
-        assert "lambda:InvokeFunction" not in grants_of(raw, other)
-    variables = functions["db_initializer"]["Environment"]["Variables"]
-    assert variables["EXTRACT_FUNCTION_NAME"] == {"Ref": logical_id_of(raw, functions["extract"])}
-    # The isolated subnets reach Lambda through an endpoint that carries only that call.
-    (lambda_endpoint,) = [
-        e["Properties"]
-        for e in resources(raw, "AWS::EC2::VPCEndpoint").values()
-        if e["Properties"]["VpcEndpointType"] == "Interface"
-        and e["Properties"]["ServiceName"]["Fn::Join"][1][-1] == ".lambda"
-    ]
-    (statement,) = lambda_endpoint["PolicyDocument"]["Statement"]
-    assert statement["Effect"] == "Allow"
-    assert statement["Action"] == "lambda:InvokeFunction"
-    assert statement["Resource"] == extract_arn
 
 
 # --- the example queries through the RDS Data API ------------------------------------

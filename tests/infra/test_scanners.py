@@ -68,6 +68,7 @@ REVIEWED_SKIPS = {
         "StageEmptyingHandlerLogs",
         "StageNotificationsHandlerLogs",
         "DatabasesLogRetentionHandlerLogs",
+        "ReprocessLogs",
     },
     # CDK's deployment-time helper functions: no DLQ, no VPC, no reserved concurrency
     "CKV_AWS_116": {

@@ -19,6 +19,8 @@ STAGE_OBJECTS = "AwsSolutions-IAM5[Resource::<StageBucket"
 INITIALIZER_VERSIONS = "AwsSolutions-IAM5[Resource::<FunctionsDbInitializer"
 LOG_GROUPS = "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:"
 LOG_RETENTION_ROLE = "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8a/ServiceRole"
+EXTRACT_VERSIONS = "AwsSolutions-IAM5[Resource::<FunctionsExtract"
+LOAD_VERSIONS = "AwsSolutions-IAM5[Resource::<FunctionsLoad"
 REVIEWED = {
     ("Functions/ExtractRole", "AwsSolutions-IAM5[Resource::*]"),
     ("Functions/LoadRole", "AwsSolutions-IAM5[Resource::*]"),
@@ -44,6 +46,11 @@ REVIEWED = {
     # CDK's log-retention handler of the databases' exported logs
     (LOG_RETENTION_ROLE, "AwsSolutions-IAM4[Policy::"),
     (LOG_RETENTION_ROLE, "AwsSolutions-IAM5[Resource::*]"),
+    # The state machine's invoke grants on the two functions (and their versions), its
+    # log delivery and tracing.
+    ("Reprocess/StateMachine/Role", EXTRACT_VERSIONS),
+    ("Reprocess/StateMachine/Role", LOAD_VERSIONS),
+    ("Reprocess/StateMachine/Role", "AwsSolutions-IAM5[Resource::*]"),
 }
 LEARNING_ONLY = {
     ("Databases/Source", "AwsSolutions-RDS10"),
@@ -79,6 +86,8 @@ def normalized(found: dict[tuple[str, str], str]) -> set[tuple[str, str]]:
         for stable in (
             STAGE_OBJECTS,
             INITIALIZER_VERSIONS,
+            EXTRACT_VERSIONS,
+            LOAD_VERSIONS,
             LOG_GROUPS,
             "AwsSolutions-IAM4[Policy::",
         ):

@@ -60,9 +60,9 @@ EXPECTED_KEYS = {
     "db_initializer": {
         *(f"SOURCE_DB_{k}" for k in (*DATABASE_KEYS, "SECRET_ARN")),
         *(f"ANALYTICS_DB_{k}" for k in (*DATABASE_KEYS, "SECRET_ARN")),
-        # the read-only login's secret, and the extract it starts after an initialization
+        # the read-only login's secret, and the state machine it starts the history load on
         "READER_SECRET_ARN",
-        "EXTRACT_FUNCTION_NAME",
+        "REPROCESS_STATE_MACHINE_ARN",
     },
 }
 IAM_USERS = {"extract": ("SOURCE", EXTRACT_LOGIN), "load": ("ANALYTICS", LOAD_LOGIN)}
@@ -78,6 +78,24 @@ PREFIX_LIST_LOOKUP = ("NetworkS3PrefixListCustomResourcePolicy", {"ec2:DescribeM
 LOG_RETENTION = (
     "LogRetentionaae0aa3c5b4d4f87b02d85b201efdd8aServiceRole",
     {"logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy"},
+)
+# ... and the state machine's log delivery and tracing (CDK's, for LogLevel.ALL and X-Ray).
+STATE_MACHINE_LOGS = (
+    "ReprocessStateMachineRole",
+    {
+        "logs:CreateLogDelivery",
+        "logs:DeleteLogDelivery",
+        "logs:DescribeLogGroups",
+        "logs:DescribeResourcePolicies",
+        "logs:GetLogDelivery",
+        "logs:ListLogDeliveries",
+        "logs:PutResourcePolicy",
+        "logs:UpdateLogDelivery",
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+        "xray:PutTelemetryRecords",
+        "xray:PutTraceSegments",
+    },
 )
 
 
@@ -322,9 +340,9 @@ def test_isolated_network_without_nat_with_endpoints_and_flow_logs(learning):
         for e in endpoints
         if e["Properties"]["VpcEndpointType"] == "Interface"
     }
-    # Secrets Manager for the initializer, SNS for the load's run reports, Lambda for
-    # the initializer's start of the history load.
-    assert set(interfaces) == {"secretsmanager", "sns", "lambda"}
+    # Secrets Manager for the initializer, SNS for the load's run reports, Step Functions
+    # for the initializer's start of the history load.
+    assert set(interfaces) == {"secretsmanager", "sns", "states"}
     assert all(e["PrivateDnsEnabled"] is True for e in interfaces.values())
     # billed per AZ-hour: one AZ by default
     assert all(len(e["SubnetIds"]) == 1 for e in interfaces.values())
@@ -353,8 +371,8 @@ def test_security_groups_admit_only_functions_to_databases_and_endpoint(learning
         ("FunctionsDbInitializer", "DatabasesTarget", 5432),
         # Only the initializer reads a secret.
         ("FunctionsDbInitializer", "NetworkSecretsManagerEndpoint", 443),
-        # Only the initializer starts a function (the extract).
-        ("FunctionsDbInitializer", "NetworkLambdaEndpoint", 443),
+        # Only the initializer starts an execution (the history load).
+        ("FunctionsDbInitializer", "NetworkStepFunctionsEndpoint", 443),
         # Only the load publishes (its run report).
         ("FunctionsLoad", "NetworkSnsEndpoint", 443),
     }
@@ -395,7 +413,7 @@ def test_function_egress_only_to_s3_prefix_list_databases_and_endpoint(learning)
             ("DatabasesSource", 5432),
             ("DatabasesTarget", 5432),
             ("NetworkSecretsManagerEndpoint", 443),
-            ("NetworkLambdaEndpoint", 443),
+            ("NetworkStepFunctionsEndpoint", 443),
         },
     }
 
@@ -683,6 +701,9 @@ def test_no_wildcard_actions_and_star_resources_only_where_acknowledged(learning
             helper = [h for h in (PREFIX_LIST_LOOKUP, LOG_RETENTION) if logical_id.startswith(h[0])]
             if helper:
                 assert actions == helper[0][1], (logical_id, statement)
+                continue
+            if logical_id.startswith(STATE_MACHINE_LOGS[0]):
+                assert actions == STATE_MACHINE_LOGS[1], (logical_id, statement)
                 continue
             assert actions <= STAR_RESOURCE_ACTIONS, (logical_id, statement)
             assert logical_id.startswith("Functions") and "Role" in logical_id

@@ -57,9 +57,11 @@ def loaded(new_database, tmp_path, monkeypatch):
             "--end 2026-11-25 is later than 2026-11-24",
         ),
         (
-            ["backfill", "--start", "2026-09-01", "--end", "2026-11-20"],
-            "a backfill of 81 days (2026-09-01..2026-11-20) is over the limit of 31",
+            ["backfill", "--start", "2026-09-01", "--full-refresh"],
+            "--full-refresh rebuilds the whole history from its first day: drop --start",
         ),
+        (["backfill", "--start", "2026-09-01"], "give --start and --end (YYYY-MM-DD), or"),
+        (["backfill", "--full-refresh", "--end", "2026-11-25"], "--end 2026-11-25 is later"),
         (
             ["run", "--date", "2026-11-20", "--lookback-days", "401"],
             "lookback_days must be a whole number from 1 to 400, not 401",
@@ -69,8 +71,8 @@ def loaded(new_database, tmp_path, monkeypatch):
             "lookback_days must be a whole number from 1 to 400, not -1",
         ),
         (
-            ["backfill", "--start", "2026-11-20", "--end", "2026-11-21", "--lookback-days", "0"],
-            "lookback_days must be a whole number from 1 to 400, not 0",
+            ["backfill", "--start", "2026-11-20", "--end", "2026-11-21", "--budget-minutes", "0"],
+            "--budget-minutes must be a number of minutes above 0 and at most 10080, not 0.0",
         ),
     ],
 )

@@ -14,7 +14,6 @@ from pathlib import Path
 import boto3
 import psycopg2
 import pytest
-import requests
 from psycopg2 import sql
 
 from dbt_project.facts.business_calendar import business_date, previous_business_day
@@ -26,8 +25,9 @@ from dbt_project.postgres.connection import connect
 from dbt_project.postgres.source_schema import SOURCE_TABLES, history_bounds, seeds_dir
 from tests import reference
 from tests.integration._dbt_helpers import query
-from tests.lambda_helpers import Context, load_handler, s3_event
+from tests.lambda_helpers import Context, load_handler
 from tests.pipeline_helpers import edit, project_copy
+from tests.reprocess_runner import Execution
 
 ANALYTICS_MODELS = Path(__file__).resolve().parents[2] / "models" / "analytics"
 
@@ -131,51 +131,44 @@ def test_sample_data_false_opts_out(aws):
 
 
 @pytest.fixture
-def extract_function(aws, moto_endpoint, monkeypatch):
-    """An extract function on the moto endpoint: asynchronous invokes are accepted there
-    (no container runs them); the test then runs the real handler with the payload."""
-    config = f"{moto_endpoint}/moto-api/config"
-    requests.post(config, json={"lambda": {"use_docker": False}}, timeout=10)
+def state_machine(aws, monkeypatch):
+    """A reprocess state machine on the moto endpoint: executions are recorded there (no
+    step runs); the test then runs its steps through the real handlers."""
     role = boto3.client("iam").create_role(
-        RoleName=f"extract-{uuid.uuid4().hex[:6]}",
+        RoleName=f"reprocess-{uuid.uuid4().hex[:6]}",
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
     )["Role"]["Arn"]
-    name = f"shop-etl-extract-{uuid.uuid4().hex[:6]}"
-    boto3.client("lambda").create_function(
-        FunctionName=name,
-        Runtime="python3.12",
-        Role=role,
-        Handler="handler.handler",
-        Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
-    )
-    monkeypatch.setenv("EXTRACT_FUNCTION_NAME", name)
-    yield name
-    requests.post(config, json={"lambda": {"use_docker": True}}, timeout=10)
+    arn = boto3.client("stepfunctions").create_state_machine(
+        name=f"shop-etl-reprocess-{uuid.uuid4().hex[:6]}",
+        definition=json.dumps({"StartAt": "Plan", "States": {"Plan": {"Type": "Succeed"}}}),
+        roleArn=role,
+    )["stateMachineArn"]
+    monkeypatch.setenv("REPROCESS_STATE_MACHINE_ARN", arn)
+    return arn
 
 
 def test_the_initializer_starts_the_history_load_and_the_views_answer(
-    aws, extract_function, frozen_clock
+    aws, state_machine, frozen_clock
 ):
     # when the initializer fills an empty source
     result = load_handler("db_initializer")({}, Context("db_initializer"))
 
-    # then it has started one extract covering the whole finished history
+    # then it has started one execution that rebuilds the whole finished history
     started = result["history_load"]
-    assert (started["function"], started["status"]) == (extract_function, 202)
+    assert (started["state_machine"], started["input"]) == (state_machine, {"full_refresh": True})
+    execution = boto3.client("stepfunctions").describe_execution(executionArn=started["execution"])
+    assert json.loads(execution["input"]) == {"full_refresh": True}
+
+    # and that execution's steps, run by the real handlers, fill the analytic views
+    output = Execution(started["input"]).run()
     yesterday = previous_business_day(frozen_clock)
     conn = connect(aws["source"])
     first, _ = history_bounds(conn)
     conn.close()
-    assert started["payload"] == {
-        "run_date": yesterday.isoformat(),
-        "lookback_days": (yesterday - first).days + 1,
-        "skip_freshness": True,
-    }
-
-    # and that night, run by the real handlers, fills the analytic views
-    night = load_handler("extract")(started["payload"], Context("extract"))
-    key = night["runs"][0]["manifest_key"]
-    load_handler("load")(s3_event(aws["bucket"], key), Context("load"))
+    assert (output["report"]["first_day"], output["report"]["last_day"]) == (
+        first.isoformat(),
+        yesterday.isoformat(),
+    )
     expected = reference.marts(reference.fetch_source(aws["source"]), as_of=yesterday)
     actual = reference.read_marts(aws["target"])
     assert actual["daily_sales_summary"] == expected["daily_sales_summary"]
@@ -267,7 +260,7 @@ def _logs(caplog) -> list[logging.LogRecord]:
 
 
 def test_a_deployment_logs_its_plan_and_starts_the_reprocess_a_changed_mart_needs(
-    aws, extract_function, tmp_path, monkeypatch, caplog
+    aws, state_machine, tmp_path, monkeypatch, caplog
 ):
     # given a deployed project (a copy) over an analytics database with a loaded night
     project = project_copy(tmp_path / "project")
@@ -305,7 +298,7 @@ def test_a_deployment_logs_its_plan_and_starts_the_reprocess_a_changed_mart_need
     assert query(aws["target"], "select started from ledger.reprocess_requests") == [
         {
             "started": "not started, turned off (context reprocess_changed_models=false): "
-            'invoke the extract function with {"full_refresh": true} to run it'
+            'start the reprocess state machine with {"full_refresh": true} to run it'
         }
     ]
 
@@ -313,18 +306,16 @@ def test_a_deployment_logs_its_plan_and_starts_the_reprocess_a_changed_mart_need
     edit(mart, "count(1) as order_count", "count(*) as order_count")
     answer = init({**update, "RequestId": "again"}, Context("db_initializer"))
 
-    # then it starts the full refresh night on the extract function
+    # then it starts a full refresh on the reprocess state machine
     logs = _logs(caplog)
     (started,) = [r.started for r in logs if r.getMessage().startswith(needed)]
-    assert started == {
-        "function": extract_function,
-        "payload": {"full_refresh": True},
-        "status": 202,
-    }
+    assert (started["state_machine"], started["input"]) == (state_machine, {"full_refresh": True})
+    execution = boto3.client("stepfunctions").describe_execution(executionArn=started["execution"])
+    assert json.loads(execution["input"]) == {"full_refresh": True}
     requests_ = query(
         aws["target"], "select started from ledger.reprocess_requests order by requested_at"
     )
-    assert requests_[-1] == {"started": f'started: {{"full_refresh": true}} on {extract_function}'}
+    assert requests_[-1] == {"started": f'started: {{"full_refresh": true}} on {state_machine}'}
     assert answer["Data"]["Reprocess"].startswith(needed)
 
 

@@ -245,7 +245,7 @@ def source_tables(source) -> list[str]:
 def test_bad_events_are_refused_before_any_database_work(aws, monkeypatch):
     monkeypatch.setenv("SOURCE_DB_HOST", "unreachable.invalid")
     extract, load = load_handler("extract"), load_handler("load")
-    with pytest.raises(ConfigError, match="over the limit of 31"):
+    with pytest.raises(ConfigError, match="runs in chunks on the reprocess state machine"):
         extract({"start_date": "2026-01-01", "end_date": "2026-03-01"}, Context("extract"))
     with pytest.raises(ConfigError, match="not a real calendar date"):
         extract({"run_date": "2026-13-01"}, Context("extract"))

@@ -12,6 +12,7 @@ from dbt_project.aws.events import (
     parse_load_event,
 )
 from dbt_project.errors import ConfigError
+from dbt_project.request import BackfillRequest, CustomerScope, NightRequest, Trigger
 
 
 def test_a_schedule_at_two_in_the_morning_tokyo_runs_the_previous_tokyo_day():
@@ -30,16 +31,24 @@ def test_an_eventbridge_rule_event_uses_its_time():
     assert parse_extract_event(event).days == (date(2026, 1, 1),)
 
 
-def test_manual_day_and_backfill():
+def test_manual_day_and_the_state_machine_s_plan_and_chunks():
     assert parse_extract_event({"run_date": "2026-11-20"}).days == (date(2026, 11, 20),)
-    request = parse_extract_event({"start_date": "2026-10-30", "end_date": "2026-11-02"})
-    assert request.days == (
-        date(2026, 10, 30),
-        date(2026, 10, 31),
-        date(2026, 11, 1),
+    plan = parse_extract_event({"plan": {"start": "2026-10-30", "end": "2026-11-02"}})
+    assert plan == BackfillRequest(date(2026, 11, 2), date(2026, 10, 30))
+    assert plan.trigger == "backfill"
+    refresh = parse_extract_event({"plan": {"full_refresh": True, "budget_minutes": 5}})
+    assert refresh.full_refresh and refresh.first is None and refresh.budget_minutes == 5
+    chunk = {"run_date": "2026-11-02", "lookback_days": 31, "full_refresh": True}
+    chunk |= {"trigger": "full_refresh", "customers": "none"}
+    night = parse_extract_event({"chunk": chunk})
+    assert night == NightRequest(
         date(2026, 11, 2),
+        31,
+        Trigger.FULL_REFRESH,
+        freshness_gate=False,
+        full_refresh=True,
+        customers=CustomerScope.NONE,
     )
-    assert request.trigger == "backfill"
 
 
 @pytest.mark.parametrize(
@@ -48,8 +57,25 @@ def test_manual_day_and_backfill():
         ({"run_date": "2026-02-30"}, "not a real calendar date"),
         ({"run_date": "yesterday"}, "not a real calendar date"),
         ({"run_date": "2026-11-20'; drop table orders; --"}, "not a real calendar date"),
-        ({"start_date": "2026-01-01", "end_date": "2026-02-01"}, "over the limit of 31"),
-        ({"start_date": "2026-02-01", "end_date": "2026-01-01"}, "before it starts"),
+        ({"start_date": "2026-01-01", "end_date": "2026-02-01"}, "reprocess state machine"),
+        ({"full_refresh": True}, "start-execution .* --input '{\"full_refresh\": true}'"),
+        ({"plan": {"start": "2026-02-01", "end": "2026-01-01"}}, "before it starts"),
+        ({"plan": {"start": "2026-01-01"}}, "unrecognised execution input"),
+        ({"plan": {"full_refresh": True, "budget_minutes": 0}}, "budget_minutes must be"),
+        ({"plan": {"full_refresh": True, "budget_minutes": "13"}}, "budget_minutes must be"),
+        ({"chunk": {"run_date": "2026-11-20"}}, "exactly the keys"),
+        (
+            {
+                "chunk": {
+                    "run_date": "2026-11-20",
+                    "lookback_days": 401,
+                    "full_refresh": False,
+                    "trigger": "backfill",
+                    "customers": "window",
+                }
+            },
+            "lookback_days must be",
+        ),
         ({"run_date": "2026-11-20", "lookback_days": 0}, "lookback_days"),
         ({"date": "2026-11-20"}, "unrecognised extract event"),
         ([], "must be a JSON object"),
@@ -96,6 +122,7 @@ def test_manual_manifest_key():
         ({"manifest_key": "../secrets/_manifest.json"}, "must look like"),
         ({"Records": [{"eventSource": "aws:sqs"}]}, "not an S3 event record"),
         ({"hello": 1}, "unrecognised load event"),
+        ({"report": {"rows": 1}}, "a report event is"),
     ],
 )
 def test_bad_load_events_are_refused(event, message):
@@ -112,9 +139,9 @@ def test_the_previous_business_day_is_the_latest_a_payload_may_name():
         date(2026, 11, 24),
     )
     backfill = parse_extract_event(
-        {"start_date": "2026-11-20", "end_date": "2026-11-24"}, now=NOON_25TH
+        {"plan": {"start": "2026-11-20", "end": "2026-11-24"}}, now=NOON_25TH
     )
-    assert backfill.days[-1] == date(2026, 11, 24)
+    assert backfill.last == date(2026, 11, 24)
     schedule = parse_extract_event({"scheduled_time": "2026-11-24T17:00:00Z"}, now=NOON_25TH)
     assert schedule.days == (date(2026, 11, 24),)
 
@@ -125,8 +152,21 @@ def test_the_previous_business_day_is_the_latest_a_payload_may_name():
         ({"run_date": "2026-11-25"}, "run_date 2026-11-25 is later than 2026-11-24"),
         ({"run_date": "2099-01-01", "lookback_days": 2}, "run_date 2099-01-01 is later than"),
         (
-            {"start_date": "2026-11-20", "end_date": "2026-11-26"},
-            "end_date 2026-11-26 is later than 2026-11-24",
+            {"plan": {"start": "2026-11-20", "end": "2026-11-26"}},
+            "end 2026-11-26 is later than 2026-11-24",
+        ),
+        ({"plan": {"full_refresh": True, "end": "2026-11-25"}}, "end 2026-11-25 is later"),
+        (
+            {
+                "chunk": {
+                    "run_date": "2026-11-25",
+                    "lookback_days": 3,
+                    "full_refresh": False,
+                    "trigger": "backfill",
+                    "customers": "window",
+                }
+            },
+            "run_date 2026-11-25 is later",
         ),
         ({"scheduled_time": "2099-01-01T17:00:00Z"}, "run_date 2099-01-01 is later than"),
         (

@@ -14,7 +14,13 @@ from dbt_project.dbt_runner.runner import run_vars
 from dbt_project.errors import MESSAGE_LIMIT, ConfigError, brief
 from dbt_project.facts.business_calendar import previous_business_day
 from dbt_project.postgres.connection import PgSettings, redact
-from dbt_project.request import check_lookback, check_run_date, date_range, parse_date
+from dbt_project.request import (
+    check_budget,
+    check_lookback,
+    check_run_date,
+    date_range,
+    parse_date,
+)
 from dbt_project.settings import LAMBDA_WORK_DIR, Settings
 
 
@@ -84,15 +90,15 @@ def test_a_date_that_is_not_a_calendar_date_is_refused(value):
 
 def test_dates_ranges_and_the_business_day():
     assert parse_date(" 2026-11-25 ") == date(2026, 11, 25)
-    assert date_range("2026-11-30", "2026-12-02") == [
-        date(2026, 11, 30),
-        date(2026, 12, 1),
-        date(2026, 12, 2),
-    ]
+    assert date_range("2026-11-30", "2026-12-02") == (date(2026, 11, 30), date(2026, 12, 2))
     with pytest.raises(ConfigError, match="ends .* before it starts"):
         date_range("2026-11-02", "2026-11-01")
-    with pytest.raises(ConfigError, match="over the limit of 3; split it"):
-        date_range("2026-11-01", "2026-11-04", limit=3)
+    # A range has no limit: a plan cuts it into chunks.
+    assert date_range("2016-01-01", "2026-12-02")[0] == date(2016, 1, 1)
+    assert check_budget(13) == 13.0 and check_budget(0.5) == 0.5
+    for bad in (0, -1, True, "13", None, 7 * 24 * 60 + 1):
+        with pytest.raises(ConfigError, match="budget_minutes must be a number of minutes"):
+            check_budget(bad)
     # 02:00 in Tokyo is 17:00 UTC the day before; it loads the Tokyo day before it.
     assert previous_business_day(datetime(2026, 11, 25, 17, 0, tzinfo=UTC)) == date(2026, 11, 25)
     assert previous_business_day(datetime(2026, 11, 25, 14, 59, tzinfo=UTC)) == date(2026, 11, 24)
