@@ -90,6 +90,8 @@ class InitResult:
     upgrade: SchemaPlan | None = None
     # The marts whose logic changed since the last init, and the reprocessing asked for.
     models: ModelChanges | None = None
+    # Code found in the build schema and removed (logins.remove_planted_code).
+    removed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -99,8 +101,6 @@ class PlannedUpgrade:
     plan: UpgradePlan
     document: dict
     lines: list[str]
-    # Code found in the build schema and removed (logins.remove_planted_code).
-    removed: list[str] = field(default_factory=list)
 
 
 def _tested_window(loads: Sequence[LoadResult]) -> dict[str, object] | None:

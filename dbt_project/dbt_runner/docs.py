@@ -24,12 +24,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from dbt_project.dbt_runner.runner import (
-    DbtProject,
-    connection_failed,
-    invoke_dbt,
-    raise_for_failures,
-)
+from dbt_project.dbt_runner.results import connection_failed, raise_for_failures
+from dbt_project.dbt_runner.runner import DbtProject, invoke_dbt
 from dbt_project.errors import EtlError
 from dbt_project.facts.names import ANALYTICS_TARGET
 from dbt_project.facts.stage_layout import DOCS_KEY

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dbt_project.dbt_runner.lineage import ModelFingerprint, changed_marts
-from dbt_project.dbt_runner.runner import NodeFailure
+from dbt_project.dbt_runner.results import NodeFailure
 from dbt_project.errors import SourceColumnsChanged
 from dbt_project.extract.source_columns import raise_for_missing_column
 from dbt_project.postgres.catalog import is_widening
