@@ -48,9 +48,7 @@ def _backfill(ctx, shop, source) -> Iterator[Row]:
     nights = [night["seconds"] for night in extra["nights"]]
     per_night = sum(nights) / len(nights)
     all_nights = per_night * extra["days"]
-    chunks = ", ".join(
-        f"{c['days']} days {c['seconds']:.1f} s (est. {c['estimate']:.0f})" for c in extra["chunks"]
-    )
+    chunks = extra["chunks"]
     yield Row(
         f"9 backfill of {extra['days']} days, {shop.orders_per_day:,} orders a day: in chunks",
         measured.rows,

@@ -36,10 +36,11 @@ def generated_shop(
 
 
 def pipeline_on(source: PgSettings, target: PgSettings, stage) -> Pipeline:
-    """The parts a night runs on, for two test databases and a stage."""
+    """The parts a night runs on, for two test databases `etl init` prepared and a
+    stage; the source side as etl_extract, as the extract function runs it."""
     return Pipeline(
         dbt=DbtProject(),
-        source=Database.from_settings(source),
+        source=Database.from_settings(as_extract_login(source)),
         analytics=Database.from_settings(target),
         stage=stage,
     )

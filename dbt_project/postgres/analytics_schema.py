@@ -49,7 +49,9 @@ CUSTOMER_TOTALS = "customer_totals"
 LEDGER_GRANTS = {
     "load_ledger": "select, insert, update",  # claim the run, then record its counts
     "day_versions": "select, insert, update, delete",  # a full refresh drops lost days
-    "removed_customers": "select, insert, update",
+    # A full refresh drops the removals dated after its run date (its later chunks
+    # restate those customers).
+    "removed_customers": "select, insert, update, delete",
     "run_reports": "select, insert, update",  # a retried report replaces its own row
     # A full refresh's load settles the reprocessing a deployment asked for.
     "reprocess_requests": "select, update",

@@ -59,11 +59,22 @@ def recorded_models(cur) -> dict[str, tuple[str, str]]:
 
 
 def record_models(cur, models: list[tuple[str, str, str]]) -> None:
-    """Replace the record with ``models`` (name, checksum, logic): the deployed project."""
-    cur.execute(sql.SQL("delete from {}").format(_MODELS))
+    """Make the record ``models`` (name, checksum, logic): the deployed project. A model
+    whose checksum and logic are unchanged keeps its row, and so its deployed_at: an
+    init that changes nothing writes nothing."""
+    cur.execute(
+        sql.SQL("delete from {} where not (model = any(%s))").format(_MODELS),
+        ([name for name, _, _ in models],),
+    )
     execute_values(
         cur,
-        sql.SQL("insert into {} (model, checksum, logic) values %s")
+        sql.SQL(
+            "insert into {} as deployed (model, checksum, logic) values %s "
+            "on conflict (model) do update set checksum = excluded.checksum, "
+            "logic = excluded.logic, deployed_at = clock_timestamp() "
+            "where (deployed.checksum, deployed.logic) "
+            "is distinct from (excluded.checksum, excluded.logic)"
+        )
         .format(_MODELS)
         .as_string(cur.connection),
         models,

@@ -21,6 +21,7 @@ from dbt_project.postgres.connection import Database, connect
 from tests import reference
 from tests.lambda_helpers import Context, load_handler, s3_event
 from tests.pipeline_helpers import snapshot
+from tests.reprocess_runner import Execution
 from tests.tls_server import LOGIN_PASSWORD
 
 LAST_SAMPLE_DAY = date(2026, 11, 25)
@@ -83,10 +84,10 @@ def test_a_whole_night_through_the_handlers(aws, capsys):
         assert row["last_order_date"] <= row["as_of_date"]
     assert set(as_of.values()) == {date(2026, 11, 24), LAST_SAMPLE_DAY}
 
-    # a full refresh of the last day re-states every table as of it
-    refreshed = extract({"run_date": "2026-11-25", "full_refresh": True}, Context("extract"))
-    key = refreshed["runs"][0]["manifest_key"]
-    assert load(s3_event(aws["bucket"], key), Context("load"))["loads"][0]["status"] == "loaded"
+    # a full refresh up to the last day, run by the reprocess state machine's steps on
+    # the same functions, re-states every table as of it
+    output = Execution({"full_refresh": True, "end": "2026-11-25"}).run()
+    assert output["report"]["last_day"] == "2026-11-25"
     assert reference.read_marts(aws["target"]) == expected
 
     answers = run_example_queries(Database.from_settings(aws["target"]))

@@ -84,7 +84,7 @@ def test_each_invocation_logs_only_its_own_keys(aws, logs):
     logs()
     extract({"run_date": "2026-11-24"}, Context("extract"))
     first = logs()
-    extract({"start_date": "2026-11-25", "end_date": "2026-11-25"}, Context("extract"))
+    extract({"run_date": "2026-11-25", "lookback_days": 1}, Context("extract"))
     second = logs()
     assert {line.get("run_date") for line in first} >= {"2026-11-24"}
     # The second invocation's lines carry its own day, or none (before it is known).

@@ -318,9 +318,9 @@ def test_the_load_login_holds_exactly_its_privileges(logins):
         *relations(MARTS_AND_TOTALS, "SELECT INSERT UPDATE DELETE"),
         *relations(VIEWS, "SELECT"),
         *relations("ledger.load_ledger ledger.run_reports", "SELECT INSERT UPDATE"),
-        *relations("ledger.removed_customers", "SELECT INSERT UPDATE"),
-        # a full refresh deletes the days the history no longer has
-        *relations("ledger.day_versions", "SELECT INSERT UPDATE DELETE"),
+        # a full refresh deletes the days the history no longer has, and the removals
+        # dated after it
+        *relations("ledger.day_versions ledger.removed_customers", "SELECT INSERT UPDATE DELETE"),
         # and settles the reprocessing a deployment asked for
         *relations("ledger.reprocess_requests", "SELECT UPDATE"),
     }

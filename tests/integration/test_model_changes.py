@@ -15,6 +15,7 @@ from tests import reference
 from tests.integration._dbt_helpers import query
 from tests.pipeline_helpers import (
     add_customer_columns,
+    as_extract_login,
     catalog_snapshot,
     edit,
     generated_shop,
@@ -190,7 +191,7 @@ def test_a_new_measure_and_a_fixed_day_mart_ship_to_a_loaded_history(
     # when the reprocess runs (what a deployment starts: a full refresh night)
     code, out, err = _etl(
         capsys, "run", "--date", last.isoformat(), "--full-refresh", "--json",
-        "--source-url", source.url, *urls, "--stage", str(stage.root),
+        "--source-url", as_extract_login(source).url, *urls, "--stage", str(stage.root),
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out)

@@ -26,7 +26,7 @@ from dbt_project.request import BackfillRequest, NightRequest
 from dbt_project.stage import LocalStage
 from tests import reference
 from tests.datagen import Shop
-from tests.pipeline_helpers import snapshot
+from tests.pipeline_helpers import as_extract_login, snapshot
 
 FIRST = date(2026, 1, 26)
 HISTORY_END = date(2026, 2, 9)
@@ -92,6 +92,11 @@ def runs(module_database, tmp_path_factory):
     }
     for pipeline in parts.values():
         pipeline.init()
+    # The source side of a night runs as etl_extract, as the extract function does.
+    extract_login = as_extract_login(source_settings)
+    source = Database.from_settings(extract_login)
+    for pipeline in parts.values():
+        pipeline.source = source
 
     # The history up to HISTORY_END, extracted once and loaded into both databases.
     history = parts["chunked"].plan(BackfillRequest.refresh(HISTORY_END))
@@ -112,7 +117,7 @@ def runs(module_database, tmp_path_factory):
                 "backfill",
                 *("--start", str(request.first), "--end", str(LAST)),
                 *("--budget-minutes", str(BACKFILL_BUDGET)),
-                *("--source-url", source_settings.url, "--analytics-url", targets["chunked"].url),
+                *("--source-url", extract_login.url, "--analytics-url", targets["chunked"].url),
                 *("--stage", str(stage.root)),
             ]
         )
@@ -133,7 +138,7 @@ def runs(module_database, tmp_path_factory):
     return {
         "parts": parts["chunked"],
         "urls": [
-            *("--source-url", source_settings.url, "--analytics-url", targets["chunked"].url),
+            *("--source-url", extract_login.url, "--analytics-url", targets["chunked"].url),
             *("--stage", str(stage.root)),
         ],
         "target": targets["chunked"],

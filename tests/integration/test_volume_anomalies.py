@@ -14,6 +14,7 @@ from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests.datagen import TOKYO, Shop
 from tests.integration._dbt_helpers import query
+from tests.pipeline_helpers import as_extract_login
 
 FIRST, LAST = date(2026, 10, 1), date(2026, 11, 10)
 # The largest of the six regions takes well above the view's floor of 50 orders a day.
@@ -38,6 +39,7 @@ def test_a_collapsed_region_day_warns_in_the_report_and_the_night_stands(module_
         stage=LocalStage(tmp_path / "stage"),
     )
     parts.init()
+    parts.source = Database.from_settings(as_extract_login(source))  # as the extract runs
     history = NightRequest(LAST - timedelta(days=1), (LAST - FIRST).days)
     parts.run_night(history, run_tests=False)
     # and on the last day every order of the largest region cancelled during that day
