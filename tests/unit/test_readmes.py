@@ -10,12 +10,13 @@ appear verbatim, and every ``etl <subcommand>`` either README mentions must exis
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 from dbt_project.cli.main import build_parser
-from dbt_project.local.demo import EXAMPLE_QUERIES
+from dbt_project.local.demo import EXAMPLE_QUERIES, lineage_hint
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -212,3 +213,14 @@ def test_the_command_extraction_reads_shell_as_written():
     ]
     assert all(is_command(line) for line in lines)
     assert not is_command("export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20")
+
+
+def test_the_demo_ends_with_the_readmes_way_to_the_lineage():
+    hint = lineage_hint("postgresql://postgres@127.0.0.1:54329/analytics")
+    command = shlex.split(hint.split("  (")[0])
+    assert command[:2] == ["etl", "docs"], hint
+    args = build_parser().parse_args(command[1:])
+    assert args.analytics_url == "postgresql://postgres@127.0.0.1:54329/analytics"
+    for path in (README, README_JA):
+        assert "etl docs" in path.read_text(encoding="utf-8"), path.name
+    assert "dbt docs generate" not in hint
