@@ -179,6 +179,7 @@ def ship_project(folder: str, dbname: str) -> dict:
     import shutil
 
     from dbt_project.dbt_runner.parse_cache import ship_parse
+    from dbt_project.facts.names import DBNAME_VARIABLES, SOURCE_TARGET
     from infra.packaging.layers import REPO_ROOT, common_sources
 
     root = Path(folder)
@@ -187,5 +188,5 @@ def ship_project(folder: str, dbname: str) -> dict:
             (root / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, root / relative)
     started = time.perf_counter()
-    ship_parse(root / "dbt", "source", {"ETL_PG_DBNAME": dbname})
+    ship_parse(root / "dbt", SOURCE_TARGET, {DBNAME_VARIABLES[SOURCE_TARGET]: dbname})
     return {"rows": 0, "seconds": time.perf_counter() - started, "project": str(root / "dbt")}

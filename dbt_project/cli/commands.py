@@ -114,9 +114,10 @@ def cmd_dev_db(args) -> int:
     print(f"analytics database:    {result.analytics.display}")
     if not result.server.embedded:
         print("an external server is in use: point dbt at it with")
-        for key, value in result.source.dbt_env().items():
-            if not key.startswith("DBT_ENV_SECRET"):
-                print(f"  export {key}={value}")
+        for key, value in devdb.dbt_exports(result).items():
+            print(f"  export {key}={value}")
+        if result.source.password:
+            print("  and its password in DBT_ENV_SECRET_PG_PASSWORD (dbt keeps it out of its logs)")
     print("next: dbt build")
     return 0
 

@@ -21,6 +21,11 @@ from collections import OrderedDict
 from pathlib import Path
 
 from dbt_project.errors import ConfigError
+from dbt_project.facts.names import (
+    ANALYTICS_DBNAME_VARIABLE,
+    LEGACY_DBNAME_VARIABLE,
+    SOURCE_DBNAME_VARIABLE,
+)
 from dbt_project.files import unsafe_reason
 from dbt_project.settings import scoped_environ
 
@@ -36,7 +41,7 @@ SHIPPED_PARSE_DIR = ".dbt-parse"
 # Profile values that shape the parsed project: nodes and sources name their database.
 # Host, port, user, TLS settings and PGOPTIONS leave dbt's manifest unchanged, and the
 # password is never part of it: one layer's parse serves every deployment's endpoints.
-_PARSE_ENV = ("ETL_PG_DBNAME",)
+_PARSE_ENV = (SOURCE_DBNAME_VARIABLE, ANALYTICS_DBNAME_VARIABLE, LEGACY_DBNAME_VARIABLE)
 
 log = logging.getLogger(__name__)
 

@@ -165,7 +165,7 @@ class DbtProject:
         return flags
 
     def _env_and_key(self, settings: PgSettings, target: str, dbt_vars) -> tuple[dict, tuple]:
-        env = settings.dbt_env()
+        env = settings.dbt_env(target)
         # The session limits, and the role the pipeline's own sessions set.
         env["PGOPTIONS"] = settings.options(self.settings.limits) or ""
         # What the parsed project depends on, as for the shipped parse: the target, the

@@ -11,6 +11,18 @@ MARTS = ("customer_analytics", "product_sales_summary", "daily_sales_summary")
 SOURCE_TARGET = "source"
 ANALYTICS_TARGET = "analytics"
 DEV_TARGET = "dev"
+# The variable each target's database name comes from (profiles.yml reads them): the
+# source side (the nightly build and a developer's own) and the analytics side each have
+# their own, so one shell's exports reach both databases. ETL_PG_DBNAME, the one name
+# both sides once shared, still names the source side's database when its own is unset.
+SOURCE_DBNAME_VARIABLE = "ETL_SOURCE_DBNAME"
+ANALYTICS_DBNAME_VARIABLE = "ETL_ANALYTICS_DBNAME"
+LEGACY_DBNAME_VARIABLE = "ETL_PG_DBNAME"
+DBNAME_VARIABLES = {
+    SOURCE_TARGET: SOURCE_DBNAME_VARIABLE,
+    DEV_TARGET: SOURCE_DBNAME_VARIABLE,
+    ANALYTICS_TARGET: ANALYTICS_DBNAME_VARIABLE,
+}
 
 # Database names the stack creates and the local loop uses.
 SOURCE_DATABASE = "shop"

@@ -117,8 +117,14 @@ def run_demo(settings: Settings | None = None) -> int:
     console.print(f"  analytics database  psql '{dev.analytics.url}'  (schema analytics)")
     console.print(f"  stage files         {parts.stage.root}/etl-data/")
     console.print(f"  last manifest       {parts.stage.describe(night.extract.manifest_key)}")
-    console.print("  lineage             dbt docs generate --static  (target/static_index.html)")
+    console.print(f"  lineage             {lineage_hint(dev.analytics.url)}", markup=False)
     return 0
+
+
+def lineage_hint(analytics_url: str) -> str:
+    """How to see the lineage after the demo: the README's way, the page the deployed
+    load publishes."""
+    return f"etl docs --analytics-url '{analytics_url}'  (writes .etl/docs/index.html)"
 
 
 def _replay(console, nights, parts: Pipeline):

@@ -10,7 +10,12 @@ from psycopg2 import sql
 
 from dbt_project.facts import business_calendar
 from dbt_project.facts.business_calendar import business_date
-from dbt_project.facts.names import ANALYTICS_DATABASE, SOURCE_DATABASE
+from dbt_project.facts.names import (
+    ANALYTICS_DATABASE,
+    ANALYTICS_TARGET,
+    DEV_TARGET,
+    SOURCE_DATABASE,
+)
 from dbt_project.facts.roles import EXTRACT_LOGIN
 from dbt_project.local import server as local_pg
 from dbt_project.postgres.connection import PgSettings, connect, ensure_database
@@ -53,6 +58,14 @@ def prepare(
     finally:
         conn.close()
     return DevDatabases(server, source, base.with_database(ANALYTICS_DATABASE), inserted)
+
+
+def dbt_exports(dev: DevDatabases) -> dict[str, str]:
+    """What a shell exports for the dbt command to reach both databases: the source's
+    settings (the dev and source targets) and the analytics database's name (the
+    analytics target); the password stays out (PGPASSWORD or a password file)."""
+    both = {**dev.source.dbt_env(DEV_TARGET), **dev.analytics.dbt_env(ANALYTICS_TARGET)}
+    return {key: value for key, value in both.items() if not key.startswith("DBT_ENV_SECRET")}
 
 
 def extract_login(dev: DevDatabases) -> PgSettings:

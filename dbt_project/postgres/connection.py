@@ -14,7 +14,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from dbt_project.errors import ConfigError, CredentialsError, DatabaseUnavailable, LoginRefused
-from dbt_project.facts.names import LEGACY_SCHEMA
+from dbt_project.facts.names import DBNAME_VARIABLES, LEGACY_SCHEMA
 from dbt_project.settings import SessionLimits, current, redact
 
 # What a server that refuses a connection says: these are answers, not outages, so
@@ -123,13 +123,14 @@ class PgSettings:
     def display(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
 
-    def dbt_env(self) -> dict[str, str]:
-        """The variables ``profiles.yml`` reads."""
+    def dbt_env(self, target: str) -> dict[str, str]:
+        """The variables ``profiles.yml`` reads for ``target``: each target takes its
+        database name from a variable of its own."""
         return {
             "ETL_PG_HOST": self.host,
             "ETL_PG_PORT": str(self.port),
             "ETL_PG_USER": self.user,
-            "ETL_PG_DBNAME": self.dbname,
+            DBNAME_VARIABLES[target]: self.dbname,
             "ETL_PG_SSLMODE": self.sslmode,
             "ETL_PG_SSLROOTCERT": self.sslrootcert or "",
             "DBT_ENV_SECRET_PG_PASSWORD": self.password,

@@ -234,6 +234,7 @@ def build_common(out: Path, *, repo_root: Path = REPO_ROOT) -> Path:
     """Copy the package and the dbt project files into ``out`` (``python/``, ``dbt/``),
     add dbt's parse of the project (``dbt/.dbt-parse``) and the RDS CA bundle."""
     from dbt_project.dbt_runner.parse_cache import ship_parse
+    from dbt_project.facts.names import DBNAME_VARIABLES
 
     shutil.rmtree(out, ignore_errors=True)
     for relative, source in common_sources(repo_root):
@@ -243,7 +244,7 @@ def build_common(out: Path, *, repo_root: Path = REPO_ROOT) -> Path:
     if not (out / "dbt" / "dbt_project.yml").is_file():
         raise LayersNotBuilt(f"{repo_root} holds no dbt_project.yml: not the repository root")
     for target, dbname in SHIPPED_PARSES.items():
-        ship_parse(out / "dbt", target, {"ETL_PG_DBNAME": dbname})
+        ship_parse(out / "dbt", target, {DBNAME_VARIABLES[target]: dbname})
     fetch_rds_ca_bundle(out / RDS_CA_BUNDLE)
     return out
 

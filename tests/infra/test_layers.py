@@ -13,6 +13,7 @@ import sys
 import pytest
 from cryptography import x509
 
+from dbt_project.facts.names import DBNAME_VARIABLES
 from infra.lambda_defaults import RDS_CA_BUNDLE_PATH
 from infra.packaging import bytecode
 from infra.packaging.layers import (
@@ -152,7 +153,7 @@ def test_common_layer_ships_dbt_parse_for_the_functions_targets(lambda_layers):
         stamp = json.loads((parsed / f"{target}.json").read_text())
         assert (parsed / f"{target}.msgpack").stat().st_size > 0
         assert stamp["inputs"]["target"] == target
-        assert stamp["inputs"]["ETL_PG_DBNAME"] == dbname
+        assert stamp["inputs"][DBNAME_VARIABLES[target]] == dbname
         # parsed by the dbt the dependencies layer carries, or Lambda would refuse it
         assert stamp["engine"] == {name: pins[name] for name in ("dbt-core", "dbt-postgres")}
 

@@ -81,7 +81,7 @@ def run_dbt(
     ]
     if dbt_vars is not None:
         command += ["--vars", json.dumps(dbt_vars)]
-    env = {**os.environ, **settings.dbt_env(), "DO_NOT_TRACK": "1", "ETL_DBT_TARGET": target}
+    env = {**os.environ, **settings.dbt_env(target), "DO_NOT_TRACK": "1", "ETL_DBT_TARGET": target}
     result = subprocess.run(
         command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600
     )

@@ -477,7 +477,7 @@ def test_sqlfluff_lint_of_models_and_macros_is_clean(pg_server):
     sqlfluff = Path(sys.executable).with_name("sqlfluff")
     command = [str(sqlfluff)] if sqlfluff.exists() else [sys.executable, "-m", "sqlfluff"]
     # The dbt templater compiles the project, and dbt connects while it compiles.
-    env = {**os.environ, **pg_server.dbt_env(), "DO_NOT_TRACK": "1"}
+    env = {**os.environ, **pg_server.dbt_env("dev"), "DO_NOT_TRACK": "1"}
     result = subprocess.run(
         [*command, "lint", "models", "macros"],
         cwd=PROJECT_DIR,

@@ -61,7 +61,7 @@ def shipped(tmp_path_factory, source):
     """The dbt project as the common layer ships it: parsed for the source's database
     name with the profile's default host and port, the build's folder then removed."""
     built = _copy_project(tmp_path_factory.mktemp("build"))
-    ship_parse(built, "source", {"ETL_PG_DBNAME": source[0].dbname})
+    ship_parse(built, "source", {"ETL_SOURCE_DBNAME": source[0].dbname})
     layer = tmp_path_factory.mktemp("layer") / "dbt"
     shutil.move(built, layer)
     return layer
@@ -141,10 +141,10 @@ def test_a_changed_model_file_refuses_the_shipped_parse(project, source, tmp_pat
 
 def test_other_settings_or_another_dbt_refuse_the_shipped_parse(project, source, monkeypatch):
     settings, _ = source
-    env = {"ETL_PG_DBNAME": settings.dbname}
+    env = {"ETL_SOURCE_DBNAME": settings.dbname}
     assert load_shipped_parse(project, "source", env) is not None
     # another database name: the relations of nodes and sources name it
-    assert load_shipped_parse(project, "source", {"ETL_PG_DBNAME": "other"}) is None
+    assert load_shipped_parse(project, "source", {"ETL_SOURCE_DBNAME": "other"}) is None
     # another target, or a var that shapes the parse
     assert load_shipped_parse(project, "analytics", env) is None
     assert load_shipped_parse(project, "source", env, {"source_schema": "shop"}) is None
@@ -157,7 +157,7 @@ def test_other_settings_or_another_dbt_refuse_the_shipped_parse(project, source,
 
 def test_another_python_reads_the_portable_copy_and_both_copies_agree(project, source, monkeypatch):
     # given the parse as the Python that shipped it reads it (pickled, flat graph built)
-    env = {"ETL_PG_DBNAME": source[0].dbname}
+    env = {"ETL_SOURCE_DBNAME": source[0].dbname}
     fast = load_shipped_parse(project, "source", env)
     # when another Python version reads it: the pickle is not for it
     monkeypatch.setattr(dbt_parse, "_python", lambda: "3.99")

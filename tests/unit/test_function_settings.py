@@ -3,9 +3,13 @@ its own login, and verify-full against the bundled CA, for its sessions and dbt'
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from dbt_project.aws import resources
+from dbt_project.facts.names import DBNAME_VARIABLES
 from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from dbt_project.postgres.connection import PgSettings
 from dbt_project.settings import SessionLimits, Settings
@@ -62,7 +66,7 @@ def test_each_function_connects_as_its_login_over_verify_full(
     assert settings.sslmode == "verify-full"
     assert settings.sslrootcert == defaults.RDS_CA_BUNDLE_PATH
     # dbt's sessions get the same: profiles.yml reads these
-    dbt = settings.dbt_env()
+    dbt = settings.dbt_env("source")
     assert dbt["ETL_PG_SSLMODE"] == "verify-full"
     assert dbt["ETL_PG_SSLROOTCERT"] == defaults.RDS_CA_BUNDLE_PATH
     assert "role=" not in (settings.options(SessionLimits()) or "")
@@ -79,3 +83,15 @@ def test_only_the_initializer_reads_a_secret(function_settings):
         "load": [],
         "db_initializer": ["ANALYTICS_DB_SECRET_ARN", "SOURCE_DB_SECRET_ARN"],
     }
+
+
+def test_each_dbt_target_reads_its_database_name_from_the_variable_the_pipeline_sets():
+    profile = yaml.safe_load((Path(__file__).resolve().parents[2] / "profiles.yml").read_text())
+    outputs = profile["shop"]["outputs"]
+    assert set(outputs) == set(DBNAME_VARIABLES)
+    for target, variable in DBNAME_VARIABLES.items():
+        dbname = outputs[target]["dbname"]
+        assert dbname.startswith("{{ env_var('" + variable + "'"), (target, dbname)
+        assert variable in PgSettings("h", 5432, "db", "u").dbt_env(target)
+    # the two sides never share a variable, so one shell's exports reach both
+    assert outputs["analytics"]["dbname"] != outputs["source"]["dbname"]
