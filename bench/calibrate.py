@@ -42,6 +42,7 @@ def _measure(databases: Databases, per_day: int, customers: int) -> list[tuple[i
         stage=LocalStage(Path(tempfile.mkdtemp(prefix="etlcalibrate-"))),
     )
     parts.init()
+    parts.source = Database.from_settings(databases.extract_login(source))  # as deployed
     history = parts.plan(BackfillRequest.refresh(shop.last_day, budget_minutes=24 * 60))
     list(parts.run_plan(history, run_tests=False))
     found = []
