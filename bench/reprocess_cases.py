@@ -80,6 +80,7 @@ def _history(ctx, shop, source) -> Iterator[Row]:
         stage=str(ctx.scratch / "reprocess-history"),
         last=shop.last_day.isoformat(),
         chunks=ctx.sizes.reprocess_history_chunks,
+        customers=shop.customers,
     )
     whole, chunked = measured.extra["whole"], measured.extra["chunked"]
     largest = max(c["orders"] for c in chunked["chunks"]) / measured.rows
@@ -106,7 +107,10 @@ def case_reprocess(ctx) -> Iterator[Row]:
     sizes = ctx.sizes
     shop, source = _shop(ctx, "year", sizes.reprocess_orders_per_day, sizes.reprocess_customers)
     yield from _backfill(ctx, shop, source)
-    if sizes.reprocess_history_orders_per_day != shop.orders_per_day:
+    if (sizes.reprocess_history_orders_per_day, sizes.reprocess_history_customers) != (
+        shop.orders_per_day,
+        shop.customers,
+    ):
         shop, source = _shop(
             ctx,
             "history",

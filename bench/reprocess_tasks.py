@@ -66,9 +66,12 @@ def history_load(
     stage: str,
     last: str,
     chunks: int,
+    customers: int,
 ) -> dict:
     """The whole history rebuilt from nothing twice, into empty analytics databases: in
-    one night, and in chunks of at most 1/``chunks`` of its orders each."""
+    one night, and in chunks of about 1/``chunks`` of its orders each (the budget is the
+    estimate of that share, or of the last chunk's least: one day with every one of the
+    ``customers`` counted, if that is more)."""
     from dbt_project.plan import COST
     from dbt_project.request import BackfillRequest, NightRequest
 
@@ -78,7 +81,10 @@ def history_load(
     # dbt imported and parsed, as in a warm Lambda: neither run pays it.
     whole_parts.extract(NightRequest(last_day))
     whole_plan = whole_parts.plan(BackfillRequest.refresh(last_day, budget_minutes=24 * 60))
-    share = COST.estimate(-(-whole_plan.orders // chunks)) / 60
+    per_day = whole_plan.orders / whole_plan.days
+    share = (
+        max(COST.estimate(-(-whole_plan.orders // chunks)), COST.estimate(per_day, customers)) / 60
+    )
     chunked_plan = chunked_parts.plan(BackfillRequest.refresh(last_day, budget_minutes=share))
     chunked = _timed_plan(chunked_parts, chunked_plan)
     whole = _timed_plan(whole_parts, whole_plan)
