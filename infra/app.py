@@ -20,6 +20,10 @@ The only module that reads the environment or the CDK context:
 * ``break_glass_role_arn`` (optional): an IAM role that may read the databases' master
   secrets besides the initializer.
 * ``stack_name`` (default ``ShopEtl``).
+* ``env`` (default ``prod``): ``dev``, ``staging`` or ``prod``; every environment but prod
+  adds ``-<env>`` to the stack's name and to every name derived from it.
+* ``nightly_schedule`` (default true in prod, false in dev and staging): whether the
+  schedule invokes the extract every night.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ from typing import Any
 from aws_cdk import App, Environment
 
 from dbt_project.facts import business_calendar
+from infra.environments import DEFAULT_ENVIRONMENT, DEFAULT_STACK_NAME, EtlEnvironment
 from infra.packaging.layers import DEFAULT_OUT, REPO_ROOT, LayersNotBuilt, require_built
 from infra.stack import EtlSettings, EtlStack
 
-DEFAULT_STACK_NAME = "ShopEtl"
+__all__ = ["DEFAULT_STACK_NAME", "build_app", "main"]
+
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
 
 
@@ -82,6 +88,10 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
     """
     app = App(context=dict(context or {}), outdir=outdir)
     get = app.node.try_get_context
+    environment = EtlEnvironment(
+        name=str(get("env") or DEFAULT_ENVIRONMENT).strip(),
+        base_stack_name=get("stack_name") or DEFAULT_STACK_NAME,
+    )
     settings = EtlSettings(
         retain=_flag(get("retain") or False),
         layers=require_built(_path(get("layers_dir"), DEFAULT_OUT)),
@@ -94,10 +104,12 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         reprocess_changed_models=_flag(_default(get("reprocess_changed_models"), True)),
         break_glass_role_arn=_role_arn(get("break_glass_role_arn")),
         dns_firewall=_flag(_default(get("dns_firewall"), True)),
+        metrics_namespace=environment.metrics_namespace,
+        nightly_schedule=_flag(_default(get("nightly_schedule"), environment.runs_nightly)),
     )
     EtlStack(
         app,
-        get("stack_name") or DEFAULT_STACK_NAME,
+        environment.stack_name,
         settings=settings,
         description="Nightly dbt ETL: RDS PostgreSQL -> S3 stage -> Aurora Serverless v2",
         env=Environment(

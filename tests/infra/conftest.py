@@ -23,7 +23,7 @@ from aws_cdk import App, Stack  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
-from infra.app import DEFAULT_STACK_NAME, build_app  # noqa: E402
+from infra.app import build_app  # noqa: E402
 from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD  # noqa: E402
 from infra.packaging.layers import REPO_ROOT, LayerDirs, LayersNotBuilt, build  # noqa: E402
 
@@ -76,8 +76,7 @@ def build_test_app(context: dict[str, Any], outdir: Path) -> App:
 
 def synthesize(context: dict[str, Any], outdir: Path) -> Synthesized:
     app = build_test_app(context, outdir)
-    stack = app.node.find_child(DEFAULT_STACK_NAME)
-    assert isinstance(stack, Stack)
+    (stack,) = [child for child in app.node.children if isinstance(child, Stack)]
     template: dict[str, Any] | None = None
     error: Exception | None = None
     try:
@@ -148,3 +147,11 @@ def reserved(base_context, cdk_out) -> Synthesized:
 def kept(base_context, cdk_out) -> Synthesized:
     """The kept setup (retain=true)."""
     return synthesize({**base_context, "retain": "true"}, cdk_out)
+
+
+@pytest.fixture(scope="session")
+def staging(base_context, cdk_out) -> Synthesized:
+    """The learning setup as the staging environment (-c env=staging): the default
+    setup's every resource under the environment's names, its nightly schedule off by
+    default."""
+    return synthesize({**base_context, "env": "staging"}, cdk_out)
