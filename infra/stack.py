@@ -18,6 +18,7 @@ from infra.constructs.network import Network
 from infra.constructs.reprocess import Reprocess
 from infra.constructs.run_reports import RunReports
 from infra.constructs.schedule import NightlySchedule
+from infra.constructs.slack_alerts import SlackAlerts, SlackChannel
 from infra.constructs.stage_bucket import StageBucket
 from infra.packaging.layers import LayerDirs
 
@@ -56,6 +57,8 @@ class EtlSettings:
     metrics_namespace: str = metric_names.NAMESPACE
     # False: the schedule exists but is disabled, and no heartbeat alarm expects nights.
     nightly_schedule: bool = True
+    # The alarms and failed nights also go to this Slack channel (AWS Chatbot).
+    slack: SlackChannel | None = None
 
 
 class EtlStack(Stack):
@@ -107,7 +110,9 @@ class EtlStack(Stack):
         reports.grant_publish(functions.load, network.sns_endpoint)
         reports.deliver_invocation_records(functions.failure_queue)
         stage.limit_endpoint(network.s3_endpoint)
-        self._operations(settings, removal_policy, databases, functions, reports)
+        monitoring = self._operations(settings, removal_policy, databases, functions, reports)
+        if settings.slack:
+            self._slack_alerts(settings.slack, network, functions, reports, monitoring)
 
         self._outputs(databases, stage, functions)
         Tags.of(self).add("project", "shop-etl")
@@ -186,7 +191,7 @@ class EtlStack(Stack):
         databases: Databases,
         functions: Functions,
         reports: RunReports,
-    ) -> None:
+    ) -> Monitoring:
         """The nightly schedule, alarms, the dashboard, and the topics' ARNs to subscribe
         e-mail or chat to."""
         nightly = NightlySchedule(
@@ -222,6 +227,20 @@ class EtlStack(Stack):
         CfnOutput(self, "AlarmTopicArn", value=monitoring.topic.topic_arn)
         CfnOutput(self, "RunReportsTopicArn", value=reports.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=dashboard.dashboard.dashboard_name)
+        return monitoring
+
+    def _slack_alerts(
+        self,
+        channel: SlackChannel,
+        network: Network,
+        functions: Functions,
+        reports: RunReports,
+        monitoring: Monitoring,
+    ) -> None:
+        """The alarms and the failed nights in a Slack channel (AWS Chatbot)."""
+        failed_nights = reports.add_failed_nights(functions.load, network.sns_endpoint)
+        SlackAlerts(self, "SlackAlerts", channel=channel, topics=[monitoring.topic, failed_nights])
+        CfnOutput(self, "FailedNightsTopicArn", value=failed_nights.topic_arn)
 
     def _outputs(self, databases: Databases, stage: StageBucket, functions: Functions) -> None:
         outputs = {

@@ -30,6 +30,8 @@ from infra.packaging.layers import REPO_ROOT, LayerDirs, LayersNotBuilt, build  
 FUNCTION_NAMES = (EXTRACT.name, LOAD.name, DB_INITIALIZER.name)
 # The role the `reserved` setup names as break-glass reader of the master secrets.
 BREAK_GLASS_ROLE_ARN = "arn:aws:iam::123456789012:role/ops/BreakGlass"
+# The Slack channel the `staging` setup posts its alerts to.
+SLACK = {"slack_workspace_id": "T0123ABCD", "slack_channel_id": "C0123ABCD"}
 
 
 @dataclass
@@ -151,7 +153,8 @@ def kept(base_context, cdk_out) -> Synthesized:
 
 @pytest.fixture(scope="session")
 def staging(base_context, cdk_out) -> Synthesized:
-    """The learning setup as the staging environment (-c env=staging): the default
-    setup's every resource under the environment's names, its nightly schedule off by
-    default."""
-    return synthesize({**base_context, "env": "staging"}, cdk_out)
+    """The learning setup as the staging environment, with Slack alerts
+    (-c env=staging -c slack_workspace_id=... -c slack_channel_id=...): the default
+    setup's every resource under the environment's names (its nightly schedule off by
+    default), plus the optional ones."""
+    return synthesize({**base_context, "env": "staging", **SLACK}, cdk_out)

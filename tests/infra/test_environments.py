@@ -102,7 +102,7 @@ def test_two_environments_share_no_physical_name(learning, staging):
     assert {"ShopEtl-extract", "/aws/lambda/ShopEtl-extract", "ShopEtl-dns-egress"} <= set(
         prod.values()
     )
-    assert "ShopEtl-staging-extract" in other.values()
+    assert "ShopEtl-staging-alerts" in other.values()
     # no name of one environment is a name of the other
     shared = set(prod.values()) & set(other.values())
     assert not shared, {path: name for path, name in other.items() if name in shared}
