@@ -100,6 +100,8 @@ class Settings:
     reader_secret_arn: str | None = None
     # The load: where each night's run report is sent.
     run_reports_topic: str | None = None
+    # The load: where a failed night is sent for chat (set only with Slack alerts).
+    failed_nights_topic: str | None = None
 
     def __repr__(self) -> str:
         # A database URL may carry its password: a logged or printed Settings must not.
@@ -155,6 +157,7 @@ class Settings:
             reprocess_state_machine=env.text("REPROCESS_STATE_MACHINE_ARN"),
             reader_secret_arn=env.text("READER_SECRET_ARN"),
             run_reports_topic=env.text("RUN_REPORTS_TOPIC_ARN"),
+            failed_nights_topic=env.text("FAILED_NIGHTS_TOPIC_ARN"),
         )
 
     @property

@@ -20,6 +20,12 @@ The only module that reads the environment or the CDK context:
 * ``break_glass_role_arn`` (optional): an IAM role that may read the databases' master
   secrets besides the initializer.
 * ``stack_name`` (default ``ShopEtl``).
+* ``env`` (default ``prod``): ``dev``, ``staging`` or ``prod``; every environment but prod
+  adds ``-<env>`` to the stack's name and to every name derived from it.
+* ``nightly_schedule`` (default true in prod, false in dev and staging): whether the
+  schedule invokes the extract every night.
+* ``slack_workspace_id`` and ``slack_channel_id`` (both or neither): post the alarms and
+  the failed nights to that Slack channel through AWS Chatbot.
 """
 
 from __future__ import annotations
@@ -34,11 +40,17 @@ from typing import Any
 from aws_cdk import App, Environment
 
 from dbt_project.facts import business_calendar
+from infra.constructs.slack_alerts import SlackChannel
+from infra.environments import DEFAULT_ENVIRONMENT, DEFAULT_STACK_NAME, EtlEnvironment
 from infra.packaging.layers import DEFAULT_OUT, REPO_ROOT, LayersNotBuilt, require_built
 from infra.stack import EtlSettings, EtlStack
 
-DEFAULT_STACK_NAME = "ShopEtl"
+__all__ = ["DEFAULT_STACK_NAME", "build_app", "main"]
+
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
+# The Slack keys, as AWS Chatbot's console shows them: upper-case letters and digits.
+SLACK_ID = re.compile(r"[0-9A-Z]{1,255}")
+SLACK_KEYS = ("slack_workspace_id", "slack_channel_id")
 
 
 def _flag(value: Any) -> bool:
@@ -71,6 +83,25 @@ def _role_arn(value: Any) -> str | None:
     return text
 
 
+def _slack_channel(workspace_id: Any, channel_id: Any) -> SlackChannel | None:
+    """The Slack channel the alerts go to, or None; one id without the other is refused."""
+    given = dict(zip(SLACK_KEYS, (workspace_id, channel_id), strict=True))
+    missing = [key for key, value in given.items() if not value]
+    if len(missing) == len(SLACK_KEYS):
+        return None
+    if missing:
+        (key,) = missing
+        raise ValueError(
+            f"{key} is missing: Slack alerts need both ids, "
+            "-c slack_workspace_id=<workspace id> -c slack_channel_id=<channel id> "
+            "(AWS Chatbot's console shows them once the workspace is authorized)"
+        )
+    for key, value in given.items():
+        if not SLACK_ID.fullmatch(str(value).strip()):
+            raise ValueError(f"{key}: expected upper-case letters and digits, got {value!r}")
+    return SlackChannel(workspace_id=str(workspace_id).strip(), channel_id=str(channel_id).strip())
+
+
 def _path(value: Any, default: Path) -> Path:
     return Path(value).resolve() if value else default
 
@@ -82,6 +113,11 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
     """
     app = App(context=dict(context or {}), outdir=outdir)
     get = app.node.try_get_context
+    environment = EtlEnvironment(
+        name=str(get("env") or DEFAULT_ENVIRONMENT).strip(),
+        base_stack_name=get("stack_name") or DEFAULT_STACK_NAME,
+    )
+    slack = _slack_channel(get("slack_workspace_id"), get("slack_channel_id"))
     settings = EtlSettings(
         retain=_flag(get("retain") or False),
         layers=require_built(_path(get("layers_dir"), DEFAULT_OUT)),
@@ -94,10 +130,13 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         reprocess_changed_models=_flag(_default(get("reprocess_changed_models"), True)),
         break_glass_role_arn=_role_arn(get("break_glass_role_arn")),
         dns_firewall=_flag(_default(get("dns_firewall"), True)),
+        metrics_namespace=environment.metrics_namespace,
+        nightly_schedule=_flag(_default(get("nightly_schedule"), environment.runs_nightly)),
+        slack=slack,
     )
     EtlStack(
         app,
-        get("stack_name") or DEFAULT_STACK_NAME,
+        environment.stack_name,
         settings=settings,
         description="Nightly dbt ETL: RDS PostgreSQL -> S3 stage -> Aurora Serverless v2",
         env=Environment(

@@ -18,14 +18,16 @@ def etl_metric(
     statistic: str = "Sum",
     period: Duration = DEFAULT_PERIOD,
     label: str | None = None,
+    namespace: str = metric_names.NAMESPACE,
 ) -> cloudwatch.Metric:
-    """Metric ``name`` as function ``function_name`` publishes it.
+    """Metric ``name`` as function ``function_name`` publishes it under ``namespace``
+    (its environment's, infra/environments.py).
 
     Powertools adds one dimension, ``service`` (POWERTOOLS_SERVICE_NAME); a metric is
     found only with exactly the dimensions it was published with.
     """
     return cloudwatch.Metric(
-        namespace=metric_names.NAMESPACE,
+        namespace=namespace,
         metric_name=name,
         dimensions_map={"service": metric_names.service(function_name)},
         statistic=statistic,

@@ -7,6 +7,7 @@ from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
+from dbt_project.facts import metric_names
 from dbt_project.facts.roles import EXTRACT_LOGIN, LOAD_LOGIN
 from infra.constructs.analytics_upgrade import AnalyticsUpgrade
 from infra.constructs.dashboard import Dashboard
@@ -17,6 +18,7 @@ from infra.constructs.network import Network
 from infra.constructs.reprocess import Reprocess
 from infra.constructs.run_reports import RunReports
 from infra.constructs.schedule import NightlySchedule
+from infra.constructs.slack_alerts import SlackAlerts, SlackChannel
 from infra.constructs.stage_bucket import StageBucket
 from infra.packaging.layers import LayerDirs
 
@@ -50,6 +52,13 @@ class EtlSettings:
     # A Route 53 Resolver DNS Firewall that answers only the region's AWS names: on by
     # default, as it costs cents a month (infra/README.md); false removes it.
     dns_firewall: bool = True
+    # The environment's (infra/environments.py): the functions publish their metrics
+    # there, and the alarms and the dashboard read them there.
+    metrics_namespace: str = metric_names.NAMESPACE
+    # False: the schedule exists but is disabled, and no heartbeat alarm expects nights.
+    nightly_schedule: bool = True
+    # The alarms and failed nights also go to this Slack channel (AWS Chatbot).
+    slack: SlackChannel | None = None
 
 
 class EtlStack(Stack):
@@ -93,6 +102,7 @@ class EtlStack(Stack):
             reserve_concurrency=settings.reserved_concurrency,
             removal_policy=removal_policy,
             on_failure=reports.on_failure,
+            metrics_namespace=settings.metrics_namespace,
         )
         self._grant(network, databases, stage, functions)
         self._reprocess(network, functions, removal_policy)
@@ -100,10 +110,9 @@ class EtlStack(Stack):
         reports.grant_publish(functions.load, network.sns_endpoint)
         reports.deliver_invocation_records(functions.failure_queue)
         stage.limit_endpoint(network.s3_endpoint)
-        nightly = NightlySchedule(
-            self, "Nightly", function=functions.extract, removal_policy=removal_policy
-        )
-        self._operations(settings, removal_policy, databases, functions, nightly, reports)
+        monitoring = self._operations(settings, removal_policy, databases, functions, reports)
+        if settings.slack:
+            self._slack_alerts(settings.slack, network, functions, reports, monitoring)
 
         self._outputs(databases, stage, functions)
         Tags.of(self).add("project", "shop-etl")
@@ -181,10 +190,17 @@ class EtlStack(Stack):
         removal_policy: RemovalPolicy,
         databases: Databases,
         functions: Functions,
-        nightly: NightlySchedule,
         reports: RunReports,
-    ) -> None:
-        """Alarms, the dashboard, and the topics' ARNs to subscribe e-mail or chat to."""
+    ) -> Monitoring:
+        """The nightly schedule, alarms, the dashboard, and the topics' ARNs to subscribe
+        e-mail or chat to."""
+        nightly = NightlySchedule(
+            self,
+            "Nightly",
+            function=functions.extract,
+            removal_policy=removal_policy,
+            enabled=settings.nightly_schedule,
+        )
         dead_letter_queues = {
             "failed-invocations": functions.failure_queue,
             "schedule-dead-letters": nightly.dead_letter_queue,
@@ -196,6 +212,8 @@ class EtlStack(Stack):
             dead_letter_queues=dead_letter_queues,
             removal_policy=removal_policy,
             alarm_email=settings.alarm_email,
+            metrics_namespace=settings.metrics_namespace,
+            expect_nightly=settings.nightly_schedule,
         )
         dashboard = Dashboard(
             self,
@@ -204,10 +222,25 @@ class EtlStack(Stack):
             dead_letter_queues=dead_letter_queues,
             target_cluster=databases.target_cluster,
             alarms=monitoring.alarms,
+            metrics_namespace=settings.metrics_namespace,
         )
         CfnOutput(self, "AlarmTopicArn", value=monitoring.topic.topic_arn)
         CfnOutput(self, "RunReportsTopicArn", value=reports.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=dashboard.dashboard.dashboard_name)
+        return monitoring
+
+    def _slack_alerts(
+        self,
+        channel: SlackChannel,
+        network: Network,
+        functions: Functions,
+        reports: RunReports,
+        monitoring: Monitoring,
+    ) -> None:
+        """The alarms and the failed nights in a Slack channel (AWS Chatbot)."""
+        failed_nights = reports.add_failed_nights(functions.load, network.sns_endpoint)
+        SlackAlerts(self, "SlackAlerts", channel=channel, topics=[monitoring.topic, failed_nights])
+        CfnOutput(self, "FailedNightsTopicArn", value=failed_nights.topic_arn)
 
     def _outputs(self, databases: Databases, stage: StageBucket, functions: Functions) -> None:
         outputs = {

@@ -214,6 +214,11 @@ def _report(settings: Settings, analytics, result, tests) -> dict:
     _best_effort("kept", lambda: reports.record(analytics.connection(), report))
     if settings.run_reports_topic:
         _best_effort("sent", lambda: reports.publish(settings.run_reports_topic, report))
+    if settings.failed_nights_topic and report["status"] != reports.LOADED:
+        _best_effort(
+            "sent to chat",
+            lambda: reports.publish_failed(settings.failed_nights_topic, report),
+        )
     logger.info("run report", extra={"report": report})
     return report
 

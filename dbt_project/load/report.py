@@ -130,6 +130,48 @@ def publish(topic_arn: str, report: dict, client=None) -> None:
     )
 
 
+def chat_notification(report: dict) -> dict:
+    """A failed night's report as an AWS Chatbot custom notification.
+
+    Chatbot posts only messages in a format it knows; a report as JSON would not appear
+    in the channel. The notification says what failed and where to read the whole report.
+    """
+    analytics = report["dbt_tests"]["analytics"]
+    failures = analytics.get("failures", [])
+    title = f"shop-etl {report['run_date']}: {report['status']}"
+    lines = [f"Run {report['run_id']}, trigger {report['trigger']}."]
+    lines += [f"Failed analytics test: `{name}`" for name in failures]
+    lines += [f"Warning: `{name}`" for name in analytics.get("warnings", [])]
+    return {
+        "version": "1.0",
+        "source": "custom",
+        "id": report["run_id"],
+        "content": {
+            "textType": "client-markdown",
+            "title": f":warning: {title}",
+            "description": "\n".join(lines),
+            "nextSteps": [
+                "The whole report: the RunReports topic's message of this run, "
+                "or the run history page (docs/runs.html in the stage bucket)",
+                f"dbt's results of the night: `{report['run_results_key']}` in the stage",
+            ],
+        },
+        "metadata": {
+            "summary": title,
+            "eventType": "FailedNight",
+            "additionalContext": {"run_date": report["run_date"], "run_id": report["run_id"]},
+        },
+    }
+
+
+def publish_failed(topic_arn: str, report: dict, client=None) -> None:
+    """Send a failed night to the chat topic (Slack through AWS Chatbot)."""
+    import boto3
+
+    client = client or boto3.client("sns")
+    client.publish(TopicArn=topic_arn, Message=json.dumps(chat_notification(report)))
+
+
 def as_text(report: dict) -> str:
     """The report as a block of lines for a terminal."""
     seconds = report["seconds"]

@@ -102,6 +102,7 @@ class Dashboard(Construct):
         dead_letter_queues: Mapping[str, sqs.IQueue],
         target_cluster: rds.IDatabaseCluster,
         alarms: Sequence[cloudwatch.IAlarm] = (),
+        metrics_namespace: str = names.NAMESPACE,
     ) -> None:
         super().__init__(scope, construct_id)
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", default_interval=Duration.days(14))
@@ -109,7 +110,9 @@ class Dashboard(Construct):
             self.dashboard.add_widgets(
                 cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(alarms), width=WIDTH)
             )
-        self.dashboard.add_widgets(*(_panel(panel, WIDTH // 3) for panel in PANELS))
+        self.dashboard.add_widgets(
+            *(_panel(panel, WIDTH // 3, metrics_namespace) for panel in PANELS)
+        )
         self.dashboard.add_widgets(
             *(_duration(name, function) for name, function in functions.items())
         )
@@ -154,7 +157,7 @@ def _graph(title: str, metrics: list[cloudwatch.IMetric]) -> cloudwatch.GraphWid
     )
 
 
-def _panel(panel: Panel, width: int) -> cloudwatch.GraphWidget:
+def _panel(panel: Panel, width: int, namespace: str) -> cloudwatch.GraphWidget:
     return cloudwatch.GraphWidget(
         title=panel.title,
         left=[
@@ -164,6 +167,7 @@ def _panel(panel: Panel, width: int) -> cloudwatch.GraphWidget:
                 statistic=panel.statistic,
                 period=NIGHTLY,
                 label=f"{name} ({function})",
+                namespace=namespace,
             )
             for name, function in panel.metrics
         ],

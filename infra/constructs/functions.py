@@ -52,6 +52,7 @@ class Functions(Construct):
         removal_policy: RemovalPolicy,
         reserve_concurrency: bool = False,
         on_failure: lambda_.IDestination,
+        metrics_namespace: str = defaults.POWERTOOLS_METRICS_NAMESPACE,
     ) -> None:
         super().__init__(scope, construct_id)
         self._on_failure = on_failure
@@ -60,6 +61,7 @@ class Functions(Construct):
         self._code_root = code_root
         self._removal_policy = removal_policy
         self._reserve_concurrency = reserve_concurrency
+        self._metrics_namespace = metrics_namespace
         self._codes: dict[str, lambda_.Code] = {}
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.failure_queue = dead_letter_queue(
@@ -185,6 +187,9 @@ class Functions(Construct):
             on_failure=self._on_failure,
             environment=_environment(spec, environment),
         )
+        # The environment's namespace (infra/environments.py) over the shared default, so
+        # that each environment's alarms read its own functions' metrics.
+        function.add_environment("POWERTOOLS_METRICS_NAMESPACE", self._metrics_namespace)
         accept_findings(spec, function)
         return function
 

@@ -50,15 +50,18 @@ class Monitoring(Construct):
         dead_letter_queues: Mapping[str, sqs.IQueue],
         removal_policy: RemovalPolicy,
         alarm_email: str | None = None,
+        metrics_namespace: str = metric_names.NAMESPACE,
+        expect_nightly: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._namespace = metrics_namespace
         self.key, self.topic = self._encrypted_topic(removal_policy)
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
 
         action = cloudwatch_actions.SnsAction(self.topic)
         self.alarms: list[cloudwatch.Alarm] = []
-        self._night_alarms(action)
+        self._night_alarms(action, expect_nightly)
         for name, function in functions.items():
             self._alarm(
                 f"{name}-errors",
@@ -76,12 +79,34 @@ class Monitoring(Construct):
                 action,
             )
 
-    def _night_alarms(self, action: cloudwatch.IAlarmAction) -> None:
-        """A night that did not load (the heartbeat), and one the freshness gate stopped."""
-        self.heartbeat = cloudwatch.Alarm(
+    def _night_alarms(self, action: cloudwatch.IAlarmAction, expect_nightly: bool) -> None:
+        """A night that did not load (the heartbeat), and one the freshness gate stopped.
+
+        Without the nightly schedule no night is expected, and a heartbeat alarm would
+        only stay in ALARM: there is none.
+        """
+        if expect_nightly:
+            self._heartbeat(action)
+        self._alarm(
+            "source-stale",
+            etl_metric(
+                metric_names.SOURCE_STALE, EXTRACT.name, period=PERIOD, namespace=self._namespace
+            ),
+            "The source freshness gate stopped a night: the newest source rows are older "
+            "than the error threshold. See the extract's log group and the run report.",
+            action,
+        )
+
+    def _heartbeat(self, action: cloudwatch.IAlarmAction) -> None:
+        heartbeat = cloudwatch.Alarm(
             self,
             "no-night-loaded",
-            metric=etl_metric(metric_names.NIGHTS_LOADED, LOAD.name, period=HEARTBEAT_PERIOD),
+            metric=etl_metric(
+                metric_names.NIGHTS_LOADED,
+                LOAD.name,
+                period=HEARTBEAT_PERIOD,
+                namespace=self._namespace,
+            ),
             threshold=1,
             comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=HEARTBEAT_HOURS,
@@ -93,15 +118,8 @@ class Monitoring(Construct):
                 "log group, the stage for the manifest and the failed-invocations queue."
             ),
         )
-        self.heartbeat.add_alarm_action(action)
-        self.alarms.append(self.heartbeat)
-        self._alarm(
-            "source-stale",
-            etl_metric(metric_names.SOURCE_STALE, EXTRACT.name, period=PERIOD),
-            "The source freshness gate stopped a night: the newest source rows are older "
-            "than the error threshold. See the extract's log group and the run report.",
-            action,
-        )
+        heartbeat.add_alarm_action(action)
+        self.alarms.append(heartbeat)
 
     def _encrypted_topic(self, removal_policy: RemovalPolicy) -> tuple[kms.Key, sns.Topic]:
         """The alarm topic, and its key with a policy that lets CloudWatch publish."""

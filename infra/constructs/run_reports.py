@@ -15,6 +15,8 @@ from infra.nag import acknowledge
 
 # The load function's variable naming the topic it publishes the night's report to.
 TOPIC_ARN_VARIABLE = "RUN_REPORTS_TOPIC_ARN"
+# ... and the one it publishes a failed night to, for chat (set only with Slack alerts).
+FAILED_NIGHTS_TOPIC_ARN_VARIABLE = "FAILED_NIGHTS_TOPIC_ARN"
 
 # Lambda's invocation records (what an on-failure destination receives) carry
 # requestContext.condition ("RetriesExhausted", "EventAgeExceeded"); the load's own
@@ -65,6 +67,36 @@ class RunReports(Construct):
             actions=["sns:Publish"],
             resources=[self.topic.topic_arn],
         )
+
+    def add_failed_nights(
+        self, function: lambda_.Function, endpoint: ec2.InterfaceVpcEndpoint
+    ) -> sns.Topic:
+        """A topic of the failed nights only, as AWS Chatbot custom notifications.
+
+        Chatbot subscribes to a topic itself, so no filter policy can keep the nightly
+        reports out of its subscription, and it posts only messages in a format it knows:
+        the RunReports topic's JSON reports and Lambda's invocation records would not
+        appear. So ``function`` (the load) publishes a failed night's report here as a
+        custom notification too. A night whose function failed reaches the channel as
+        the alarms on its errors and on the failed-invocations queue. The topic shares
+        the RunReports key: the same publisher, the same kind of content.
+        """
+        topic = sns.Topic(
+            self,
+            "FailedNights",
+            display_name="Shop ETL failed nights",
+            master_key=self.key,
+            enforce_ssl=True,
+        )
+        function.add_environment(FAILED_NIGHTS_TOPIC_ARN_VARIABLE, topic.topic_arn)
+        topic.grant_publish(function)
+        allow_through_endpoint(
+            endpoint,
+            sid="FailedNightsPublishOnly",
+            actions=["sns:Publish"],
+            resources=[topic.topic_arn],
+        )
+        return topic
 
     def deliver_invocation_records(self, queue: sqs.IQueue) -> None:
         """Copy the failed-invocation records, as Lambda wrote them, into ``queue``.

@@ -41,7 +41,8 @@ class NightlySchedule(Construct):
     extract turns it into the previous business day, so a retried or late delivery
     still extracts the day it was scheduled for. EventBridge Scheduler (unlike an
     EventBridge rule, whose cron is UTC) takes the time zone itself. Invocations it
-    cannot deliver after its retries go to an encrypted dead-letter queue.
+    cannot deliver after its retries go to an encrypted dead-letter queue. Disabled, it
+    invokes nothing until a deployment turns it on.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class NightlySchedule(Construct):
         time_zone: TimeZone = TIME_ZONE,
         retry_attempts: int = RETRY_ATTEMPTS,
         max_event_age: Duration = MAX_EVENT_AGE,
+        enabled: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
         self.dead_letter_queue = dead_letter_queue(
@@ -71,6 +73,9 @@ class NightlySchedule(Construct):
             "Schedule",
             description=f"Nightly extract of the previous {time_zone.timezone_name} business day",
             schedule=scheduler.ScheduleExpression.expression(expression, time_zone),
+            # Disabled (-c nightly_schedule=false), it stays in the template: turning it
+            # on is a deployment that changes its state only.
+            enabled=enabled,
             target=_InvokeUnqualified(
                 function,
                 role=self._role(),

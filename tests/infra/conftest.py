@@ -23,13 +23,15 @@ from aws_cdk import App, Stack  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
-from infra.app import DEFAULT_STACK_NAME, build_app  # noqa: E402
+from infra.app import build_app  # noqa: E402
 from infra.constructs.functions import DB_INITIALIZER, EXTRACT, LOAD  # noqa: E402
 from infra.packaging.layers import REPO_ROOT, LayerDirs, LayersNotBuilt, build  # noqa: E402
 
 FUNCTION_NAMES = (EXTRACT.name, LOAD.name, DB_INITIALIZER.name)
 # The role the `reserved` setup names as break-glass reader of the master secrets.
 BREAK_GLASS_ROLE_ARN = "arn:aws:iam::123456789012:role/ops/BreakGlass"
+# The Slack channel the `staging` setup posts its alerts to.
+SLACK = {"slack_workspace_id": "T0123ABCD", "slack_channel_id": "C0123ABCD"}
 
 
 @dataclass
@@ -76,8 +78,7 @@ def build_test_app(context: dict[str, Any], outdir: Path) -> App:
 
 def synthesize(context: dict[str, Any], outdir: Path) -> Synthesized:
     app = build_test_app(context, outdir)
-    stack = app.node.find_child(DEFAULT_STACK_NAME)
-    assert isinstance(stack, Stack)
+    (stack,) = [child for child in app.node.children if isinstance(child, Stack)]
     template: dict[str, Any] | None = None
     error: Exception | None = None
     try:
@@ -148,3 +149,12 @@ def reserved(base_context, cdk_out) -> Synthesized:
 def kept(base_context, cdk_out) -> Synthesized:
     """The kept setup (retain=true)."""
     return synthesize({**base_context, "retain": "true"}, cdk_out)
+
+
+@pytest.fixture(scope="session")
+def staging(base_context, cdk_out) -> Synthesized:
+    """The learning setup as the staging environment, with Slack alerts
+    (-c env=staging -c slack_workspace_id=... -c slack_channel_id=...): the default
+    setup's every resource under the environment's names (its nightly schedule off by
+    default), plus the optional ones."""
+    return synthesize({**base_context, "env": "staging", **SLACK}, cdk_out)

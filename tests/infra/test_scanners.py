@@ -1,10 +1,12 @@
 """Independent scanners on the synthesized template: cfn-lint and checkov.
 
 Both read the learning setup's template as ``cdk synth`` writes it (cdk.json's context,
-through conftest's fixtures). checkov takes several seconds, so each template is
-scanned once per module. Skips live in the resources' metadata, beside the resource
-in the construct that creates it (``infra.nag.skip_checkov``); REVIEWED_SKIPS is the
-reviewed set, as test_security_gate.py's REVIEWED is for cdk-nag.
+through conftest's fixtures), in its staging environment with Slack alerts: every
+resource of the default template, under the environment's names, plus the optional
+ones. checkov takes several seconds, so each template is scanned once per module.
+Skips live in the resources' metadata, beside the resource in the construct that
+creates it (``infra.nag.skip_checkov``); REVIEWED_SKIPS is the reviewed set, as
+test_security_gate.py's REVIEWED is for cdk-nag.
 """
 
 from __future__ import annotations
@@ -163,8 +165,9 @@ def resource_id(check: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def template_file(learning, tmp_path_factory) -> Path:
-    return write_template(learning.raw, tmp_path_factory.mktemp("scan") / "ShopEtl.template.json")
+def template_file(staging, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("scan") / f"{staging.stack.stack_name}.template.json"
+    return write_template(staging.raw, path)
 
 
 @pytest.fixture(scope="module")

@@ -105,7 +105,7 @@ def describe(findings) -> str:
     )
 
 
-@pytest.mark.parametrize("setup", ["learning", "kept", "reserved"])
+@pytest.mark.parametrize("setup", ["learning", "kept", "reserved", "staging"])
 def test_no_unacknowledged_findings(setup, request):
     synthesized = request.getfixturevalue(setup)
     assert synthesized.findings == [], describe(synthesized.findings)
