@@ -45,7 +45,7 @@ def generate_docs(*, analytics: Database, dbt: DbtProject) -> Path:
     """Write dbt's ``static_index.html`` for the whole project; return its path."""
     # A work folder another user could write to is refused before anything else; a
     # login or TLS refusal is said by the pipeline's own connection, before dbt runs.
-    dbt.target_path(DOCS_TARGET)
+    dbt.check_work_folder()
     analytics.connection()
     run = invoke_dbt(
         dbt, analytics, ["docs", "generate", "--static", "--no-compile"], target=DOCS_TARGET

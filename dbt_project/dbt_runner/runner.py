@@ -136,6 +136,12 @@ class DbtProject:
             fix="Set ETL_WORK_DIR to a folder of your own (mkdir -m 700 DIR).",
         )
 
+    def check_work_folder(self) -> None:
+        """Refuse an existing work folder another user could write, before anything
+        connects; a missing one is made (privately) when dbt first runs."""
+        if os.path.lexists(self.settings.work_dir / "dbt"):
+            self._work_folder()
+
     def target_path(self, target: str) -> Path:
         """Where dbt writes the artifacts of ``target`` (its manifest, run results)."""
         if self.settings.dbt_target_path:

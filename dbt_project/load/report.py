@@ -102,6 +102,9 @@ def build_reprocess(plan: dict, rows: int, execution: dict, *, now: datetime) ->
         "orders": plan["orders"],
         "rows": rows,
         "seconds": round((now - started).total_seconds(), 1),
+        # The plan's estimate: seconds well above it mean a smaller budget (a slower
+        # database than the cost model's).
+        "estimate_seconds": plan.get("estimate_seconds"),
         # Attempts of the execution that failed and were redriven (a retried throttle or
         # timeout within a chunk is not one).
         "failures": execution.get("RedriveCount", 0),

@@ -163,17 +163,25 @@ def test_rerun_duplicate_delivery_and_an_empty_day_change_nothing(shop_env):
     assert reference.read_marts(target) == after
 
 
+# A session that stays open reports what it read when it ends a transaction, or, if it
+# did so less than a second before, once it has been idle for up to 10 s (PostgreSQL's
+# PGSTAT_IDLE_INTERVAL): a session idle for longer has reported everything.
+REPORTED_AFTER_IDLE = 11
+
+
 def orders_read(settings) -> int:
-    """Rows of ``orders`` read so far (scanned, or fetched through an index), once dbt's
-    sessions have ended: a session's counts reach the statistics when it does."""
+    """Rows of ``orders`` read so far (scanned, or fetched through an index), once every
+    other session has reported its reads: dbt's sessions by ending, the pipeline's own
+    (which stays open) by having been idle long enough."""
     conn = connect(settings)
     conn.autocommit = True
     with conn.cursor() as cur:
-        for _ in range(100):
+        for _ in range(600):
             cur.execute(
                 "select count(*) from pg_stat_activity where datname = current_database() "
                 "and backend_type = 'client backend' and pid <> pg_backend_pid() "
-                "and application_name <> 'shop-etl'"  # the pipeline's own: reads no order
+                "and (state <> 'idle' or state_change > now() - make_interval(secs => %s))",
+                (REPORTED_AFTER_IDLE,),
             )
             if cur.fetchone() == (0,):
                 break
