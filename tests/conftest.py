@@ -37,8 +37,14 @@ _LONGEST_FIRST = (
     "tests/faults/",  # ~150: the nights, then every fault (much of it waiting)
     "tests/infra/",  # ~80: the Lambda layers, the syntheses, the scanners
     "tests/sandbox/",  # ~75: the layers for this machine, the round trip as deployed
+    "tests/integration/test_reprocess.py",  # ~120: three ways over one history
     "tests/integration/test_dbt_project.py",  # ~65: dbt as users run it, sqlfluff
-    "tests/bench/",  # ~100 in four units: every benchmark case at a tiny size
+    "tests/bench/",  # ~300 in five units: every benchmark case at a tiny size
+    "tests/integration/test_model_changes.py",  # ~90: a change shipped to a history
+    "tests/integration/test_reprocess_lambda.py",  # ~80: the steps, a failure, redrives
+    "tests/integration/test_new_mart.py",  # ~60: a fourth mart, nights end to end
+    "tests/integration/test_logins.py",
+    "tests/integration/test_tls.py",
     "tests/integration/test_pipeline.py",  # ~35 each, down to ~20
     "tests/integration/test_lambda.py",
     "tests/integration/test_shipped_parse.py",

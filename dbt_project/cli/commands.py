@@ -149,7 +149,7 @@ def cmd_init(args) -> int:
     )
     reprocess = result.models.reprocess if result.models else None
     if reprocess:
-        print(f"{reprocess.line()}: run `{REPROCESS_BY_HAND}` (with your --date and URLs)")
+        print(f"{reprocess.line()}: run `{REPROCESS_BY_HAND}` (with your URLs and stage)")
     return 0
 
 
