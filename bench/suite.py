@@ -35,7 +35,7 @@ from .server import Databases, pg_server
 
 CASES = ("load", "unload", "memory", "history", "dbt", "night", "queries", "cold", "reprocess")
 # Without --case, every case but reprocess, which generates and rebuilds histories of
-# a year (over 10 minutes at the quick sizes): `--case reprocess` runs it.
+# a year (about 5 minutes at the quick sizes): `--case reprocess` runs it.
 DEFAULT_CASES = CASES[:-1]
 MEMORY_LIMIT_MB = 200
 MEMORY_GROWTH = 1.10
