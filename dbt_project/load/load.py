@@ -246,8 +246,9 @@ def _apply_rows(cur, manifest: Manifest, result: LoadResult) -> None:
         if customers == "customer_analytics":
             cur.execute(refresh_customer_totals())
         # The whole history is restated once the night owning every customer is in (a
-        # full refresh in one night, or the last chunk of one rebuilt in chunks).
-        if manifest.full_refresh or manifest.owns_every_customer:
+        # full refresh in one night, or the last chunk of one rebuilt in chunks; not
+        # its first chunk, which is marked full_refresh but owns no customer).
+        if manifest.owns_every_customer:
             cur.execute(deployments.settle_requests(), (manifest.run_id,))
             result.reprocessed = deployments.reprocessed(cur.fetchall())
     except (psycopg2.errors.CheckViolation, psycopg2.errors.NotNullViolation) as exc:

@@ -21,11 +21,13 @@ from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.pipeline import Pipeline
 from dbt_project.plan import CostModel, Plan
 from dbt_project.postgres.connection import Database, connect
+from dbt_project.postgres.deployments import request_reprocess
 from dbt_project.postgres.source_schema import create_source_tables
 from dbt_project.request import BackfillRequest, NightRequest
 from dbt_project.stage import LocalStage
 from tests import reference
 from tests.datagen import Shop
+from tests.integration._dbt_helpers import query
 from tests.pipeline_helpers import as_extract_login, snapshot
 
 FIRST = date(2026, 1, 26)
@@ -131,6 +133,11 @@ def runs(module_database, tmp_path_factory):
     marts = {name: reference.read_marts(settings) for name, settings in targets.items()}
     # 3. The whole history rebuilt from nothing, in chunks, over damaged tables.
     _damage(targets["chunked"])
+    # ... with a reprocessing that a deployment asked for still open
+    conn = connect(targets["chunked"])
+    with conn, conn.cursor() as cur:
+        request_reprocess(cur, {"daily_sales_summary": "its SQL changed"}, FIRST, LAST, "test")
+    conn.close()
     refresh = parts["chunked"].plan(
         BackfillRequest.refresh(LAST, budget_minutes=REFRESH_BUDGET), BY_ORDERS
     )
@@ -151,6 +158,9 @@ def runs(module_database, tmp_path_factory):
         "refreshed": refreshed,
         "marts": marts,
         "refreshed_marts": reference.read_marts(targets["chunked"]),
+        "settled_by": query(
+            targets["chunked"], "select done_by_run from ledger.reprocess_requests"
+        ),
     }
 
 
@@ -253,3 +263,11 @@ def test_a_night_that_would_leave_a_hole_in_a_history_being_rebuilt_is_refused(r
     list(parts.run_plan(refresh, run_tests=False, start=1))
     assert main(["run", "--date", str(LAST), "--skip-tests", *runs["urls"]]) == 0
     assert without_as_of(reference.read_marts(target)) == without_as_of(runs["refreshed_marts"])
+
+
+def test_a_chunked_refresh_settles_the_reprocess_request_with_its_last_chunk(runs):
+    # the first chunk is the one marked full_refresh; only the last restates every customer
+    chunks = runs["refreshed"]
+    assert len(chunks) > 1 and chunks[0][0].full_refresh
+    (last_load,) = [night.load for _, night in chunks[-1:]]
+    assert runs["settled_by"] == [{"done_by_run": last_load.run_id}]
