@@ -40,27 +40,25 @@ region_days as (
             and regions.region = daily_sales.region
 ),
 
+-- The same weekday of the trailing weeks: the calendar is dense (every day a row), so
+-- in a region's rows of one weekday the row before is the week before. One ordered
+-- pass; a join of each day with every earlier one grew with the square of the
+-- history, and a night's tests with it.
 trailing_weeks as (
     select
-        today.sales_date,
-        today.region,
-        today.order_count,
-        today.revenue,
-        count(*) as weeks_compared,
-        avg(earlier.order_count) as usual_order_count,
-        avg(earlier.revenue) as usual_revenue
-    from region_days as today
-    inner join region_days as earlier
-        on
-            today.region = earlier.region
-            and (today.sales_date - earlier.sales_date) % 7 = 0
-            and today.sales_date - earlier.sales_date
-            between 7 and 7 * {{ var('volume_band_weeks') }}
-    group by
-        today.sales_date,
-        today.region,
-        today.order_count,
-        today.revenue
+        sales_date,
+        region,
+        order_count,
+        revenue,
+        count(*) over earlier_weeks as weeks_compared,
+        avg(order_count) over earlier_weeks as usual_order_count,
+        avg(revenue) over earlier_weeks as usual_revenue
+    from region_days
+    window earlier_weeks as (
+        partition by region, extract(isodow from sales_date)
+        order by sales_date
+        rows between {{ var('volume_band_weeks') }} preceding and 1 preceding
+    )
 ),
 
 measures as (
