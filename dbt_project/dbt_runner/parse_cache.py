@@ -71,13 +71,17 @@ def _engine() -> dict[str, str]:
     return {"dbt-core": core, "dbt-postgres": postgres}
 
 
+def parse_vars(dbt_vars) -> dict[str, object]:
+    """The vars a parse depends on: all but the runtime ones."""
+    return {k: v for k, v in (dbt_vars or {}).items() if k not in RUNTIME_VARS}
+
+
 def parse_inputs(target: str, env: dict[str, str], dbt_vars) -> dict[str, str]:
     """The inputs of a parse that are not project files (nor secrets)."""
-    kept = {k: v for k, v in (dbt_vars or {}).items() if k not in RUNTIME_VARS}
     return {
         "target": target,
         **{name: env.get(name, "") for name in _PARSE_ENV},
-        "vars": json.dumps(kept, sort_keys=True),
+        "vars": json.dumps(parse_vars(dbt_vars), sort_keys=True),
     }
 
 

@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from dbt_project.dbt_runner import parse_cache as dbt_parse
+from dbt_project.dbt_runner.connections import keep_sessions_per_thread
 from dbt_project.dbt_runner.results import (
     DbtRun,
     ErrorEvents,
@@ -207,15 +208,22 @@ class DbtProject:
         target_path, options = self._paths_and_options(target, dbt_vars)
         flags = self._flags()
         env, parse_key = self._env_and_key(settings, target, dbt_vars)
+        # The parse leaves out the runtime vars, as its key does: dbt's partial parse in
+        # the work folder then serves the next process's night too, whatever its date
+        # (dbt parses everything again when --vars change).
+        _, parse_options = self._paths_and_options(target, dbt_parse.parse_vars(dbt_vars))
         # A parse this process or the layer already held made no target folder here, and
         # dbt given a parsed project writes into it without making it (docs generate).
         target_path.mkdir(parents=True, exist_ok=True)
         with _DBT_LOCK, scoped_environ(env):
-            parsed, failed = self._manifest(parse_key, env, dbt_vars, [*flags, "parse", *options])
+            parsed, failed = self._manifest(
+                parse_key, env, dbt_vars, [*flags, "parse", *parse_options]
+            )
             if parsed is None:
                 return summarise(failed, target_path)
             from dbt.cli.main import dbtRunner
 
+            keep_sessions_per_thread()
             errors = ErrorEvents()
             runner = dbtRunner(manifest=parsed, callbacks=[errors])
             if command[0] in _OWN_ARTIFACTS:

@@ -29,6 +29,9 @@ LONG_FIRST = HISTORY_END - timedelta(days=89)
 # Rows of `orders` a windowed night may read per order its window touches: its models
 # and data tests read the window's orders through indexes, about eighteen times in all.
 READS_PER_WINDOW_ORDER = 25
+# Sessions a night may open on the source: dbt's, one for each of its two threads and
+# one for its hooks, and the check's own (dbt by itself logs in again for every node).
+LOGINS_PER_NIGHT = 6
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +172,11 @@ def test_rerun_duplicate_delivery_and_an_empty_day_change_nothing(shop_env):
 REPORTED_AFTER_IDLE = 11
 
 
-def orders_read(settings) -> int:
-    """Rows of ``orders`` read so far (scanned, or fetched through an index), once every
-    other session has reported its reads: dbt's sessions by ending, the pipeline's own
-    (which stays open) by having been idle long enough."""
+def source_activity(settings) -> tuple[int, int]:
+    """Rows of ``orders`` read so far (scanned, or fetched through an index) and the
+    sessions opened on the database so far, once every other session has reported them:
+    dbt's sessions by ending, the pipeline's own (which stays open) by having been idle
+    long enough."""
     conn = connect(settings)
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -192,8 +196,10 @@ def orders_read(settings) -> int:
             "where relid = 'public.orders'::regclass"
         )
         (read,) = cur.fetchone()
+        cur.execute("select sessions from pg_stat_database where datname = current_database()")
+        (sessions,) = cur.fetchone()
     conn.close()
-    return read
+    return read, sessions
 
 
 def test_a_windowed_night_reads_its_window_not_the_history(loaded_shop):
@@ -206,9 +212,10 @@ def test_a_windowed_night_reads_its_window_not_the_history(loaded_shop):
         cur.execute("analyze public.orders, public.order_items, public.customers")
     conn.close()
     # when the last day runs again as a night, on a history of three months
-    before = orders_read(source)
-    night(HISTORY_END, lookback_days=LOOKBACK_DAYS, run_tests=False)
-    read = orders_read(source) - before
+    before, sessions_before = source_activity(source)
+    result = night(HISTORY_END, lookback_days=LOOKBACK_DAYS, run_tests=False)
+    after, sessions_after = source_activity(source)
+    read = after - before
     # then it read a few times the orders its window touches, far from the history
     shop = reference.fetch_source(source)
     window = len(reference.touched_orders(shop, HISTORY_END, LOOKBACK_DAYS))
@@ -216,6 +223,14 @@ def test_a_windowed_night_reads_its_window_not_the_history(loaded_shop):
     print(f"a night read {read} rows of orders: {window} in its window, {history} in all")
     assert READS_PER_WINDOW_ORDER * window < history  # a whole read would break the bound
     assert read <= READS_PER_WINDOW_ORDER * window
+    # and its dbt build logged in once per thread, not once for each of its nodes (a
+    # login on the deployed path is a TLS handshake and an IAM authentication); the
+    # count includes this check's own session from before
+    logins = sessions_after - sessions_before
+    tests = sum(result.extract.dbt_tests.values())
+    print(f"the night opened {logins} sessions; its build ran {tests} data tests")
+    assert tests > 4 * LOGINS_PER_NIGHT
+    assert logins <= LOGINS_PER_NIGHT
 
 
 @pytest.mark.parametrize(
