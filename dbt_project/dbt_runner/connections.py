@@ -10,7 +10,10 @@ What a node leaves in its session cannot reach the next one: an open transaction
 rolled back, as closing did. Nothing else lasts: the project's macros set nothing per
 session (no ``set``, no ``set_config``), dbt's own temporary tables carry a timestamp
 in their names, and the settings a session needs come with each login (PGOPTIONS).
-A session whose server went away is closed, so that the next node logs in again.
+A session found broken when its node ends is closed, and the next node logs in
+again. A server lost between two nodes is found by the next node's first statement,
+which fails as a loss during a node always did: the night ends with the lost-connection
+error (exit 3, re-run the same day) and nothing is unloaded.
 """
 
 from __future__ import annotations
