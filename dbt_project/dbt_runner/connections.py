@@ -18,45 +18,45 @@ error (exit 3, re-run the same day) and nothing is unloaded.
 
 from __future__ import annotations
 
-import threading
-
-_PATCHED = threading.Event()
-_LOCK = threading.Lock()
+_patched = False
 
 
 def keep_sessions_per_thread() -> None:
-    """Make dbt-postgres keep a thread's session between nodes (once per process)."""
-    if _PATCHED.is_set():
+    """Make dbt-postgres keep a thread's session between nodes (once per process; the
+    runner calls it under its lock, before dbt runs nodes)."""
+    global _patched
+    if _patched:
         return
-    with _LOCK:
-        if _PATCHED.is_set():
-            return
-        from dbt.adapters.contracts.connection import ConnectionState
-        from dbt.adapters.postgres.connections import PostgresConnectionManager
-        from psycopg2 import extensions
+    from dbt.adapters.postgres.connections import PostgresConnectionManager
 
-        closing_release = PostgresConnectionManager.release
-        reusable = {
-            extensions.TRANSACTION_STATUS_IDLE,
-            extensions.TRANSACTION_STATUS_INTRANS,
-            extensions.TRANSACTION_STATUS_INERROR,
-        }
+    PostgresConnectionManager.release = _keeping_release(PostgresConnectionManager.release)
+    _patched = True
 
-        def release(self) -> None:
-            with self.lock:
-                conn = self.get_if_exists()
-            if conn is None or conn.state != ConnectionState.OPEN:
-                return
-            handle = conn.handle
-            try:
-                status = handle.get_transaction_status()
-                if handle.closed or status not in reusable:
-                    raise ConnectionError("the session is gone")
-                if status != extensions.TRANSACTION_STATUS_IDLE:
-                    handle.rollback()
-                conn.transaction_open = False
-            except Exception:  # noqa: BLE001 - dbt's own release closes it (or drops it)
-                closing_release(self)
 
-        PostgresConnectionManager.release = release
-        _PATCHED.set()
+def _keeping_release(closing_release):
+    from dbt.adapters.contracts.connection import ConnectionState
+    from psycopg2 import extensions
+
+    reusable = {
+        extensions.TRANSACTION_STATUS_IDLE,
+        extensions.TRANSACTION_STATUS_INTRANS,
+        extensions.TRANSACTION_STATUS_INERROR,
+    }
+
+    def release(self) -> None:
+        with self.lock:
+            conn = self.get_if_exists()
+        if conn is None or conn.state != ConnectionState.OPEN:
+            return  # never opened, or closed: dbt's release would do nothing either
+        handle = conn.handle
+        try:
+            status = None if handle.closed else handle.get_transaction_status()
+            if status not in reusable:
+                raise ConnectionError("the session is gone")
+            if status != extensions.TRANSACTION_STATUS_IDLE:
+                handle.rollback()
+            conn.transaction_open = False
+        except Exception:  # noqa: BLE001 - dbt's own release closes it (or drops it)
+            closing_release(self)
+
+    return release

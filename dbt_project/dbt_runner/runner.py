@@ -149,15 +149,13 @@ class DbtProject:
             return self.settings.dbt_target_path
         return self._work_folder() / f"target-{target}"
 
-    def _paths_and_options(self, target: str, dbt_vars) -> tuple[Path, list[str]]:
+    def _paths_and_options(self, target: str) -> tuple[Path, list[str]]:
         target_path = self.target_path(target)
         log_path = self.settings.dbt_log_path or self._work_folder() / "logs"
         options = [
             *("--project-dir", str(self.root), "--profiles-dir", str(self.root)),
             *("--target", target, "--target-path", str(target_path), "--log-path", str(log_path)),
         ]
-        if dbt_vars:
-            options += ["--vars", json.dumps(dbt_vars)]
         return target_path, options
 
     def _flags(self) -> list[str]:
@@ -188,7 +186,7 @@ class DbtProject:
 
     def parsed_project(self, *, settings: PgSettings, target: str):
         """dbt's parsed project (its Manifest object), as the next call would use it."""
-        target_path, options = self._paths_and_options(target, None)
+        target_path, options = self._paths_and_options(target)
         flags = self._flags()
         env, parse_key = self._env_and_key(settings, target, None)
         with _DBT_LOCK, scoped_environ(env):
@@ -205,13 +203,14 @@ class DbtProject:
         target: str,
         dbt_vars: dict[str, object] | None = None,
     ) -> DbtRun:
-        target_path, options = self._paths_and_options(target, dbt_vars)
+        target_path, common = self._paths_and_options(target)
+        options = [*common, *_vars_option(dbt_vars)]
+        # The parse leaves out the runtime vars, as its key does: dbt's partial parse in
+        # the work folder then serves the next process's night whatever its date (dbt
+        # parses again what reads vars when --vars change).
+        parse_options = [*common, *_vars_option(dbt_parse.parse_vars(dbt_vars))]
         flags = self._flags()
         env, parse_key = self._env_and_key(settings, target, dbt_vars)
-        # The parse leaves out the runtime vars, as its key does: dbt's partial parse in
-        # the work folder then serves the next process's night too, whatever its date
-        # (dbt parses everything again when --vars change).
-        _, parse_options = self._paths_and_options(target, dbt_parse.parse_vars(dbt_vars))
         # A parse this process or the layer already held made no target folder here, and
         # dbt given a parsed project writes into it without making it (docs generate).
         target_path.mkdir(parents=True, exist_ok=True)
@@ -256,6 +255,10 @@ class DbtProject:
         if not (shipped and dbt_parse.copy_shipped_manifest_json(self.root, target, path)):
             manifest.write(str(path))
         _manifests_written[target_path] = parse_key
+
+
+def _vars_option(dbt_vars) -> list[str]:
+    return ["--vars", json.dumps(dbt_vars)] if dbt_vars else []
 
 
 def invoke_dbt(dbt: DbtProject, database: Database, command: list[str], **kwargs) -> DbtRun:
