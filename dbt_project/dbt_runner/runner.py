@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dbt_project.dbt_runner import parse_cache as dbt_parse
 from dbt_project.dbt_runner.connections import keep_sessions_per_thread
+from dbt_project.dbt_runner.flag_sources import name_flag_sources_cheaply
 from dbt_project.dbt_runner.results import (
     DbtRun,
     ErrorEvents,
@@ -120,6 +121,7 @@ class DbtProject:
         if manifest is None:
             from dbt.cli.main import dbtRunner
 
+            name_flag_sources_cheaply()
             parsed = dbtRunner().invoke(parse_args)
             if not parsed.success or parsed.result is None:
                 return None, parsed
@@ -223,6 +225,7 @@ class DbtProject:
             from dbt.cli.main import dbtRunner
 
             keep_sessions_per_thread()
+            name_flag_sources_cheaply()
             errors = ErrorEvents()
             runner = dbtRunner(manifest=parsed, callbacks=[errors])
             if command[0] in _OWN_ARTIFACTS:
