@@ -205,7 +205,7 @@ def case_cold(ctx) -> Iterator[Row]:
             load_sample_data(conn)
         _, last_day = history_bounds(conn)
     # As Lambda runs it: the project and dbt's parse of it from the common layer.
-    layer = child.run("ship_project", folder=str(ctx.scratch / "cold-layer"), dbname=source.dbname)
+    layer = child.run("ship_project", folder=str(ctx.scratch / "cold-layer"))
     measured = child.run(
         "cold_night",
         child_env={"ETL_DBT_PROJECT_DIR": layer.extra["project"]},

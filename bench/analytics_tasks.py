@@ -173,13 +173,13 @@ def cold_night(source: str, stage: str, day: str, warm: int) -> dict:
     return result
 
 
-def ship_project(folder: str, dbname: str) -> dict:
+def ship_project(folder: str) -> dict:
     """The dbt project as the common layer ships it (``infra/packaging/layers.py``): its files
-    under ``folder``, with dbt's parse for the target ``source`` on database ``dbname``."""
+    under ``folder``, with dbt's parse for the target ``source``."""
     import shutil
 
     from dbt_project.dbt_runner.parse_cache import ship_parse
-    from dbt_project.facts.names import DBNAME_VARIABLES, SOURCE_TARGET
+    from dbt_project.facts.names import SOURCE_TARGET
     from infra.packaging.layers import REPO_ROOT, common_sources
 
     root = Path(folder)
@@ -188,5 +188,5 @@ def ship_project(folder: str, dbname: str) -> dict:
             (root / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, root / relative)
     started = time.perf_counter()
-    ship_parse(root / "dbt", SOURCE_TARGET, {DBNAME_VARIABLES[SOURCE_TARGET]: dbname})
+    ship_parse(root / "dbt", SOURCE_TARGET)
     return {"rows": 0, "seconds": time.perf_counter() - started, "project": str(root / "dbt")}

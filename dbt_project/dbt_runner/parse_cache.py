@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copyreg
 import hashlib
+import io
 import json
 import logging
 import pickle
@@ -22,9 +23,12 @@ from pathlib import Path
 
 from dbt_project.errors import ConfigError
 from dbt_project.facts.names import (
-    ANALYTICS_DBNAME_VARIABLE,
-    LEGACY_DBNAME_VARIABLE,
-    SOURCE_DBNAME_VARIABLE,
+    ANALYTICS_DATABASE,
+    ANALYTICS_TARGET,
+    DBNAME_VARIABLES,
+    DEV_TARGET,
+    SOURCE_DATABASE,
+    SOURCE_TARGET,
 )
 from dbt_project.files import unsafe_reason
 from dbt_project.settings import scoped_environ
@@ -38,10 +42,27 @@ _PROJECT_FOLDERS = ("models", "macros", "data-tests", "seeds")
 # The parse shipped with the project (the common layer's, see infra/packaging/layers.py): per
 # target, <target>.msgpack (dbt's serialized Manifest) and <target>.json (its inputs).
 SHIPPED_PARSE_DIR = ".dbt-parse"
-# Profile values that shape the parsed project: nodes and sources name their database.
-# Host, port, user, TLS settings and PGOPTIONS leave dbt's manifest unchanged, and the
-# password is never part of it: one layer's parse serves every deployment's endpoints.
-_PARSE_ENV = (SOURCE_DBNAME_VARIABLE, ANALYTICS_DBNAME_VARIABLE, LEGACY_DBNAME_VARIABLE)
+# dbt parses for the database each target has in the stack, whatever database a call
+# reaches, and on fixed connection settings: host, port, user, TLS settings, PGOPTIONS
+# and the password leave dbt's manifest unchanged, and of the database name only the
+# nodes' and sources' `database` and `relation_name` hold it (a test compares a moved
+# parse with dbt's own for another name). So one parse serves every database: a call
+# for another one gets a copy with those two fields moved (``for_database``), and dbt's
+# partial parse in the work folder, whose check hashes the connection settings, serves
+# the next process whatever server and database it reaches.
+PARSE_DATABASES = {
+    SOURCE_TARGET: SOURCE_DATABASE,
+    DEV_TARGET: SOURCE_DATABASE,
+    ANALYTICS_TARGET: ANALYTICS_DATABASE,
+}
+_PARSE_CONNECTION = {
+    "ETL_PG_HOST": "localhost",
+    "ETL_PG_PORT": "5432",
+    "ETL_PG_USER": "dbt_parse",
+    "ETL_PG_SSLMODE": "prefer",
+    "ETL_PG_SSLROOTCERT": "",
+    "DBT_ENV_SECRET_PG_PASSWORD": "",
+}
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +97,56 @@ def parse_vars(dbt_vars) -> dict[str, object]:
     return {k: v for k, v in (dbt_vars or {}).items() if k not in RUNTIME_VARS}
 
 
-def parse_inputs(target: str, env: dict[str, str], dbt_vars) -> dict[str, str]:
-    """The inputs of a parse that are not project files (nor secrets)."""
+def parse_inputs(target: str, dbt_vars) -> dict[str, str]:
+    """The inputs of a parse that are not project files."""
     return {
         "target": target,
-        **{name: env.get(name, "") for name in _PARSE_ENV},
+        "database": PARSE_DATABASES[target],
         "vars": json.dumps(parse_vars(dbt_vars), sort_keys=True),
     }
+
+
+def parse_env(target: str) -> dict[str, str]:
+    """The profile variables dbt parses ``target`` with (it connects to nothing)."""
+    return {**_PARSE_CONNECTION, DBNAME_VARIABLES[target]: PARSE_DATABASES[target]}
+
+
+def for_database(manifest, target: str, database: str):
+    """``manifest``, parsed for ``target``'s parse database, as dbt would have parsed it
+    for ``database``: itself when that is the same name, else a copy."""
+    parsed_for = PARSE_DATABASES[target]
+    if database == parsed_for:
+        return manifest
+    moved = _copy(manifest)
+    old, new = f'"{parsed_for}".', f'"{database}".'
+    nodes = [*moved.nodes.values(), *moved.sources.values()]
+    nodes += [node for disabled in moved.disabled.values() for node in disabled]
+    for node in nodes:
+        if getattr(node, "database", None) != parsed_for:
+            continue
+        node.database = database
+        relation = getattr(node, "relation_name", None)
+        if relation and relation.startswith(old):
+            node.relation_name = new + relation[len(old) :]
+    if moved.flat_graph:
+        moved.build_flat_graph()
+    return moved
+
+
+def _copy(manifest):
+    """A deep copy of ``manifest`` (dbt's lock cannot be copied: a new one is made)."""
+    buffer = io.BytesIO()
+    _ManifestPickler(buffer).dump(manifest)
+    return _unpickled(buffer.getvalue())
 
 
 def _python() -> str:
     return "{}.{}".format(*sys.version_info[:2])
 
 
-def ship_parse(root: Path, target: str, env: dict[str, str]) -> Path:
-    """Parse the project at ``root`` for ``target`` with the profile variables ``env``,
-    and write the result under ``root``/.dbt-parse for ``load_shipped_parse``: dbt's
+def ship_parse(root: Path, target: str) -> Path:
+    """Parse the project at ``root`` for ``target`` (on ``parse_env``), and write the
+    result under ``root``/.dbt-parse for ``load_shipped_parse``: dbt's
     Manifest as msgpack (read by any Python) and pickled (read ten times faster, by
     the Python that wrote it), and the parse's manifest.json."""
     from dbt.cli.main import dbtRunner
@@ -99,7 +154,7 @@ def ship_parse(root: Path, target: str, env: dict[str, str]) -> Path:
 
     folder = root / SHIPPED_PARSE_DIR
     folder.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch, scoped_environ(env):
+    with tempfile.TemporaryDirectory() as scratch, scoped_environ(parse_env(target)):
         parsed = dbtRunner().invoke(
             [
                 *("--quiet", "--log-level-file", "none", "parse", "--no-partial-parse"),
@@ -118,7 +173,7 @@ def ship_parse(root: Path, target: str, env: dict[str, str]) -> Path:
     stamp = {
         "engine": _engine(),
         "fingerprint": content_fingerprint(root),
-        "inputs": parse_inputs(target, env, None),
+        "inputs": parse_inputs(target, None),
         "python": _python(),
         "root": str(root),
     }
@@ -126,12 +181,12 @@ def ship_parse(root: Path, target: str, env: dict[str, str]) -> Path:
     return folder
 
 
-def _stale(root: Path, stamp: dict, target: str, env: dict[str, str], dbt_vars) -> str | None:
+def _stale(root: Path, stamp: dict, target: str, dbt_vars) -> str | None:
     """Why the shipped parse described by ``stamp`` does not fit this call, if it does not."""
     if stamp.get("engine") != _engine():
         return f"parsed by {stamp.get('engine')}, this is {_engine()}"
-    if stamp.get("inputs") != parse_inputs(target, env, dbt_vars):
-        return "parsed for other settings (database name or vars)"
+    if stamp.get("inputs") != parse_inputs(target, dbt_vars):
+        return "parsed for other settings (target, parse database or vars)"
     if stamp.get("fingerprint") != content_fingerprint(root):
         return "the project files changed since"
     return None
@@ -146,7 +201,7 @@ def load_shipped_parse(root: Path, target: str, env: dict[str, str], dbt_vars=No
         stamp = json.loads((folder / f"{target}.json").read_text())
     except (OSError, ValueError):
         return None
-    reason = _stale(root, stamp, target, env, dbt_vars) or _planted(folder, target, stamp)
+    reason = _stale(root, stamp, target, dbt_vars) or _planted(folder, target, stamp)
     if reason is None:
         manifest = _read_manifest(folder, target, stamp)
         # env_var() values the project files read while parsing: only ``env``'s are known.
@@ -182,8 +237,11 @@ class _ManifestPickler(pickle.Pickler):
 def _unpickle(path: Path):
     """A Manifest that _ManifestPickler wrote: the layer's own artifact, read only after
     its stamp matched and no other user could have written it."""
-    with path.open("rb") as data:
-        manifest = pickle.load(data)  # noqa: S301 - see the docstring
+    return _unpickled(path.read_bytes())
+
+
+def _unpickled(data: bytes):
+    manifest = pickle.loads(data)  # noqa: S301 - this process's own or the layer's bytes
     manifest._lock = type(manifest).__dataclass_fields__["_lock"].default_factory()
     return manifest
 

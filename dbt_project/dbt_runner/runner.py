@@ -111,22 +111,29 @@ class DbtProject:
     def _manifest(self, key: tuple, env: dict[str, str], dbt_vars, parse_args: list[str]):
         """The parsed project for ``key`` and None, or None and dbt's failed parse: this
         process's parse, else the one shipped with the project (a Lambda cold start),
-        else dbt parses now (with its own partial parsing in the private work folder)."""
-        target = key[1]
+        else dbt parses now (with its own partial parsing in the private work folder).
+        Each is dbt's parse for the target's parse database, moved to ``key``'s."""
         manifest = dbt_parse.remembered(key)
-        if manifest is None:
-            manifest = dbt_parse.load_shipped_parse(self.root, target, env, dbt_vars)
-            if manifest is not None:
+        if manifest is not None:
+            return manifest, None
+        parse_key, target, database = key[:-1], key[1], key[-1]
+        parsed = dbt_parse.remembered(parse_key)
+        if parsed is None:
+            parsed = dbt_parse.load_shipped_parse(self.root, target, env, dbt_vars)
+            if parsed is not None:
                 self._shipped_keys.append(key)
-        if manifest is None:
+        if parsed is None:
             from dbt.cli.main import dbtRunner
 
             name_flag_sources_cheaply()
-            parsed = dbtRunner().invoke(parse_args)
-            if not parsed.success or parsed.result is None:
-                return None, parsed
-            manifest = parsed.result
+            with scoped_environ(dbt_parse.parse_env(target)):
+                run = dbtRunner().invoke(parse_args)
+            if not run.success or run.result is None:
+                return None, run
+            parsed = run.result
             self.parsed.append(target)
+        dbt_parse.remember(parse_key, parsed)
+        manifest = dbt_parse.for_database(parsed, target, database)
         dbt_parse.remember(key, manifest)
         return manifest, None
 
@@ -175,14 +182,16 @@ class DbtProject:
         env = settings.dbt_env(target)
         # The session limits, and the role the pipeline's own sessions set.
         env["PGOPTIONS"] = settings.options(self.settings.limits) or ""
-        # What the parsed project depends on, as for the shipped parse: the target, the
-        # database name and the vars other than the runtime ones. Another login, host or
-        # port (a test's own role, a rotated user) reuses the parse.
+        # What the parsed project depends on, as for the shipped parse: the target and
+        # the vars other than the runtime ones; then the database it is moved to. Another
+        # login, host or port (a test's own role, a rotated user) reuses the parse, and
+        # another database a copy of it.
         parse_key = (
             str(self.root),
             target,
-            tuple(sorted(dbt_parse.parse_inputs(target, env, dbt_vars).items())),
+            tuple(sorted(dbt_parse.parse_inputs(target, dbt_vars).items())),
             self._fingerprint(),
+            settings.dbname,
         )
         return env, parse_key
 
@@ -254,7 +263,10 @@ class DbtProject:
         path = target_path / "manifest.json"
         if _manifests_written.get(target_path) == parse_key and path.exists():
             return
-        shipped = parse_key in self._shipped_keys
+        # The shipped manifest.json names the parse database: this call's only if it is.
+        shipped = (
+            parse_key in self._shipped_keys and parse_key[-1] == dbt_parse.PARSE_DATABASES[target]
+        )
         if not (shipped and dbt_parse.copy_shipped_manifest_json(self.root, target, path)):
             manifest.write(str(path))
         _manifests_written[target_path] = parse_key

@@ -47,8 +47,9 @@ PACKAGE = "dbt_project"
 DBT_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "selectors.yml", "packages.yml")
 DBT_PROJECT_DIRS = ("models", "macros", "seeds", "data-tests", "analyses", "snapshots")
 # dbt's parse of the project, shipped with it (dbt_project/dbt_runner/parse_cache.py) for
-# each target the functions use, with the database name of infra/constructs/databases.py.
-SHIPPED_PARSES = {"source": "shop", "analytics": "analytics"}
+# each target the functions use. It is parsed for the database infra/constructs/databases.py
+# names (the parse cache's PARSE_DATABASES); a deployment with other names gets it moved.
+SHIPPED_TARGETS = ("source", "analytics")
 
 # Removed from the dependencies layer: bytecode for the build machine's Python (not
 # the runtime's) anywhere, and a package's own test suite (<package>/tests) — only at
@@ -234,7 +235,6 @@ def build_common(out: Path, *, repo_root: Path = REPO_ROOT) -> Path:
     """Copy the package and the dbt project files into ``out`` (``python/``, ``dbt/``),
     add dbt's parse of the project (``dbt/.dbt-parse``) and the RDS CA bundle."""
     from dbt_project.dbt_runner.parse_cache import ship_parse
-    from dbt_project.facts.names import DBNAME_VARIABLES
 
     shutil.rmtree(out, ignore_errors=True)
     for relative, source in common_sources(repo_root):
@@ -243,8 +243,8 @@ def build_common(out: Path, *, repo_root: Path = REPO_ROOT) -> Path:
         shutil.copy2(source, destination)
     if not (out / "dbt" / "dbt_project.yml").is_file():
         raise LayersNotBuilt(f"{repo_root} holds no dbt_project.yml: not the repository root")
-    for target, dbname in SHIPPED_PARSES.items():
-        ship_parse(out / "dbt", target, {DBNAME_VARIABLES[target]: dbname})
+    for target in SHIPPED_TARGETS:
+        ship_parse(out / "dbt", target)
     fetch_rds_ca_bundle(out / RDS_CA_BUNDLE)
     return out
 

@@ -13,7 +13,6 @@ import sys
 import pytest
 from cryptography import x509
 
-from dbt_project.facts.names import DBNAME_VARIABLES
 from infra.lambda_defaults import RDS_CA_BUNDLE_PATH
 from infra.packaging import bytecode
 from infra.packaging.layers import (
@@ -23,7 +22,7 @@ from infra.packaging.layers import (
     RDS_CA_TARBALL_SHA256,
     REQUIREMENTS,
     RUNTIME_PROVIDED,
-    SHIPPED_PARSES,
+    SHIPPED_TARGETS,
     LayersNotBuilt,
     build,
     directory_size,
@@ -143,17 +142,19 @@ def test_common_layer_ships_dbt_parse_for_the_functions_targets(lambda_layers):
     from infra.constructs.databases import Databases
 
     defaults = inspect.signature(Databases.__init__).parameters
-    assert {
+    stack_databases = {
         "source": defaults["source_database_name"].default,
         "analytics": defaults["target_database_name"].default,
-    } == SHIPPED_PARSES
+    }
+    assert set(SHIPPED_TARGETS) == set(stack_databases)
     pins = dict(line.split("==") for line in REQUIREMENTS.read_text().splitlines() if "==" in line)
     parsed = lambda_layers.common / "dbt" / ".dbt-parse"
-    for target, dbname in SHIPPED_PARSES.items():
+    for target, dbname in stack_databases.items():
         stamp = json.loads((parsed / f"{target}.json").read_text())
         assert (parsed / f"{target}.msgpack").stat().st_size > 0
         assert stamp["inputs"]["target"] == target
-        assert stamp["inputs"][DBNAME_VARIABLES[target]] == dbname
+        # parsed for the stack's database: a default deployment uses it as it is
+        assert stamp["inputs"]["database"] == dbname
         # parsed by the dbt the dependencies layer carries, or Lambda would refuse it
         assert stamp["engine"] == {name: pins[name] for name in ("dbt-core", "dbt-postgres")}
 

@@ -21,9 +21,11 @@ import pytest
 from dbt_project.dbt_runner import parse_cache as dbt_parse
 from dbt_project.dbt_runner.parse_cache import load_shipped_parse, ship_parse
 from dbt_project.dbt_runner.runner import DbtProject
+from dbt_project.facts.names import DBNAME_VARIABLES
 from dbt_project.postgres.connection import connect
 from dbt_project.postgres.logins import create_extract_login
 from dbt_project.postgres.source_schema import create_source_tables, load_sample_data
+from dbt_project.settings import scoped_environ
 from infra.packaging.layers import REPO_ROOT, common_sources
 from tests.integration._dbt_helpers import query
 from tests.lambda_helpers import login_role
@@ -58,10 +60,10 @@ def _copy_project(folder):
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory, source):
-    """The dbt project as the common layer ships it: parsed for the source's database
-    name with the profile's default host and port, the build's folder then removed."""
+    """The dbt project as the common layer ships it: parsed for the stack's database
+    name, not the source's, the build's folder then removed."""
     built = _copy_project(tmp_path_factory.mktemp("build"))
-    ship_parse(built, "source", {"ETL_SOURCE_DBNAME": source[0].dbname})
+    ship_parse(built, "source")
     layer = tmp_path_factory.mktemp("layer") / "dbt"
     shutil.move(built, layer)
     return layer
@@ -82,6 +84,7 @@ import json, sys
 from pathlib import Path
 from dbt_project.postgres.connection import Database, PgSettings
 from dbt_project.dbt_runner.runner import DbtProject
+from dbt_project.facts.names import DBNAME_VARIABLES
 from dbt_project.pipeline import Pipeline
 from dbt_project.request import NightRequest, parse_date
 from dbt_project.stage import LocalStage
@@ -143,8 +146,8 @@ def test_other_settings_or_another_dbt_refuse_the_shipped_parse(project, source,
     settings, _ = source
     env = {"ETL_SOURCE_DBNAME": settings.dbname}
     assert load_shipped_parse(project, "source", env) is not None
-    # another database name: the relations of nodes and sources name it
-    assert load_shipped_parse(project, "source", {"ETL_SOURCE_DBNAME": "other"}) is None
+    # another database name does not: the runner moves the parse to it (tests below)
+    assert load_shipped_parse(project, "source", {"ETL_SOURCE_DBNAME": "other"}) is not None
     # another target, or a var that shapes the parse
     assert load_shipped_parse(project, "analytics", env) is None
     assert load_shipped_parse(project, "source", env, {"source_schema": "shop"}) is None
@@ -240,8 +243,8 @@ def test_a_work_folder_another_user_could_write_is_refused_in_one_line(tmp_path)
     assert done.returncode == 2 and "lets other users write to it" in done.stderr
 
 
-def test_another_login_or_host_for_the_same_database_reuses_this_process_s_parse(
-    source, pg_server, tmp_path, monkeypatch
+def test_another_login_host_or_database_reuses_this_process_s_parse(
+    source, pg_server, new_database, tmp_path, monkeypatch
 ):
     # given a checkout's project that this process parsed for the source database
     settings, _ = source
@@ -265,3 +268,67 @@ def test_another_login_or_host_for_the_same_database_reuses_this_process_s_parse
         " where n.nspname = 'nightly' and c.relname = 'stg_shop__customers'",
     )
     assert owner == [{"owner": role}]
+    # and when a third project object builds the model in another database
+    elsewhere = new_database("shipped_other")
+    conn = connect(elsewhere)
+    with conn:
+        create_source_tables(conn)
+    conn.close()
+    third = DbtProject(root=project)
+    run = third.invoke(model, settings=elsewhere, target="source")
+    # then dbt did not parse either, and the model is in that database, not the first
+    assert run.success and third.parsed == []
+    built = "select count(*) as n from pg_views where viewname = 'stg_shop__customers'"
+    assert query(elsewhere, built) == [{"n": 1}]
+
+
+def _comparable(manifest) -> dict:
+    """A Manifest's content, without when it was made."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "created_at"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    content = manifest.writable_manifest().to_dict()
+    content.pop("metadata")
+    return strip(content)
+
+
+def _dbt_parse(project, target: str, env: dict[str, str], scratch):
+    from dbt.cli.main import dbtRunner
+
+    with scoped_environ(env):
+        done = dbtRunner().invoke(
+            [
+                *("--quiet", "parse", "--no-partial-parse", "--target", target),
+                *("--project-dir", str(project), "--profiles-dir", str(project)),
+                *("--target-path", str(scratch / target), "--log-path", str(scratch / "logs")),
+            ]
+        )
+    assert done.success, done.exception
+    return done.result
+
+
+@pytest.mark.parametrize("target", ["source", "analytics"])
+def test_a_parse_moved_to_another_database_is_the_parse_dbt_makes_for_it(project, target, tmp_path):
+    # given dbt's parse for the target's parse database, its flat graph built
+    env = dbt_parse.parse_env(target)
+    parsed = _dbt_parse(project, target, env, tmp_path)
+    parsed.build_flat_graph()
+    before = _comparable(parsed)
+    # when it is moved to another database
+    moved = dbt_parse.for_database(parsed, target, "elsewhere_db")
+    # then it is what dbt parses for that database, flat graph included
+    variable = DBNAME_VARIABLES[target]
+    direct = _dbt_parse(project, target, {**env, variable: "elsewhere_db"}, tmp_path)
+    assert _comparable(moved) == _comparable(direct)
+    assert before != _comparable(direct)  # the database shows in the parse
+    graph = moved.flat_graph["nodes"]["model.shop.customer_analytics"]
+    assert graph["database"] == "elsewhere_db"
+    assert graph["relation_name"].startswith('"elsewhere_db".')
+    # and the parse it was moved from is unchanged, and served as it is for its own
+    assert _comparable(parsed) == before
+    assert dbt_parse.for_database(parsed, target, dbt_parse.PARSE_DATABASES[target]) is parsed

@@ -3,6 +3,7 @@ its own login, and verify-full against the bundled CA, for its sessions and dbt'
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,19 @@ def test_each_dbt_target_reads_its_database_name_from_the_variable_the_pipeline_
         assert variable in PgSettings("h", 5432, "db", "u").dbt_env(target)
     # the two sides never share a variable, so one shell's exports reach both
     assert outputs["analytics"]["dbname"] != outputs["source"]["dbname"]
+
+
+def test_the_project_reads_of_the_profile_only_the_target_s_name():
+    # What a parse is kept by (dbt_project/dbt_runner/parse_cache.py): the target and the
+    # vars. No model, macro or test reads a connection setting, nor the environment.
+    root = Path(__file__).resolve().parents[2]
+    files = [root / "dbt_project.yml", root / "selectors.yml"]
+    for folder in ("models", "macros", "data-tests", "seeds", "analyses", "snapshots"):
+        files += [p for p in (root / folder).rglob("*") if p.suffix in {".sql", ".yml", ".md"}]
+    read = {}
+    for path in files:
+        text = path.read_text()
+        assert "env_var(" not in text, f"{path.relative_to(root)} reads the environment"
+        for attribute in re.findall(r"\btarget\.(\w+)", text):
+            read.setdefault(attribute, []).append(path.name)
+    assert set(read) == {"name"}, read
