@@ -152,9 +152,9 @@ def pg_server(tmp_path_factory) -> PgSettings:
         local_pg.stop_embedded(server.data_dir)
 
 
-# Database names in use by this process. A name is reused once its database is dropped:
-# dbt's parse depends on the database name, and the process keeps its parses
-# (dbt_project.dbt_runner.parse_cache), so a later test on a reused name does not parse again.
+# Database names in use by this process. A name is reused once its database is dropped,
+# so that a worker's names stay short and few (what dbt's parse holds of a name is moved
+# to another one by a copy, not a parse: dbt_project.dbt_runner.parse_cache).
 _NAMES_IN_USE: set[str] = set()
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
