@@ -7,6 +7,7 @@ dbt runs its nodes on threads, never on processes, so this changes nothing else.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing.context
 import os
@@ -158,14 +159,28 @@ class DbtProject:
             return self.settings.dbt_target_path
         return self._work_folder() / f"target-{target}"
 
-    def _paths_and_options(self, target: str) -> tuple[Path, list[str]]:
-        target_path = self.target_path(target)
+    def _paths_and_options(
+        self, target: str, target_path: Path | None = None
+    ) -> tuple[Path, list[str]]:
+        target_path = target_path or self.target_path(target)
         log_path = self.settings.dbt_log_path or self._work_folder() / "logs"
         options = [
             *("--project-dir", str(self.root), "--profiles-dir", str(self.root)),
             *("--target", target, "--target-path", str(target_path), "--log-path", str(log_path)),
         ]
         return target_path, options
+
+    def _parse_args(self, target: str, dbt_vars) -> list[str]:
+        """dbt's parse, leaving out the runtime vars as its key does (dbt parses again
+        what reads vars when --vars change). Its partial parse sits in a folder of this
+        project copy's own, whatever the database: it then serves the next process's
+        night, and never another copy of the project (a test's, a layer's), because dbt
+        reuses a YAML file it saw with the same modification time without reading it."""
+        copy = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
+        folder = self._work_folder() / "parses" / f"{target}-{copy}"
+        _, options = self._paths_and_options(target, folder)
+        vars_option = _vars_option(dbt_parse.parse_vars(dbt_vars))
+        return [*self._flags(), "parse", *options, *vars_option]
 
     def _flags(self) -> list[str]:
         flags = []
@@ -197,11 +212,10 @@ class DbtProject:
 
     def parsed_project(self, *, settings: PgSettings, target: str):
         """dbt's parsed project (its Manifest object), as the next call would use it."""
-        target_path, options = self._paths_and_options(target)
-        flags = self._flags()
+        target_path = self.target_path(target)
         env, parse_key = self._env_and_key(settings, target, None)
         with _DBT_LOCK, scoped_environ(env):
-            parsed, failed = self._manifest(parse_key, env, None, [*flags, "parse", *options])
+            parsed, failed = self._manifest(parse_key, env, None, self._parse_args(target, None))
         if parsed is None:
             raise_for_failures(summarise(failed, target_path), "parsing the dbt project")
         return parsed
@@ -216,10 +230,6 @@ class DbtProject:
     ) -> DbtRun:
         target_path, common = self._paths_and_options(target)
         options = [*common, *_vars_option(dbt_vars)]
-        # The parse leaves out the runtime vars, as its key does: dbt's partial parse in
-        # the work folder then serves the next process's night whatever its date (dbt
-        # parses again what reads vars when --vars change).
-        parse_options = [*common, *_vars_option(dbt_parse.parse_vars(dbt_vars))]
         flags = self._flags()
         env, parse_key = self._env_and_key(settings, target, dbt_vars)
         # A parse this process or the layer already held made no target folder here, and
@@ -227,7 +237,7 @@ class DbtProject:
         target_path.mkdir(parents=True, exist_ok=True)
         with _DBT_LOCK, scoped_environ(env):
             parsed, failed = self._manifest(
-                parse_key, env, dbt_vars, [*flags, "parse", *parse_options]
+                parse_key, env, dbt_vars, self._parse_args(target, dbt_vars)
             )
             if parsed is None:
                 return summarise(failed, target_path)
