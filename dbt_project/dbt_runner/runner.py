@@ -109,7 +109,7 @@ class DbtProject:
         stats = ((p, p.stat()) for p in dbt_parse.parsed_files(self.root))
         return tuple((str(p), s.st_size, s.st_mtime_ns) for p, s in stats)
 
-    def _manifest(self, key: tuple, env: dict[str, str], dbt_vars, parse_args: list[str]):
+    def _manifest(self, key: tuple, env: dict[str, str], dbt_vars):
         """The parsed project for ``key`` and None, or None and dbt's failed parse: this
         process's parse, else the one shipped with the project (a Lambda cold start),
         else dbt parses now (with its own partial parsing in the private work folder).
@@ -128,7 +128,7 @@ class DbtProject:
 
             name_flag_sources_cheaply()
             with scoped_environ(dbt_parse.parse_env(target)):
-                run = dbtRunner().invoke(parse_args)
+                run = dbtRunner().invoke(self._parse_args(target, dbt_vars))
             if not run.success or run.result is None:
                 return None, run
             parsed = run.result
@@ -174,8 +174,9 @@ class DbtProject:
         """dbt's parse, leaving out the runtime vars as its key does (dbt parses again
         what reads vars when --vars change). Its partial parse sits in a folder of this
         project copy's own, whatever the database: it then serves the next process's
-        night, and never another copy of the project (a test's, a layer's), because dbt
-        reuses a YAML file it saw with the same modification time without reading it."""
+        night, and never another copy of the project (a test's, a layer's). Shared, one
+        copy's saved YAML state reached another's build: dbt's partial parse carries
+        some of it over from the saved state when a YAML file changes."""
         copy = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
         folder = self._work_folder() / "parses" / f"{target}-{copy}"
         _, options = self._paths_and_options(target, folder)
@@ -212,12 +213,12 @@ class DbtProject:
 
     def parsed_project(self, *, settings: PgSettings, target: str):
         """dbt's parsed project (its Manifest object), as the next call would use it."""
-        target_path = self.target_path(target)
         env, parse_key = self._env_and_key(settings, target, None)
         with _DBT_LOCK, scoped_environ(env):
-            parsed, failed = self._manifest(parse_key, env, None, self._parse_args(target, None))
+            parsed, failed = self._manifest(parse_key, env, None)
         if parsed is None:
-            raise_for_failures(summarise(failed, target_path), "parsing the dbt project")
+            summary = summarise(failed, self.target_path(target))
+            raise_for_failures(summary, "parsing the dbt project")
         return parsed
 
     def invoke(
@@ -236,9 +237,7 @@ class DbtProject:
         # dbt given a parsed project writes into it without making it (docs generate).
         target_path.mkdir(parents=True, exist_ok=True)
         with _DBT_LOCK, scoped_environ(env):
-            parsed, failed = self._manifest(
-                parse_key, env, dbt_vars, self._parse_args(target, dbt_vars)
-            )
+            parsed, failed = self._manifest(parse_key, env, dbt_vars)
             if parsed is None:
                 return summarise(failed, target_path)
             from dbt.cli.main import dbtRunner
