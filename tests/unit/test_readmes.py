@@ -345,3 +345,10 @@ def test_the_command_table_gives_every_subcommand_with_its_options(path):
         if not any(option in options[other] for other in re.findall(r"`etl ([a-z][a-z-]*)", row))
     ]
     assert not problems, "\n".join(problems)
+
+
+def test_ci_runs_the_readme_s_test_command_word_for_word():
+    """CI proves the README's command on a fresh clone only if it is that command."""
+    (test_command,) = [c for c in commands(README, "Quick start") if c.endswith("bin/pytest")]
+    ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert test_command in ci_lines
