@@ -6,8 +6,8 @@
 
 The logic lives in infra/packaging/ (layers.py, bytecode.py); this file is its command
 line.
-Needs pip's index and npm (the Amazon RDS CA bundle comes from a checksum-pinned npm
-tarball).
+Needs PyPI (uv installs the wheels, pip re-pins the lock) and npm (the Amazon RDS CA
+bundle comes from a checksum-pinned npm tarball).
 """
 
 import argparse
@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             compile_with=args.compile_with,
         )
     except subprocess.CalledProcessError as error:
-        print(f"build_layers: pip failed (exit {error.returncode})", file=sys.stderr)
+        message = f"build_layers: the installer failed (exit {error.returncode}), as it says above"
+        print(message, file=sys.stderr)
         return 1
     except LayersNotBuilt as error:
         print(f"build_layers: {error}", file=sys.stderr)

