@@ -25,6 +25,7 @@ from dbt_project.dbt_runner.results import (
     raise_for_failures,
     summarise,
 )
+from dbt_project.dbt_runner.template_code import compile_templates_once
 from dbt_project.errors import ConfigError
 from dbt_project.files import private_folder
 from dbt_project.postgres.connection import Database, PgSettings
@@ -127,6 +128,7 @@ class DbtProject:
             from dbt.cli.main import dbtRunner
 
             name_flag_sources_cheaply()
+            compile_templates_once()
             with scoped_environ(dbt_parse.parse_env(target)):
                 run = dbtRunner().invoke(self._parse_args(target, dbt_vars))
             if not run.success or run.result is None:
@@ -244,6 +246,7 @@ class DbtProject:
 
             keep_sessions_per_thread()
             name_flag_sources_cheaply()
+            compile_templates_once()
             errors = ErrorEvents()
             runner = dbtRunner(manifest=parsed, callbacks=[errors])
             if command[0] in _OWN_ARTIFACTS:
