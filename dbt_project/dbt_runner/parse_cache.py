@@ -152,8 +152,11 @@ def ship_parse(root: Path, target: str) -> Path:
     from dbt.cli.main import dbtRunner
     from dbt.parser.manifest import extended_mashumaro_encoder
 
+    from dbt_project.dbt_runner import json_schemas
+
     folder = root / SHIPPED_PARSE_DIR
     folder.mkdir(exist_ok=True)
+    json_schemas.install()
     with tempfile.TemporaryDirectory() as scratch, scoped_environ(parse_env(target)):
         parsed = dbtRunner().invoke(
             [
@@ -178,6 +181,8 @@ def ship_parse(root: Path, target: str) -> Path:
         "root": str(root),
     }
     (folder / f"{target}.json").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    # The schemas a cold start's dbt would build: those this parse needed, and more.
+    json_schemas.write(folder / json_schemas.FILE_NAME, every=True)
     return folder
 
 

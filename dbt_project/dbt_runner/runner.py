@@ -15,6 +15,7 @@ import threading
 from datetime import date
 from pathlib import Path
 
+from dbt_project.dbt_runner import json_schemas
 from dbt_project.dbt_runner import parse_cache as dbt_parse
 from dbt_project.dbt_runner.connections import keep_sessions_per_thread
 from dbt_project.dbt_runner.flag_sources import name_flag_sources_cheaply
@@ -127,8 +128,7 @@ class DbtProject:
         if parsed is None:
             from dbt.cli.main import dbtRunner
 
-            name_flag_sources_cheaply()
-            compile_templates_once()
+            self._tune_dbt()
             with scoped_environ(dbt_parse.parse_env(target)):
                 run = dbtRunner().invoke(self._parse_args(target, dbt_vars))
             if not run.success or run.result is None:
@@ -139,6 +139,16 @@ class DbtProject:
         manifest = dbt_parse.for_database(parsed, target, database)
         dbt_parse.remember(key, manifest)
         return manifest, None
+
+    def _tune_dbt(self) -> None:
+        """Remove costs of dbt's own (each installed once per process): behavior flags
+        reading every caller's source, Jinja compiling a text at every render, and the
+        JSON schemas of dbt's classes built anew in each process."""
+        name_flag_sources_cheaply()
+        compile_templates_once()
+        json_schemas.install()
+        json_schemas.read(self.root / dbt_parse.SHIPPED_PARSE_DIR / json_schemas.FILE_NAME)
+        json_schemas.read(self._work_folder() / json_schemas.FILE_NAME)
 
     def _work_folder(self) -> Path:
         """dbt's target and log folders sit here, and dbt reads its partial parse back
@@ -218,6 +228,7 @@ class DbtProject:
         env, parse_key = self._env_and_key(settings, target, None)
         with _DBT_LOCK, scoped_environ(env):
             parsed, failed = self._manifest(parse_key, env, None)
+            json_schemas.write(self._work_folder() / json_schemas.FILE_NAME)
         if parsed is None:
             summary = summarise(failed, self.target_path(target))
             raise_for_failures(summary, "parsing the dbt project")
@@ -245,8 +256,7 @@ class DbtProject:
             from dbt.cli.main import dbtRunner
 
             keep_sessions_per_thread()
-            name_flag_sources_cheaply()
-            compile_templates_once()
+            self._tune_dbt()
             errors = ErrorEvents()
             runner = dbtRunner(manifest=parsed, callbacks=[errors])
             if command[0] in _OWN_ARTIFACTS:
@@ -261,6 +271,7 @@ class DbtProject:
                     parsed.write(str(manifest_json))
                 result = runner.invoke([*flags, *command, *options])
                 _manifests_written.pop(target_path, None)  # dbt wrote, or left, its own
+            json_schemas.write(self._work_folder() / json_schemas.FILE_NAME)
         return summarise(result, target_path, errors.messages)
 
     def _write_artifacts(self, result, manifest, target: str, parse_key: tuple) -> None:

@@ -170,6 +170,9 @@ def test_common_layer_ships_dbt_parse_for_the_functions_targets(lambda_layers):
         assert stamp["inputs"]["database"] == dbname
         # parsed by the dbt the dependencies layer carries, or Lambda would refuse it
         assert stamp["engine"] == {name: pins[name] for name in ("dbt-core", "dbt-postgres")}
+    # the JSON schemas dbt's start builds, for a cold start to read (json_schemas.py)
+    schemas = json.loads((parsed / "json-schemas.json").read_text())
+    assert "dbt.contracts.project:ProjectFlags" in schemas["schemas"]
 
 
 def test_common_layer_carries_the_rds_ca_bundle(lambda_layers):
