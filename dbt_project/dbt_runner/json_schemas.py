@@ -40,9 +40,16 @@ _installed = False
 
 def releases() -> str:
     """What the schemas depend on besides the classes' names."""
-    versions = [f"{name}=={metadata.version(name)}" for name in _RELEASES_OF]
+    versions = [f"{name}=={_version(name)}" for name in _RELEASES_OF]
     versions.append(f"python=={sys.version_info.major}.{sys.version_info.minor}")
     return hashlib.sha256(";".join(versions).encode()).hexdigest()[:16]
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:  # a package folder without its dist-info
+        return None
 
 
 def _name(cls) -> str | None:
