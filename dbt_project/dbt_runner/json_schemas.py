@@ -8,11 +8,11 @@ depends only on its class, so it is the same in every process that runs the same
 releases of dbt, mashumaro and Python.
 
 The runner keeps them in a JSON file: in the work folder, rewritten when a process
-built one the file lacked; and beside the shipped parse in the common layer, so that a
-cold Lambda start reads them (when the layer was built with the runtime's Python and
-the pinned dbt and mashumaro; else they are built there as before). JSON runs no
-code, but a changed schema would change what dbt accepts: a file another user could
-write is not read.
+built one the file lacked (not in Lambda, where no later process reads it); and
+beside the shipped parse in the common layer, so that a cold Lambda start reads them
+(when the layer was built with the runtime's Python and the pinned dbt and mashumaro;
+else they are built there as before). JSON runs no code, but a changed schema would
+change what dbt accepts: a file another user could write is not read.
 """
 
 from __future__ import annotations
@@ -101,6 +101,11 @@ def read(path: Path) -> None:
     if isinstance(kept, dict) and kept.get("releases") == releases():
         for name, schema in kept.get("schemas", {}).items():
             _known.setdefault(name, schema)
+
+
+def built() -> bool:
+    """Whether this process built a schema that no file it read or wrote held."""
+    return bool(_built)
 
 
 def write(path: Path, *, every: bool = False) -> None:

@@ -100,6 +100,7 @@ class DbtProject:
         self.root = root or self.settings.project_dir
         self.parsed: list[str] = []  # targets dbt parsed for this project's calls
         self._shipped_keys: list[tuple] = []  # parses read from the shipped ones
+        self._tuned = False
 
     @property
     def shipped(self) -> list[str]:
@@ -144,11 +145,20 @@ class DbtProject:
         """Remove costs of dbt's own (each installed once per process): behavior flags
         reading every caller's source, Jinja compiling a text at every render, and the
         JSON schemas of dbt's classes built anew in each process."""
+        if self._tuned:
+            return
         name_flag_sources_cheaply()
         compile_templates_once()
         json_schemas.install()
         json_schemas.read(self.root / dbt_parse.SHIPPED_PARSE_DIR / json_schemas.FILE_NAME)
         json_schemas.read(self._work_folder() / json_schemas.FILE_NAME)
+        self._tuned = True
+
+    def _keep_schemas(self) -> None:
+        """Write the schemas this process built for the next process on this work folder.
+        Not in Lambda: its process is the container, and nothing reads /tmp after it."""
+        if json_schemas.built() and not self.settings.in_lambda:
+            json_schemas.write(self._work_folder() / json_schemas.FILE_NAME)
 
     def _work_folder(self) -> Path:
         """dbt's target and log folders sit here, and dbt reads its partial parse back
@@ -228,7 +238,7 @@ class DbtProject:
         env, parse_key = self._env_and_key(settings, target, None)
         with _DBT_LOCK, scoped_environ(env):
             parsed, failed = self._manifest(parse_key, env, None)
-            json_schemas.write(self._work_folder() / json_schemas.FILE_NAME)
+            self._keep_schemas()
         if parsed is None:
             summary = summarise(failed, self.target_path(target))
             raise_for_failures(summary, "parsing the dbt project")
@@ -271,7 +281,7 @@ class DbtProject:
                     parsed.write(str(manifest_json))
                 result = runner.invoke([*flags, *command, *options])
                 _manifests_written.pop(target_path, None)  # dbt wrote, or left, its own
-            json_schemas.write(self._work_folder() / json_schemas.FILE_NAME)
+            self._keep_schemas()
         return summarise(result, target_path, errors.messages)
 
     def _write_artifacts(self, result, manifest, target: str, parse_key: tuple) -> None:
