@@ -2,7 +2,7 @@
 
 At the start of every command, dbt looks for installed modules named ``dbt_*`` that
 offer plugins, by listing every folder on ``sys.path`` (``pkgutil.iter_modules``):
-some 85 ms of each warm call here, for an answer that changes only when the import
+3 % of a warm night's profile here, for an answer that changes only when the import
 path does. dbt's own test mode keeps the first answer for the whole process; this
 keeps it per import path, so a folder added to ``sys.path`` is searched again.
 """
