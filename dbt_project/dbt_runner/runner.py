@@ -19,6 +19,7 @@ from dbt_project.dbt_runner import event_messages, json_schemas
 from dbt_project.dbt_runner import parse_cache as dbt_parse
 from dbt_project.dbt_runner.connections import keep_sessions_per_thread
 from dbt_project.dbt_runner.flag_sources import name_flag_sources_cheaply
+from dbt_project.dbt_runner.macro_namespace import build_namespaces_quickly
 from dbt_project.dbt_runner.plugin_modules import find_plugin_modules_once
 from dbt_project.dbt_runner.results import (
     DbtRun,
@@ -146,8 +147,9 @@ class DbtProject:
         """Remove costs of dbt's own (each installed once per process): behavior flags
         reading every caller's source, Jinja compiling a text at every render, event
         messages read as JSON and log lines made for no log, plugins searched for on
-        every folder of the import path at every call, and the JSON schemas of dbt's
-        classes built anew in each process."""
+        every folder of the import path at every call, each node's macro namespace
+        built one constructor at a time, and the JSON schemas of dbt's classes built
+        anew in each process."""
         if self._tuned:
             return
         name_flag_sources_cheaply()
@@ -155,6 +157,7 @@ class DbtProject:
         event_messages.build_messages_directly()
         event_messages.format_only_kept_lines()
         find_plugin_modules_once()
+        build_namespaces_quickly()
         json_schemas.install()
         json_schemas.read(self.root / dbt_parse.SHIPPED_PARSE_DIR / json_schemas.FILE_NAME)
         json_schemas.read(self._work_folder() / json_schemas.FILE_NAME)
