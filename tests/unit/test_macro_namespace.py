@@ -36,9 +36,41 @@ def _parse(tmp_path, dbt):
     return run.result
 
 
+def _lookup_differences(context: dict, namespace: MacroNamespace, before: dict) -> list[str]:
+    """Names whose value is not what dbt's own lookup (the namespace's search of its
+    five dicts) finds first, and other names whose value changed."""
+    names = set(namespace)  # dbt's own iteration and lookup
+    wrong = [name for name in names if context.get(name) is not namespace[name]]
+    changed = [k for k, v in before.items() if k not in names and context.get(k) is not v]
+    return wrong + changed
+
+
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    return _parse(tmp_path_factory.mktemp("parse"), DbtProject())
+def watched(tmp_path_factory):
+    """One full parse with the quick code installed, each context it copies a namespace
+    into compared with dbt's lookup as it is made."""
+    assert macro_namespace.build_namespaces_quickly()
+    quick = ManifestContext.to_dict
+    checked, differences = [], []
+
+    def compared(self):
+        builtins = {"context", "builtins", *self._context_members_}
+        before = {k: v for k, v in self._ctx.items() if k not in builtins}
+        context = quick(self)
+        if type(self.namespace) is MacroNamespace:
+            differences.extend(_lookup_differences(context, self.namespace, before))
+            checked.append(self)
+        return context
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ManifestContext, "to_dict", compared)
+        manifest = _parse(tmp_path_factory.mktemp("parse"), DbtProject())
+    return SimpleNamespace(manifest=manifest, checked=checked, differences=differences)
+
+
+@pytest.fixture(scope="module")
+def manifest(watched):
+    return watched.manifest
 
 
 def _parts(namespace: MacroNamespace) -> dict[str, dict]:
@@ -111,39 +143,15 @@ def _colliding() -> MacroNamespace:
     )
 
 
-def test_each_context_holds_what_dbt_s_search_finds_for_each_name(tmp_path, monkeypatch):
-    """Every context a parse builds: each macro name holds what dbt's own lookup (the
-    namespace's search of its five dicts) finds first, and nothing else was changed;
-    then one of them again with a namespace whose names collide."""
-    assert macro_namespace.build_namespaces_quickly()
-    quick = ManifestContext.to_dict
-    checked = []
+def test_each_context_holds_what_dbt_s_search_finds_for_each_name(watched):
+    """Every context the parse built, then one of them again with a namespace whose
+    names collide."""
+    assert len(watched.checked) > 5 and watched.differences == []
 
-    def holds_dbt_s_lookup(context: dict, namespace: MacroNamespace, before: dict) -> None:
-        names = set(namespace)  # dbt's own iteration and lookup
-        for name in names:
-            assert context[name] is namespace[name], name
-        for name, value in before.items():
-            if name not in names:
-                assert context[name] is value, name
-
-    def compared(self):
-        builtins = {"context", "builtins", *self._context_members_}
-        before = {k: v for k, v in self._ctx.items() if k not in builtins}
-        context = quick(self)
-        if type(self.namespace) is MacroNamespace:
-            holds_dbt_s_lookup(context, self.namespace, before)
-            checked.append(self)
-        return context
-
-    monkeypatch.setattr(ManifestContext, "to_dict", compared)
-    _parse(tmp_path, DbtProject())
-    assert len(checked) > 5
-
-    last = checked[-1]
+    last = watched.checked[-1]
     last.namespace = colliding = _colliding()
-    context = quick(last)
-    holds_dbt_s_lookup(context, colliding, {})
+    context = ManifestContext.to_dict(last)
+    assert _lookup_differences(context, colliding, {}) == []
     assert context["a"] is colliding.local_namespace["a"]
     assert context["c"] is colliding.global_namespace["c"]
     assert context["p"] is colliding.packages["p"]
