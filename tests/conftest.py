@@ -146,9 +146,10 @@ def pg_server(tmp_path_factory) -> PgSettings:
     data_dir = Path(tempfile.mkdtemp(prefix="etlpg-"))
     # Password authentication over TCP, as on a real server, so credential errors are real.
     server = local_pg.start_embedded(data_dir / "data", local_pg.free_port(), password="etl-test")
-    _one_scram_iteration(PgSettings.from_url(server.url), "etl-test")
+    settings = PgSettings.from_url(server.url)
     try:
-        yield PgSettings.from_url(server.url)
+        _one_scram_iteration(settings, "etl-test")
+        yield settings
     finally:
         local_pg.stop_embedded(server.data_dir)
         # Tens of megabytes per worker and run, in a TMPDIR that may be memory.
@@ -156,7 +157,7 @@ def pg_server(tmp_path_factory) -> PgSettings:
 
 
 def _one_scram_iteration(superuser: PgSettings, password: str) -> None:
-    """The suite's own superuser logs in some two thousand times a run; PostgreSQL's
+    """The suite's own superuser logs in some 1,700 times a run; PostgreSQL's
     4096 SCRAM iterations cost each login about 5 ms of the client's CPU and 1.5 ms of
     the server's. The functions' logins keep theirs: the product hashes their passwords."""
     conn = connect(superuser)

@@ -101,8 +101,6 @@ def build_namespaces_quickly() -> bool:
     ManifestContext = manifest.ManifestContext
     if not _made_as_dbt_makes_it(macros.MacroNamespaceBuilder, jinja.MacroStack):
         return False
-    if macros.MacroNamespaceBuilder.build_namespace is _build_namespace:
-        return True
     DBT_S_OWN.update(
         build_namespace=macros.MacroNamespaceBuilder.build_namespace,
         to_dict=ManifestContext.to_dict,
