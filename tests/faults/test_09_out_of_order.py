@@ -30,7 +30,7 @@ def test_out_of_order_deliveries_end_as_the_in_order_run(name, fault, nights, ne
         code, out, err = harness.etl_here(
             *harness.load_args(bucket, nights.keys[index], target), capsys=capsys
         )
-        assert code == 0, err
+        assert code == 0, "\n".join(err)
         statuses.append(out.split(": ", 1)[1].split(",")[0])
     expected = ["loaded" if order.index(i) == n else "duplicate" for n, i in enumerate(order)]
     assert statuses == expected

@@ -149,7 +149,7 @@ def test_a_new_measure_and_a_fixed_day_mart_ship_to_a_loaded_history(
     # then `etl plan --json` shows the column to add and both marts, and changes nothing
     before = catalog_snapshot(target)
     code, out, err = _etl(capsys, "plan", *urls, "--json")
-    assert code == 0, err
+    assert code == 0, "\n".join(err)
     plan = json.loads(out)
     changes = plan["analytics_tables"]["changes"]
     assert [(c["table"], c["column"]) for c in changes] == [("customer_analytics", "total_lines")]
@@ -171,7 +171,7 @@ def test_a_new_measure_and_a_fixed_day_mart_ship_to_a_loaded_history(
 
     # and `etl init` applies the column, keeps every row, and says what to reprocess
     code, out, err = _etl(capsys, "init", "--source-url", source.url, *urls)
-    assert code == 0, err
+    assert code == 0, "\n".join(err)
     assert "analytics.customer_analytics.total_lines: add column bigint not null" in out
     assert f"reprocess needed from {FIRST} to {last} for marts customer_analytics" in out
     kept = snapshot(target)
@@ -193,7 +193,7 @@ def test_a_new_measure_and_a_fixed_day_mart_ship_to_a_loaded_history(
         capsys, "run", "--date", last.isoformat(), "--full-refresh", "--json",
         "--source-url", as_extract_login(source).url, *urls, "--stage", str(stage.root),
     )  # fmt: skip
-    assert code == 0, err
+    assert code == 0, "\n".join(err)
     report = json.loads(out)
     assert report["reprocessed"] == {
         "marts": {
@@ -209,7 +209,7 @@ def test_a_new_measure_and_a_fixed_day_mart_ship_to_a_loaded_history(
     assert _actual(target) == _expected(shop_rows, last)
     # and nothing is left to do
     code, out, err = _etl(capsys, "plan", *urls, "--json")
-    assert code == 0, err
+    assert code == 0, "\n".join(err)
     again = json.loads(out)
     assert again["analytics_tables"]["changes"] == [] and again["changed_marts"] == {}
     assert again["pending_reprocessing"] == []

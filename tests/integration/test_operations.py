@@ -98,7 +98,7 @@ def test_a_stale_source_stops_the_latest_night_and_says_why(new_database, tmp_pa
         str(stage),
         capsys=capsys,
     )
-    assert code == 0, err
+    assert code == 0, "\n".join(err)
     # and --skip-freshness runs the latest night anyway
     code, _, err = etl(
         "extract",
@@ -109,7 +109,7 @@ def test_a_stale_source_stops_the_latest_night_and_says_why(new_database, tmp_pa
         str(stage),
         capsys=capsys,
     )
-    assert code == 0, err
+    assert code == 0, "\n".join(err)
 
 
 def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, capsys, latest):
@@ -125,7 +125,7 @@ def test_a_quiet_source_runs_and_the_report_says_so(new_database, tmp_path, caps
         str(tmp_path / "stage"),
         capsys=capsys,
     )
-    assert code == 0, err
+    assert code == 0, "\n".join(err)
     # stdout is one JSON document (`etl run --json | jq` works); the person's line is on stderr
     report = json.loads(out)
     assert any(line.startswith(f"{latest}  extracted") for line in err), err
@@ -284,7 +284,7 @@ def test_a_full_refresh_repairs_corrupted_state_and_equals_a_fresh_build(
     code, out, err = etl("run", "--full-refresh", "--json", *common, capsys=capsys)
 
     # then every row equals the independent computation, strays deleted
-    assert code == 0, err
+    assert code == 0, "\n".join(err)
     assert json.loads(out.splitlines()[-1])["full_refresh"] is True
     expected = reference.marts(reference.fetch_source(source), as_of=latest)
     actual = reference.read_marts(target)
