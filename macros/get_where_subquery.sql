@@ -53,9 +53,9 @@
         {%- do return(touched) -%}
     {%- endif -%}
     {#- The lines' orders are read from the source table, which no build replaces. A test
-        depends only on the model it tests: had it read stg_shop__orders, `dbt build`
-        could run it while that view is being replaced, and it failed so ("could not
-        open relation with OID"). -#}
+        depends only on the model it tests: reading stg_shop__orders, it could run
+        before that view exists (`dbt build --select stg_shop__order_items` on a fresh
+        schema failed every test of the lines so) or while it is being replaced. -#}
     {%- set orders = relation.incorporate(
         path={'schema': var('source_schema'), 'identifier': 'orders'}
     ) -%}

@@ -178,4 +178,31 @@ def query(settings: PgSettings, statement: str, params: tuple = ()) -> list[dict
         conn.close()
 
 
-# --- the marts, again, in Python -------------------------------------------------------
+# --- dbt's artifacts ---------------------------------------------------------------------
+
+
+def reads_outside_the_dag(target_path: Path) -> dict[str, list[str]]:
+    """For each node of the invocation whose artifacts are in ``target_path``: the
+    relations dbt builds that its compiled SQL reads and its depends_on does not name.
+    dbt starts a node once its own parents are done, so such a read may find the
+    relation missing (a fresh schema, a --select without it) or being replaced."""
+    manifest = json.loads((target_path / "manifest.json").read_text())
+    built = {
+        node["relation_name"]: unique_id
+        for unique_id, node in manifest["nodes"].items()
+        if node.get("relation_name") and node["resource_type"] in ("model", "seed", "snapshot")
+    }
+    outside = {}
+    for result in json.loads((target_path / "run_results.json").read_text())["results"]:
+        node = manifest["nodes"].get(result["unique_id"])
+        if node is None or not result.get("compiled_code"):
+            continue
+        allowed = {*node["depends_on"]["nodes"], result["unique_id"]}
+        read = {
+            unique_id
+            for relation, unique_id in built.items()
+            if relation in result["compiled_code"] and unique_id not in allowed
+        }
+        if read:
+            outside[result["unique_id"]] = sorted(read)
+    return outside

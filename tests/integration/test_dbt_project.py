@@ -36,6 +36,7 @@ from tests.integration._dbt_helpers import (
     money,
     query,
     read_seeds,
+    reads_outside_the_dag,
     run_dbt,
 )
 
@@ -331,33 +332,6 @@ def rename_schema(settings, old: str, new: str) -> None:
 
 
 @pytest.mark.slow
-def reads_outside_the_dag(run) -> dict[str, list[str]]:
-    """For each node that ran, the relations dbt builds that its compiled SQL reads but
-    its depends_on does not name. dbt build starts a node once its parents are built,
-    so such a read can meet a view that dbt is replacing at that moment (a full refresh
-    failed a data test so: "could not open relation with OID")."""
-    manifest = json.loads(run.manifest.read_text())
-    built = {
-        node["relation_name"]: unique_id
-        for unique_id, node in manifest["nodes"].items()
-        if node.get("relation_name") and node["resource_type"] in ("model", "seed", "snapshot")
-    }
-    outside = {}
-    for result in json.loads(run.run_results.read_text())["results"]:
-        node = manifest["nodes"].get(result["unique_id"])
-        if node is None or not result.get("compiled_code"):
-            continue
-        allowed = {*node["depends_on"]["nodes"], result["unique_id"]}
-        read = {
-            unique_id
-            for relation, unique_id in built.items()
-            if relation in result["compiled_code"] and unique_id not in allowed
-        }
-        if read:
-            outside[result["unique_id"]] = sorted(read)
-    return outside
-
-
 def test_windowed_builds_equal_full_builds_restricted_to_their_days(new_database):
     # given: the generated shop, whole in one schema and cut after each run_date in others
     settings = new_database("window")
@@ -385,7 +359,7 @@ def test_windowed_builds_equal_full_builds_restricted_to_their_days(new_database
         )
         assert windowed_run.success, windowed_run.failures
         if n == 0:
-            assert reads_outside_the_dag(windowed_run) == {}
+            assert reads_outside_the_dag(windowed_run.target_path) == {}
         full_run = dbt.invoke(
             ["run", "--selector", "extract"],
             settings=settings,

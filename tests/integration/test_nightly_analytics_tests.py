@@ -21,6 +21,7 @@ from dbt_project.postgres.source_schema import create_source_tables
 from dbt_project.request import NightRequest
 from dbt_project.stage import LocalStage
 from tests.datagen import Shop
+from tests.integration._dbt_helpers import reads_outside_the_dag
 from tests.pipeline_helpers import as_extract_login
 
 FIRST = date(2026, 3, 1)
@@ -100,6 +101,8 @@ def test_the_nightly_selection_leaves_out_what_constraints_enforce(loaded):
     assert "assert_daily_and_product_summaries_reconcile" in names
     assert not any(name.startswith("not_null_") for name in names)
     assert not any("top_customers" in name for name in names)
+    # and no test reads a view or mart that it does not depend on
+    assert reads_outside_the_dag(dbt.target_path("analytics")) == {}
 
 
 def test_the_load_keeps_the_totals_the_ranking_reads(loaded):
