@@ -56,9 +56,7 @@
         depends only on the model it tests: reading stg_shop__orders, it could run
         before that view exists (`dbt build --select stg_shop__order_items` on a fresh
         schema failed every test of the lines so) or while it is being replaced. -#}
-    {%- set orders = relation.incorporate(
-        path={'schema': var('source_schema'), 'identifier': 'orders'}
-    ) -%}
+    {%- set orders = source('shop', 'orders') -%}
     {#- An array of the window's order ids, not `in (select ...)`: the planner could
         turn that semi-join around and scan every order line for the test's own
         condition (unit_price < 0 looks selective), which grows with the history. -#}
