@@ -232,7 +232,8 @@ def opened(page) -> dict:
 
     # Fails rather than skips: the browser check is part of the suite (.ci/run installs it).
     assert CHROMIUM.exists(), (
-        f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium"
+        f"{CHROMIUM} is missing: apt-get update && "
+        "apt-get install -y --no-install-recommends chromium"
     )
     errors: list[str] = []
     with sync_playwright() as playwright:
