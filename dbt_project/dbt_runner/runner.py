@@ -3,10 +3,13 @@
 Lambda has no /dev/shm, so the multiprocessing locks that dbt-core 1.11 creates
 fail there; they are replaced by threading locks before dbt is first imported.
 dbt runs its nodes on threads, never on processes, so this changes nothing else.
+Importing this module also makes the garbage collector's young collections rarer
+(``_collect_garbage_less_often``), for every process that runs dbt through it.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing.context
@@ -54,6 +57,22 @@ def _use_thread_locks() -> None:
 
 if not _shm_usable():
     _use_thread_locks()
+
+# dbt's import, parse and node runs create container objects by the hundred thousand
+# and keep most of them to the end of the run, so at the collector's default pace (a
+# young collection every 700 new containers) it walks the same survivors over and over.
+# Collector time (gc.callbacks), default against 5,000: one extract in a fresh process
+# 0.57 s against 0.39 s (of some 4.5 s of CPU), `etl demo` 2.3 s against 1.4 s (of 14 s).
+_YOUNG_COLLECTION_EVERY = 5_000
+
+
+def _collect_garbage_less_often() -> None:
+    young, *older = gc.get_threshold()
+    if 0 < young < _YOUNG_COLLECTION_EVERY:  # 0: the process turned collection off
+        gc.set_threshold(_YOUNG_COLLECTION_EVERY, *older)
+
+
+_collect_garbage_less_often()
 
 quiet_dbt_tracking()
 
