@@ -2,7 +2,9 @@
 
 No timing is asserted: at this size the numbers mean nothing. What is asserted is
 that every case still runs against the project's code, yields its rows, and that
-each judged row has the ratio (or figure) its target is checked on.
+each judged row has the ratio (or figure) its target is checked on. The children that
+import dbt are forked from a process that has imported it (``child.forking``), the
+others start afresh as at every size: both ways of running a child are exercised.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 
 import pytest
 
+from bench import child
 from bench.report import COLUMNS, table
 from bench.suite import CASES, TINY, run
 
@@ -42,6 +45,21 @@ BATCHES = (
     ("dbt", "cold"),
     ("reprocess",),
 )
+
+
+def test_a_forked_task_that_fails_is_reported_and_the_next_one_still_runs(tmp_path):
+    # given a task asked for a day that does not exist, run in forks
+    params = {
+        "source": "postgresql://nobody@127.0.0.1:1/nothing",
+        "stage": str(tmp_path / "stage"),
+        "days": ["2026-02-30"],
+        "lookback_days": 2,
+    }
+    with child.forking():
+        for _ in range(2):
+            # then each failure is the task's own (exit 1), not the server's end
+            with pytest.raises(child.ChildFailed, match=r"task extract_calls failed \(exit 1\)"):
+                child.run("extract_calls", **params)
 
 
 def test_the_batches_cover_every_case():
