@@ -121,13 +121,15 @@ class _ForkServer:
         return done["exit"], done["maxrss_kb"]
 
     def close(self) -> None:
-        assert self.process.stdin
+        """End the server: it stops at the end of its input."""
+        assert self.process.stdin and self.process.stdout
         self.process.stdin.close()
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.process.stdout.close()
 
 
 _fork_server: _ForkServer | None = None
