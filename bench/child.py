@@ -139,9 +139,6 @@ _fork_server: _ForkServer | None = None
 def forking() -> Iterator[None]:
     """Within the block, the tasks that import dbt run forked from a warm process."""
     global _fork_server
-    if _fork_server is not None:  # already inside: one server serves both blocks
-        yield
-        return
     _fork_server = _ForkServer()
     try:
         yield
