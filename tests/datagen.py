@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import struct
+import zlib
+from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -110,3 +113,29 @@ class Shop:
         while day <= last:
             self.orders_on(day, self.rng.randint(per_day // 2, per_day))
             day += timedelta(days=1)
+
+
+def gzip_of_repeated_byte(byte: bytes, inflated: int, chunk: int) -> Iterator[bytes]:
+    """One gzip member of ``inflated`` copies of ``byte`` (a multiple of ``chunk``), in
+    pieces: a bomb of about 1000:1 without compressing all of it.
+
+    Each ``chunk`` is compressed after a full flush, which resets the compressor, so
+    every chunk after the first comes out as the same bytes: they are compressed once
+    and repeated (1.5 GiB in under a second, where compressing it all took 9 s). The
+    header and trailer (CRC-32 and length of the inflated bytes) are written here.
+    """
+    if inflated % chunk or inflated < 2 * chunk:
+        raise ValueError(f"inflated={inflated} must be a multiple (2 or more) of {chunk}")
+    piece = byte * chunk
+    raw = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: no header of its own
+    first = raw.compress(piece) + raw.flush(zlib.Z_FULL_FLUSH)
+    again = raw.compress(piece) + raw.flush(zlib.Z_FULL_FLUSH)
+    last = raw.compress(piece) + raw.flush()
+    crc = 0
+    for _ in range(inflated // chunk):
+        crc = zlib.crc32(piece, crc)
+    # ID1 ID2, deflate, no flags, no time, best compression, OS unknown.
+    yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + first
+    for _ in range(inflated // chunk - 2):
+        yield again
+    yield last + struct.pack("<II", crc, inflated & 0xFFFFFFFF)

@@ -31,6 +31,7 @@ from dbt_project.postgres.analytics_schema import (
 )
 from dbt_project.postgres.connection import connect
 from dbt_project.stage import LocalStage
+from tests.datagen import gzip_of_repeated_byte
 from tests.integration._dbt_helpers import query
 from tests.pipeline_helpers import edit, project_copy, snapshot, table_rows, write_night
 
@@ -808,17 +809,9 @@ def _swap_customer_file(env, file: tuple[Path, int, str, int], *, rows: int = 1)
 def gzip_bomb(tmp_path_factory) -> tuple[Path, int, str]:
     """The bomb's path, size and SHA-256, compressed as it is written (never held whole)."""
     path = tmp_path_factory.mktemp("bomb") / "bomb.tsv.gz"
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
     digest, size = hashlib.sha256(), 0
-    piece = b"\n" * CHUNK
-
-    def pieces():
-        for _ in range(BOMB_INFLATED // CHUNK):
-            yield compressor.compress(piece)
-        yield compressor.flush()
-
     with path.open("wb") as out:
-        for data in pieces():
+        for data in gzip_of_repeated_byte(b"\n", BOMB_INFLATED, CHUNK):
             digest.update(data)
             size += len(data)
             out.write(data)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import zlib
 from dataclasses import dataclass
 
 import pytest
@@ -19,6 +18,7 @@ from dbt_project.contract.file_format import (
     VerifyingReader,
 )
 from dbt_project.errors import StageError
+from tests.datagen import gzip_of_repeated_byte
 
 ROWS = b"".join(b"%d\tcustomer %d\t12.50\n" % (i, i) for i in range(50_000))
 
@@ -112,13 +112,19 @@ def test_the_sink_compresses_in_chunks_not_per_write():
 
 def bomb(inflated: int, byte: bytes = b"\n") -> tuple[bytes, Promise]:
     """A gzip of ``inflated`` repeated bytes (about 1000:1), with an honest promise."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-    piece = byte * CHUNK
-    body = b"".join(compressor.compress(piece) for _ in range(inflated // CHUNK))
-    body += compressor.flush()
+    body = b"".join(gzip_of_repeated_byte(byte, inflated, CHUNK))
     rows = inflated if byte == b"\n" else 0
     digest = hashlib.sha256(body).hexdigest()
     return body, Promise("etl-data/2026-11-25/r/t.tsv.gz", rows, len(body), inflated, digest)
+
+
+def test_the_bombs_are_whole_gzip_files_of_their_bytes():
+    # The bombs are assembled from one compressed chunk repeated: the standard library
+    # reads them back whole (its CRC-32 and length checks included), at about 1000:1.
+    for byte in (b"\n", b"x"):
+        body, promise = bomb(8 * CHUNK, byte)
+        assert gzip.decompress(body) == byte * (8 * CHUNK)
+        assert promise.bytes == len(body) and len(body) * 900 < 8 * CHUNK
 
 
 def test_each_read_inflates_at_most_one_chunk():
