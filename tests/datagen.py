@@ -1,4 +1,5 @@
-"""Generated shop traffic the project has never seen: for tests of the nightly property."""
+"""Generated data the project has never seen: shop traffic for tests of the nightly
+property, and gzip bombs for the stage's readers."""
 
 from __future__ import annotations
 
