@@ -18,7 +18,7 @@ import threading
 from datetime import date
 from pathlib import Path
 
-from dbt_project.dbt_runner import event_messages, json_schemas
+from dbt_project.dbt_runner import event_messages, json_schemas, node_files
 from dbt_project.dbt_runner import parse_cache as dbt_parse
 from dbt_project.dbt_runner.connections import keep_sessions_per_thread
 from dbt_project.dbt_runner.flag_sources import name_flag_sources_cheaply
@@ -167,14 +167,17 @@ class DbtProject:
         reading every caller's source, Jinja compiling a text at every render, event
         messages read as JSON and log lines made for no log, plugins searched for on
         every folder of the import path at every call, each node's macro namespace
-        built one constructor at a time, and the JSON schemas of dbt's classes built
-        anew in each process."""
+        built one constructor at a time, the JSON schemas of dbt's classes built anew
+        in each process, events no log or callback hears, and a file of each node's
+        SQL that nothing reads."""
         if self._tuned:
             return
         name_flag_sources_cheaply()
         compile_templates_once()
         event_messages.build_messages_directly()
         event_messages.format_only_kept_lines()
+        event_messages.fire_only_heard_events()
+        node_files.write_only_when_asked()
         find_plugin_modules_once()
         build_namespaces_quickly()
         json_schemas.install()
@@ -295,6 +298,7 @@ class DbtProject:
 
             keep_sessions_per_thread()
             self._tune_dbt()
+            node_files.write(self.settings.dbt_verbose)
             errors = ErrorEvents()
             runner = dbtRunner(manifest=parsed, callbacks=[errors])
             if command[0] in _OWN_ARTIFACTS:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
@@ -13,6 +15,7 @@ from dbt_project.pipeline import Pipeline
 from dbt_project.postgres.connection import Database, connect
 from dbt_project.postgres.source_schema import create_source_tables
 from dbt_project.request import NightRequest
+from dbt_project.settings import current
 from dbt_project.stage import LocalStage
 from tests import reference
 from tests.datagen import Shop
@@ -231,6 +234,39 @@ def test_a_windowed_night_reads_its_window_not_the_history(loaded_shop):
     print(f"the night opened {logins} sessions; its build ran {tests} data tests")
     assert tests > 4 * LOGINS_PER_NIGHT
     assert logins <= LOGINS_PER_NIGHT
+
+
+def test_each_node_s_sql_is_a_file_only_with_dbt_s_output_on(loaded_shop, tmp_path):
+    _, _, source, _, _ = loaded_shop
+    extracted = {}
+    for verbose in (False, True):  # ETL_DBT_VERBOSE unset, then 1
+        settings = replace(current(), work_dir=tmp_path / str(verbose), dbt_verbose=verbose)
+        dbt = DbtProject(settings=settings)
+        Pipeline(
+            dbt=dbt,
+            source=Database.from_settings(as_extract_login(source)),
+            stage=LocalStage(tmp_path / f"stage-{verbose}"),
+        ).extract(NightRequest(HISTORY_END, lookback_days=LOOKBACK_DAYS))
+        target = dbt.target_path("source")
+        results = json.loads((target / "run_results.json").read_text())["results"]
+        compiled = {
+            r["unique_id"]: r["compiled_code"]
+            for r in results
+            if r["unique_id"].startswith("model.") and r["compiled_code"]
+        }
+        files = {
+            path.relative_to(target).parts[0]: path.read_text()
+            for path in target.glob("*/shop/models/marts/customer_analytics.sql")
+        }
+        extracted[verbose] = compiled, files
+    # then the run results keep each model's compiled SQL either way
+    quiet, verbose = extracted[False][0], extracted[True][0]
+    assert quiet.keys() == verbose.keys() and "model.shop.customer_analytics" in quiet
+    # and only with dbt's output on are there files of it, as dbt writes them
+    assert extracted[False][1] == {}
+    files = extracted[True][1]
+    assert files.keys() == {"compiled", "run"}
+    assert files["compiled"] == verbose["model.shop.customer_analytics"]
 
 
 @pytest.mark.parametrize(
