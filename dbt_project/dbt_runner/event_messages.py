@@ -19,11 +19,20 @@ Python logger set to the console's level, which drops all but errors under --qui
 making the line (formatting, then scrubbing each secret of the environment out of it)
 was 5 % of a warm night's profile. A line is now made only when the logger would
 keep it, which is the test the logger itself applies first.
+
+Even with no line made, each event's envelope is still built (its text, time, thread)
+for the loggers and callbacks to look at. A debug or info event that no logger keeps
+and no callback hears is now dropped before that: the callbacks of a quiet call are
+the runner's own, which reads warnings and errors only, and dbt's count of
+behaviour-change warnings. Three warm extracts, best of three: 1.80 s of CPU against
+1.56 s. Any other callback, a warning or an error, and dbt's own serialization checks
+go the usual way.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from functools import cache
 
 _TIMESTAMP = "google.protobuf.Timestamp"
@@ -175,3 +184,45 @@ def build_messages_directly() -> None:
         return ParseDict(js_dict, message, *args, **kwargs)
 
     base_types.ParseDict = parse_dict
+
+
+# The attribute by which a callback says it reads warnings and errors only.
+WARNINGS_AND_ERRORS_ONLY = "reads_warnings_and_errors_only"
+# dbt's callbacks that read one warning only: (module, name).
+_DBT_WARNING_CALLBACKS = frozenset({("dbt.tracking", "track_behavior_change_warn")})
+_BELOW_WARNINGS = {"test": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO}
+_UNKNOWN = object()
+
+
+def _heard(manager, level: int) -> bool:
+    """Whether a logger or callback of ``manager`` would take an event at ``level``."""
+    for callback in manager.callbacks:
+        if getattr(callback, WARNINGS_AND_ERRORS_ONLY, False):
+            continue
+        name = (getattr(callback, "__module__", None), getattr(callback, "__qualname__", None))
+        if name not in _DBT_WARNING_CALLBACKS:
+            return True
+    for logger in manager.loggers:
+        python_logger = getattr(logger, "_python_logger", _UNKNOWN)
+        if python_logger is _UNKNOWN:
+            return True  # a logger of another kind: it sees everything, as before
+        if python_logger is not None and python_logger.isEnabledFor(level):
+            return True
+    return False
+
+
+@cache  # installed once per process
+def fire_only_heard_events() -> None:
+    """Drop a debug or info event before its envelope is built when nothing takes it."""
+    from dbt_common.events.event_manager import EventManager
+
+    fire_event = EventManager.fire_event
+
+    def fire_heard_event(self, e, level=None, node=None, force_warn_or_error_handling=False):
+        if not force_warn_or_error_handling and not os.environ.get("DBT_TEST_BINARY_SERIALIZATION"):
+            below = _BELOW_WARNINGS.get(level.value if level else e.level_tag().value)
+            if below is not None and not _heard(self, below):
+                return
+        fire_event(self, e, level, node, force_warn_or_error_handling)
+
+    EventManager.fire_event = fire_heard_event

@@ -55,6 +55,9 @@ class ErrorEvents:
     # Logged as a warning, yet the command fails because of it.
     _FAILING_WARNINGS = frozenset({"CatalogGenerationError"})
 
+    # Events below warnings skip it (event_messages.fire_only_heard_events).
+    reads_warnings_and_errors_only = True
+
     def __init__(self) -> None:
         self.messages: list[str] = []
 

@@ -1,13 +1,16 @@
 """dbt's events built by protobuf's constructor are the messages its JSON parser builds,
-and a log line no log keeps is never made."""
+a log line no log keeps is never made, and an event nothing hears is dropped unbuilt
+while every logger and callback that would take it still gets it."""
 
 from __future__ import annotations
 
 import io
 
 import pytest
-from dbt.adapters.events.types import CacheAction, SQLQuery
+from dbt.adapters.events.types import CacheAction, CatalogGenerationError, SQLQuery
 from dbt.events.types import EndRunResult, NodeFinished, NodeStart
+from dbt.tracking import track_behavior_change_warn
+from dbt_common.events import event_manager as dbt_event_manager
 from dbt_common.events import logger as dbt_logger
 from dbt_common.events.base_types import EventLevel, msg_from_base_event
 from dbt_common.events.event_manager import EventManager
@@ -16,6 +19,7 @@ from dbt_common.events.types import Note
 from google.protobuf import json_format
 
 from dbt_project.dbt_runner import event_messages
+from dbt_project.dbt_runner.results import ErrorEvents
 
 NODE_INFO = {
     "node_path": "marts/customer_analytics.sql",
@@ -83,6 +87,7 @@ NOT_PLAIN = [
 def installed():
     event_messages.build_messages_directly()
     event_messages.format_only_kept_lines()
+    event_messages.fire_only_heard_events()
 
 
 @pytest.fixture
@@ -171,3 +176,63 @@ def test_a_log_that_keeps_every_level_still_gets_every_line():
         manager.fire_event(Note(msg=f"at {level.value}"), level=level)
     lines = console.getvalue().splitlines()
     assert [line.rsplit(" ", 1)[-1] for line in lines] == ["debug", "info", "warn", "error"]
+
+
+@pytest.fixture
+def envelopes(monkeypatch) -> list[str]:
+    """The events whose envelope dbt's event manager built."""
+    built = []
+    build = dbt_event_manager.msg_from_base_event
+
+    def counted(event, level=None):
+        built.append(type(event).__name__)
+        return build(event, level=level)
+
+    monkeypatch.setattr(dbt_event_manager, "msg_from_base_event", counted)
+    return built
+
+
+def quiet_call(console: io.StringIO, *callbacks) -> EventManager:
+    """The event manager of a runner's --quiet call: a console logger of errors only,
+    the runner's error callback and dbt's own behaviour-change one, and ``callbacks``."""
+    manager = EventManager()
+    manager.add_logger(LoggerConfig(name="quiet", level=EventLevel.ERROR, output_stream=console))
+    manager.callbacks = [*callbacks, track_behavior_change_warn]
+    return manager
+
+
+def test_an_event_nothing_hears_is_dropped_and_warnings_and_errors_still_reach_it(envelopes):
+    console, errors = io.StringIO(), ErrorEvents()
+    manager = quiet_call(console, errors)
+
+    manager.fire_event(Note(msg="a model started"), level=EventLevel.INFO)
+    manager.fire_event(SQLQuery(conn_name="model.shop.x", sql="select 1", node_info=None))
+    assert envelopes == [] and errors.messages == [] and console.getvalue() == ""
+
+    # the failing warning and the error the runner reads, the error on the console too
+    manager.fire_event(CatalogGenerationError(exc="permission denied for schema nightly"))
+    manager.fire_event(Note(msg="the build failed"), level=EventLevel.ERROR)
+    assert envelopes == ["CatalogGenerationError", "Note"]
+    assert errors.messages == [
+        "Encountered an error while generating catalog: permission denied for schema nightly",
+        "the build failed",
+    ]
+    assert console.getvalue().strip().endswith("the build failed")
+
+
+def test_an_event_a_callback_or_a_log_would_take_still_reaches_it():
+    # a callback of another kind hears every level, as dbt's own would give it
+    heard = []
+    manager = quiet_call(io.StringIO(), ErrorEvents(), lambda msg: heard.append(msg.info.level))
+    for level in (EventLevel.DEBUG, EventLevel.INFO, EventLevel.WARN, EventLevel.ERROR):
+        manager.fire_event(Note(msg=f"at {level.value}"), level=level)
+    assert heard == ["debug", "info", "warn", "error"]
+
+    # a console at info (ETL_DBT_VERBOSE=1) gets the info line, not the debug one
+    console = io.StringIO()
+    manager = EventManager()
+    manager.add_logger(LoggerConfig(name="info", level=EventLevel.INFO, output_stream=console))
+    manager.callbacks = [ErrorEvents()]
+    manager.fire_event(Note(msg="at debug"), level=EventLevel.DEBUG)
+    manager.fire_event(Note(msg="at info"), level=EventLevel.INFO)
+    assert [line.rsplit(" ", 1)[-1] for line in console.getvalue().splitlines()] == ["info"]
