@@ -5,6 +5,7 @@ equals an independent computation."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import date, datetime, time, timedelta
 
@@ -178,8 +179,13 @@ def test_a_fourth_mart_added_as_sql_and_yaml_runs_nights_end_to_end(
 
     # then the analytics-side tests ran on the new mart too, by the nights' days
     assert night.tests is not None and night.tests.passed, night.tests
-    compiled = list(parts.dbt.target_path("analytics").rglob(f"*non_negative_{MART}_revenue*.sql"))
-    assert compiled and "ledger.day_versions" in compiled[0].read_text()
+    results = parts.dbt.target_path("analytics") / "run_results.json"
+    compiled = [
+        result["compiled_code"]
+        for result in json.loads(results.read_text())["results"]
+        if f"non_negative_{MART}_revenue" in result["unique_id"]
+    ]
+    assert compiled and "ledger.day_versions" in compiled[0]
     # and every row equals the independent computation
     shop_rows = reference.fetch_source(source)
     expected = expected_category_days(shop_rows, last)
