@@ -136,6 +136,32 @@ def _session_work_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def shipped_project(tmp_path_factory) -> Path:
+    """The dbt project as the common layer ships it: its files and dbt's parse for the
+    target ``source`` (``ship_parse``), built in one folder and moved to another, as a
+    layer is. For a process that stands for a Lambda container; read only. Built once
+    per run: the xdist workers share the run's folder, and the first to come builds it."""
+    import fcntl
+
+    from dbt_project.dbt_runner.parse_cache import ship_parse
+    from dbt_project.facts.names import SOURCE_TARGET
+    from tests.pipeline_helpers import project_copy
+
+    run_folder = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_folder = run_folder.parent  # this run's, above each worker's own
+    shipped = run_folder / "shipped-dbt" / "dbt"
+    with (run_folder / "shipped-dbt.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not shipped.is_dir():
+            built = project_copy(Path(tempfile.mkdtemp(dir=run_folder)) / "dbt")
+            ship_parse(built, SOURCE_TARGET)
+            shipped.parent.mkdir()
+            shutil.move(built, shipped)
+    return shipped
+
+
+@pytest.fixture(scope="session")
 def pg_server(tmp_path_factory) -> PgSettings:
     """Settings of a superuser connection to the test server (database ``postgres``)."""
     external = os.environ.get("ETL_TEST_PG_URL")

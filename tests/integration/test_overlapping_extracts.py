@@ -25,8 +25,9 @@ def shop(new_database):
     return initialised_shop(new_database, date(2026, 4, 1), DAY, seed=11)
 
 
-def etl_extract(source, stage, tmp_path, name, **env) -> subprocess.Popen:
-    """`etl extract` in its own process, as a second Lambda container would run it."""
+def etl_extract(source, stage, tmp_path, name, project, **env) -> subprocess.Popen:
+    """`etl extract` in its own process, as a second Lambda container would run it: on
+    the project as the common layer ships it, with its own dbt folders."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -43,6 +44,7 @@ def etl_extract(source, stage, tmp_path, name, **env) -> subprocess.Popen:
         env={
             **os.environ,
             "ETL_SOURCE_URL": as_extract_login(source).url,
+            "ETL_DBT_PROJECT_DIR": str(project),
             "ETL_WORK_DIR": str(tmp_path / name),  # each process its own dbt folders
             **env,
         },
@@ -52,13 +54,15 @@ def etl_extract(source, stage, tmp_path, name, **env) -> subprocess.Popen:
     )
 
 
-def test_a_second_extract_waits_for_the_first_and_both_stay_whole(new_database, tmp_path):
+def test_a_second_extract_waits_for_the_first_and_both_stay_whole(
+    new_database, tmp_path, shipped_project
+):
     source, target = shop(new_database)
     stage = LocalStage(tmp_path / "stage")
 
     # when two extracts of the same day start together
-    first = etl_extract(source, stage, tmp_path, "a")
-    second = etl_extract(source, stage, tmp_path, "b")
+    first = etl_extract(source, stage, tmp_path, "a", shipped_project)
+    second = etl_extract(source, stage, tmp_path, "b", shipped_project)
     results = [p.communicate(timeout=300) + (p.returncode,) for p in (first, second)]
 
     # then both succeed, one after the other (two run folders, one manifest: the later)
@@ -76,7 +80,9 @@ def test_a_second_extract_waits_for_the_first_and_both_stay_whole(new_database, 
     assert actual["product_sales_summary"] == expected["product_sales_summary"]
 
 
-def test_an_extract_that_cannot_have_the_lock_says_so_and_stages_nothing(new_database, tmp_path):
+def test_an_extract_that_cannot_have_the_lock_says_so_and_stages_nothing(
+    new_database, tmp_path, shipped_project
+):
     source, _ = shop(new_database)
     stage = LocalStage(tmp_path / "stage")
     holder = connect(source)
@@ -84,7 +90,9 @@ def test_an_extract_that_cannot_have_the_lock_says_so_and_stages_nothing(new_dat
         with holder.cursor() as cur:
             cur.execute("select pg_advisory_lock(%s)", (EXTRACT_LOCK,))
         started = time.monotonic()
-        waiting = etl_extract(source, stage, tmp_path, "w", ETL_LOCK_TIMEOUT_MS="3000")
+        waiting = etl_extract(
+            source, stage, tmp_path, "w", shipped_project, ETL_LOCK_TIMEOUT_MS="3000"
+        )
         out, err, code = waiting.communicate(timeout=120) + (waiting.returncode,)
     finally:
         holder.close()

@@ -19,7 +19,7 @@ from datetime import timedelta
 import pytest
 
 from dbt_project.dbt_runner import parse_cache as dbt_parse
-from dbt_project.dbt_runner.parse_cache import load_shipped_parse, ship_parse
+from dbt_project.dbt_runner.parse_cache import load_shipped_parse
 from dbt_project.dbt_runner.runner import DbtProject
 from dbt_project.facts.names import DBNAME_VARIABLES
 from dbt_project.postgres.connection import connect
@@ -58,23 +58,13 @@ def _copy_project(folder):
     return folder / "dbt"
 
 
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory, source):
-    """The dbt project as the common layer ships it: parsed for the stack's database
-    name, not the source's, the build's folder then removed."""
-    built = _copy_project(tmp_path_factory.mktemp("build"))
-    ship_parse(built, "source")
-    layer = tmp_path_factory.mktemp("layer") / "dbt"
-    shutil.move(built, layer)
-    return layer
-
-
 @pytest.fixture
-def project(tmp_path, shipped):
-    """A copy of the shipped project for one test to change at will, moved (to where
-    Lambda mounts it, in Lambda) with new modification times."""
+def project(tmp_path, shipped_project):
+    """A copy of the shipped project (parsed for the stack's database name, not the
+    source's, the build's folder then removed) for one test to change at will, moved
+    (to where Lambda mounts it, in Lambda) with new modification times."""
     moved = tmp_path / "opt" / "dbt"
-    shutil.copytree(shipped, moved, copy_function=shutil.copyfile)
+    shutil.copytree(shipped_project, moved, copy_function=shutil.copyfile)
     return moved
 
 
