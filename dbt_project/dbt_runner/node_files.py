@@ -4,7 +4,7 @@ written only when dbt's output is asked for (``ETL_DBT_VERBOSE=1``).
 At every call dbt writes each node's compiled SQL, then the SQL it ran, to a file of
 their own. Nothing reads them back: the run results keep each node's compiled SQL, and
 in Lambda the target folder is in a /tmp that nobody reads. Writing them cost a tenth
-of a warm extract's CPU (three warm extracts, best of three: 2.23 s against 2.07 s without).
+of a warm extract's CPU (three warm extracts, best of three: 2.23 s against 1.96 s without).
 """
 
 from __future__ import annotations
