@@ -26,10 +26,10 @@ from dbt_project.postgres.connection import connect
 from dbt_project.postgres.logins import create_extract_login
 from dbt_project.postgres.source_schema import create_source_tables, load_sample_data
 from dbt_project.settings import scoped_environ
-from infra.packaging.layers import REPO_ROOT, common_sources
+from infra.packaging.layers import REPO_ROOT
 from tests.integration._dbt_helpers import query
 from tests.lambda_helpers import login_role
-from tests.pipeline_helpers import as_extract_login
+from tests.pipeline_helpers import as_extract_login, project_copy
 
 PROBE = "shipped_parse_probe"
 STAGING_MODEL = "models/staging/stg_shop__customers.sql"
@@ -47,15 +47,6 @@ def source(module_database):
         (last_day,) = cur.fetchone()
     conn.close()
     return as_extract_login(settings), last_day - timedelta(days=1)
-
-
-def _copy_project(folder):
-    """The dbt project's files as the common layer carries them, under ``folder``/dbt."""
-    for relative, path in common_sources(REPO_ROOT):
-        if relative.startswith("dbt/"):
-            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, folder / relative)
-    return folder / "dbt"
 
 
 @pytest.fixture
@@ -238,7 +229,7 @@ def test_another_login_host_or_database_reuses_this_process_s_parse(
 ):
     # given a checkout's project that this process parsed for the source database
     settings, _ = source
-    project = _copy_project(tmp_path / "checkout")
+    project = project_copy(tmp_path / "checkout" / "dbt")
     monkeypatch.setenv("ETL_WORK_DIR", str(tmp_path / "work"))
     model = ["run", "--select", "stg_shop__customers"]
     first = DbtProject(root=project)
